@@ -1,0 +1,19 @@
+"""User-facing errors: bad config, bad data, missing files.
+
+The CLI turns a `UserError` into a one-paragraph message and exit code 2, never a traceback; every
+other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message names the file, field, row or value at fault."""
+
+
+class ConfigError(UserError, ValueError):
+    """An invalid configuration key or value."""
+
+
+class DataError(UserError, ValueError):
+    """A dataset file, row or field that cannot be used."""

@@ -1,0 +1,276 @@
+"""KL-weight schedules beta(s) and per-token KL estimators (PAPER.md Eq. 3 and Eq. 5).
+
+Why: OThink-MR1's one change to GRPO is a *dynamic* KL weight (GRPO-D): beta falls from
+`(beta_min + beta_max) / 2` to `beta_min` over the first `w = explore_frac * t` steps (explore), then
+rises linearly to `beta_max` at step `t` (exploit). Other schedules are here so the paper's claim can be
+tested against constant, linear, cosine and target-KL (adaptive) baselines with the same code.
+
+Simplified versus the paper: steps are optimizer steps counted from 0; past `t` the GRPO-D weight is
+held at `beta_max` (the paper never trains past `t`). The adaptive controller follows Ziegler et al.
+(2019) / TRL's `AdaptiveKLController` and is not in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from othinklab.errors import ConfigError
+
+KL_KINDS = ("k1", "k2", "k3")
+
+
+def _check_beta_range(beta_min: float, beta_max: float) -> None:
+    if not 0 <= beta_min:
+        raise ConfigError(f"kl.beta_min must be >= 0, got {beta_min!r}")
+    if not beta_min <= beta_max:
+        raise ConfigError(f"kl.beta_max must be >= kl.beta_min ({beta_min!r}), got {beta_max!r}")
+
+
+def _check_total_steps(total_steps: int) -> None:
+    if not total_steps > 0:
+        raise ConfigError(f"train.total_steps must be > 0, got {total_steps!r}")
+
+
+def grpo_d_beta(
+    step: int, total_steps: int, beta_min: float, beta_max: float, explore_frac: float = 0.3
+) -> float:
+    """GRPO-D's KL weight at optimizer step `step` (Eq. 3), with `w = explore_frac * total_steps`.
+
+    >>> [round(grpo_d_beta(s, 100, 0.04, 0.1), 4) for s in (0, 10, 20, 30, 50, 70, 100)]
+    [0.07, 0.06, 0.05, 0.04, 0.0571, 0.0743, 0.1]
+    >>> [round(grpo_d_beta(s, 100, 0.0, 0.02), 4) for s in (0, 10, 20, 30, 50, 70, 100)]
+    [0.01, 0.0067, 0.0033, 0.0, 0.0057, 0.0114, 0.02]
+    """
+    _check_total_steps(total_steps)
+    if not 0 < explore_frac < 1:
+        raise ConfigError(f"kl.explore_frac must be in (0, 1), got {explore_frac!r}")
+    _check_beta_range(beta_min, beta_max)
+    t = float(total_steps)
+    w = explore_frac * t
+    s = min(float(step), t)
+    beta_mid = (beta_min + beta_max) / 2
+    if s <= w:
+        return beta_mid - (beta_mid - beta_min) * s / w
+    return beta_min + (beta_max - beta_min) * (s - w) / (t - w)
+
+
+class Schedule:
+    """A KL-weight schedule: `schedule(step) -> beta`; `max_beta` is the largest beta over the run."""
+
+    name: str = ""
+
+    def __init__(self, fn: Callable[[int], float], max_beta: float, name: str, params: dict[str, Any]):
+        self._fn = fn
+        self._max_beta = float(max_beta)
+        self.name = name
+        self.params = dict(params)
+
+    def __call__(self, step: int) -> float:
+        return float(self._fn(step))
+
+    @property
+    def max_beta(self) -> float:
+        """Upper bound of beta over the run (decides whether a reference model is needed)."""
+        return self._max_beta
+
+    def state_dict(self) -> dict[str, Any]:
+        """Stateless schedules only record their name and parameters (checked on load)."""
+        return {"name": self.name, "params": dict(self.params)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("name") != self.name:
+            raise ConfigError(f"kl.schedule: checkpoint has {state.get('name')!r}, config has {self.name!r}")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({self.name!r}, {args})"
+
+
+class AdaptiveKLSchedule(Schedule):
+    """Target-KL controller (Ziegler et al. 2019; TRL's `AdaptiveKLController`).
+
+    `update(measured_kl)` after each step: `beta *= 1 + clip(kl / target - 1, -0.2, 0.2) * n / horizon`,
+    so beta rises while the measured KL is above target and falls while below. `__call__` ignores the
+    step and returns the current beta.
+    """
+
+    def __init__(self, beta: float, target_kl: float, horizon: float):
+        if not beta > 0:
+            raise ConfigError(f"kl.beta must be > 0 for the adaptive schedule, got {beta!r}")
+        if not target_kl > 0:
+            raise ConfigError(f"kl.target_kl must be > 0, got {target_kl!r}")
+        if not horizon > 0:
+            raise ConfigError(f"kl.horizon must be > 0, got {horizon!r}")
+        params = {"beta": beta, "target_kl": target_kl, "horizon": horizon}
+        super().__init__(lambda step: self.value, beta, "adaptive", params)
+        self.value = float(beta)
+        self.target_kl = float(target_kl)
+        self.horizon = float(horizon)
+
+    @property
+    def max_beta(self) -> float:
+        """Current beta: positive for the whole run, so a reference model is always needed."""
+        return self.value
+
+    def update(self, measured_kl: float, n_steps: int = 1) -> float:
+        """Move beta towards keeping `measured_kl` at `target_kl`; returns the new beta."""
+        err = min(max(float(measured_kl) / self.target_kl - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + err * n_steps / self.horizon
+        return self.value
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "value": self.value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.value = float(state["value"])
+
+
+def _none() -> Schedule:
+    return Schedule(lambda step: 0.0, 0.0, "none", {})
+
+
+def _constant(beta: float) -> Schedule:
+    if not beta >= 0:
+        raise ConfigError(f"kl.beta must be >= 0, got {beta!r}")
+    return Schedule(lambda step: beta, beta, "constant", {"beta": beta})
+
+
+def _check_start_end(beta_start: float, beta_end: float, total_steps: int) -> None:
+    _check_total_steps(total_steps)
+    for key, value in (("beta_start", beta_start), ("beta_end", beta_end)):
+        if not value >= 0:
+            raise ConfigError(f"kl.{key} must be >= 0, got {value!r}")
+
+
+def _frac(step: int, total_steps: int) -> float:
+    return min(max(float(step), 0.0), float(total_steps)) / total_steps
+
+
+def _linear(beta_start: float, beta_end: float, total_steps: int) -> Schedule:
+    _check_start_end(beta_start, beta_end, total_steps)
+    params = {"beta_start": beta_start, "beta_end": beta_end, "total_steps": total_steps}
+
+    def fn(step: int) -> float:
+        return beta_start + (beta_end - beta_start) * _frac(step, total_steps)
+
+    return Schedule(fn, max(beta_start, beta_end), "linear", params)
+
+
+def _cosine(beta_start: float, beta_end: float, total_steps: int) -> Schedule:
+    _check_start_end(beta_start, beta_end, total_steps)
+    params = {"beta_start": beta_start, "beta_end": beta_end, "total_steps": total_steps}
+
+    def fn(step: int) -> float:
+        return beta_end + (beta_start - beta_end) * 0.5 * (1 + math.cos(math.pi * _frac(step, total_steps)))
+
+    return Schedule(fn, max(beta_start, beta_end), "cosine", params)
+
+
+def _grpo_d(total_steps: int, beta_min: float, beta_max: float, explore_frac: float = 0.3) -> Schedule:
+    grpo_d_beta(0, total_steps, beta_min, beta_max, explore_frac)  # validates
+    params = {"total_steps": total_steps, "beta_min": beta_min, "beta_max": beta_max}
+    params["explore_frac"] = explore_frac
+
+    def fn(step: int) -> float:
+        return grpo_d_beta(step, total_steps, beta_min, beta_max, explore_frac)
+
+    # Eq. 3 is V-shaped: its maximum is at s = 0 (beta_mid) or s = t (beta_max) -> beta_max.
+    return Schedule(fn, beta_max, "grpo_d", params)
+
+
+_BUILDERS: dict[str, tuple[Callable[..., Schedule], tuple[str, ...], tuple[str, ...]]] = {
+    # name: (builder, required params, optional params)
+    "none": (_none, (), ()),
+    "constant": (_constant, ("beta",), ()),
+    "linear": (_linear, ("beta_start", "beta_end", "total_steps"), ()),
+    "cosine": (_cosine, ("beta_start", "beta_end", "total_steps"), ()),
+    "grpo_d": (_grpo_d, ("total_steps", "beta_min", "beta_max"), ("explore_frac",)),
+    "adaptive": (AdaptiveKLSchedule, ("beta", "target_kl", "horizon"), ()),
+}
+SCHEDULES = tuple(_BUILDERS)
+_ALIASES = {"beta_min": "beta_start", "beta_max": "beta_end"}  # for linear and cosine
+
+
+def make_schedule(name: str, **params: Any) -> Schedule:
+    """Build a schedule by name, strictly: unknown or missing parameters raise `ConfigError`.
+
+    >>> make_schedule("grpo_d", total_steps=100, beta_min=0.04, beta_max=0.1)(30)
+    0.04
+    >>> make_schedule("linear", beta_start=0.0, beta_end=0.1, total_steps=10)(5)
+    0.05
+    """
+    if name not in _BUILDERS:
+        raise ConfigError(f"kl.schedule must be one of {', '.join(SCHEDULES)}; got {name!r}")
+    builder, required, optional = _BUILDERS[name]
+    if name in ("linear", "cosine"):
+        for alias, key in _ALIASES.items():
+            if alias in params:
+                if key in params:
+                    raise ConfigError(f"kl: give {key} or its alias {alias} for '{name}', not both")
+                params[key] = params.pop(alias)
+    allowed = required + optional
+    unknown = sorted(set(params) - set(allowed))
+    missing = [k for k in required if k not in params]
+    if unknown or missing:
+        problem = f"unknown {unknown}" if unknown else f"missing {missing}"
+        raise ConfigError(
+            f"kl schedule {name!r}: {problem} parameter(s); valid: {', '.join(allowed) or '(none)'}"
+        )
+    return builder(**params)
+
+
+def schedule_from_config(kl_cfg: Any, total_steps: int) -> Schedule:
+    """Build the schedule named `kl_cfg.schedule`, taking only the config fields it uses.
+
+    `kl_cfg` has attributes `schedule, beta, beta_min, beta_max, explore_frac, target_kl, horizon`
+    (missing ones are simply not passed). linear and cosine go from `beta_min` to `beta_max`.
+    """
+    name = getattr(kl_cfg, "schedule", None)
+    if name not in _BUILDERS:
+        raise ConfigError(f"kl.schedule must be one of {', '.join(SCHEDULES)}; got {name!r}")
+    fields = {
+        "none": (),
+        "constant": ("beta",),
+        "linear": ("beta_min", "beta_max"),
+        "cosine": ("beta_min", "beta_max"),
+        "grpo_d": ("beta_min", "beta_max", "explore_frac"),
+        "adaptive": ("beta", "target_kl", "horizon"),
+    }[name]
+    params = {k: getattr(kl_cfg, k) for k in fields if getattr(kl_cfg, k, None) is not None}
+    if name in ("linear", "cosine", "grpo_d"):
+        params["total_steps"] = total_steps
+    return make_schedule(name, **params)
+
+
+def needs_reference(schedule: Schedule) -> bool:
+    """True if beta is ever > 0 over the run, i.e. the reference model's log-probs are needed.
+
+    >>> needs_reference(make_schedule("grpo_d", total_steps=10, beta_min=0.0, beta_max=0.02))
+    True
+    >>> needs_reference(make_schedule("none"))
+    False
+    """
+    return schedule.max_beta > 0
+
+
+def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> torch.Tensor:
+    """Per-token estimate of KL(pi_theta || pi_ref) from sampled tokens' log-probs; same shape.
+
+    With `r = ref_logp - logp`: k1 = -r, k2 = r**2 / 2, k3 = exp(r) - r - 1 (Eq. 5; >= 0, unbiased).
+
+    >>> kl_estimate(torch.tensor([0.0, -1.0]), torch.tensor([0.0, -1.0])).tolist()
+    [0.0, 0.0]
+    """
+    r = ref_logp - logp
+    if kind == "k1":
+        return -r
+    if kind == "k2":
+        return 0.5 * r**2
+    if kind == "k3":
+        return torch.exp(r) - r - 1
+    raise ConfigError(f"kl.estimator must be one of {', '.join(KL_KINDS)}; got {kind!r}")

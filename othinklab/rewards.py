@@ -1,0 +1,219 @@
+"""Rule-based rewards (PAPER.md Eq. 1): `R = R_acc + alpha * R_format`, as in R1-V.
+
+Why: GRPO needs a scalar per completion, and the paper uses R1-V's two verifiable rewards. Everything
+here is pure (no I/O, no randomness) and never raises on model output: a reward function that crashes
+on a weird completion would kill a training run at step 140.
+
+Simplified versus R1-V / the paper:
+- accuracy compares the *extracted* `<answer>` contents (last complete tag wins) with the solution's,
+  first by normalised string, then by cheap float comparison, then by math-verify (symbolic); R1-V
+  tries math-verify on the whole completion first. Answers longer than `MAX_SYMBOLIC_CHARS` are only
+  string-compared, and any math-verify error or timeout counts as "not equal".
+- math-verify's timeouts use `signal.alarm`, which only works in the main thread; off the main thread
+  (data-loader workers, thread pools) we parse without a timeout and rely on cheap guards instead:
+  answers that are long, deeply nested, power towers or factorials are string-compared only.
+- format uses R1-V's regex with `re.fullmatch` on the stripped completion, so trailing text after
+  `</answer>` fails (R1-V's `re.match` accepts it).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+FORMAT_RE = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
+MAX_SYMBOLIC_CHARS = 200
+"""Answers longer than this are compared as strings only (math-verify can be slow on them)."""
+MAX_NESTING = 6
+"""Answers with brackets nested deeper than this are compared as strings only."""
+SYMBOLIC_TIMEOUT_S = 2
+"""math-verify's per-call timeout in the main thread (seconds, integer: it uses `signal.alarm`)."""
+
+# Degree markers and other decorations that never change a numeric answer.
+_DECORATIONS = re.compile(
+    r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree|\bdegrees?\b|\\[,;!]|\\left|\\right",
+    re.IGNORECASE,
+)
+_TEXT_WRAPPERS = re.compile(r"\\(?:text|mathrm|mbox)\s*\{([^{}]*)\}")
+
+
+def extract_answer(text: Any) -> str | None:
+    """Stripped content of the last complete `<answer>…</answer>` in `text`, or None.
+
+    >>> extract_answer("<think>hm</think><answer> 3 </answer>")
+    '3'
+    >>> extract_answer("<answer>1</answer> then <answer>2</answer>")
+    '2'
+    >>> extract_answer("<answer>unclosed") is None
+    True
+    """
+    if not isinstance(text, str):
+        return None
+    last = None
+    for last in ANSWER_RE.finditer(text):
+        pass
+    return None if last is None else last.group(1).strip()
+
+
+def format_reward(text: Any) -> float:
+    """1.0 if the whole (stripped) completion is `<think>…</think> <answer>…</answer>`, else 0.0.
+
+    >>> format_reward("<think>a</think>\\n<answer>3</answer>")
+    1.0
+    >>> format_reward("<answer>3</answer>")
+    0.0
+    """
+    if not isinstance(text, str):
+        return 0.0
+    return 1.0 if FORMAT_RE.fullmatch(text.strip()) else 0.0
+
+
+@functools.lru_cache(maxsize=65536)
+def _clean(s: str) -> str:
+    """Whitespace-collapsed answer without `$`, `\\text{}`, degree signs or a trailing full stop."""
+    s = _TEXT_WRAPPERS.sub(r"\1", s.strip())
+    s = _DECORATIONS.sub("", s)
+    s = s.replace("$", "").strip().rstrip(".").strip()
+    return " ".join(s.split())
+
+
+@functools.lru_cache(maxsize=65536)
+def _as_float(clean: str) -> float | None:
+    """`float(clean)` when the cleaned answer is a plain number, else None."""
+    if "_" in clean:
+        return None
+    try:
+        value = float(clean.replace(" ", ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _parser_safe(s: str) -> bool:
+    """Cheap guard against inputs that make math-verify / sympy crawl (off the main thread there is
+    no timeout): unbalanced or deeply nested brackets, power towers, factorials."""
+    depth = max_depth = 0
+    for ch in s:
+        depth += (ch in "({[") - (ch in ")}]")
+        max_depth = max(max_depth, depth)
+    return (
+        depth >= 0
+        and max_depth <= MAX_NESTING
+        and s.count("{") == s.count("}")
+        and s.count("^") + s.count("**") <= 1
+        and "!" not in s
+    )
+
+
+def _timeout_s() -> int | None:
+    """math-verify timeout: a signal alarm only works on POSIX in the main thread."""
+    if os.name == "posix" and threading.current_thread() is threading.main_thread():
+        return SYMBOLIC_TIMEOUT_S
+    return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_cached(clean: str, timeout: int | None) -> tuple:
+    """math-verify parse of a cleaned answer (LaTeX-wrapped first); empty tuple on failure."""
+    from math_verify import parse
+
+    for candidate in (f"${clean}$", clean):
+        try:
+            parsed = parse(candidate, parsing_timeout=timeout)
+        except Exception:  # noqa: BLE001 - math-verify timeouts and parser bugs: treat as unparseable
+            parsed = []
+        if parsed:
+            return tuple(parsed)
+    return ()
+
+
+def answers_equal(pred: str, gold: str) -> bool:
+    """True if two bare answers are equal: string, then numeric, then symbolic (math-verify).
+
+    >>> answers_equal("140°", "140"), answers_equal("\\\\frac{1}{2}", "0.5"), answers_equal("3", "4")
+    (True, True, False)
+    """
+    if len(pred) > MAX_SYMBOLIC_CHARS or len(gold) > MAX_SYMBOLIC_CHARS:  # no cache, no parser
+        return " ".join(pred.lower().split()) == " ".join(gold.lower().split())
+    p, g = _clean(pred), _clean(gold)
+    if p.lower() == g.lower():
+        return True
+    if not p or not g or not (_parser_safe(p) and _parser_safe(g)):
+        return False
+    pf, gf = _as_float(p), _as_float(g)
+    if pf is not None and gf is not None:
+        return math.isclose(pf, gf, rel_tol=1e-6, abs_tol=1e-9)
+    timeout = _timeout_s()
+    gold_parsed, pred_parsed = _parse_cached(g, timeout), _parse_cached(p, timeout)
+    if not gold_parsed or not pred_parsed:
+        return False
+    try:
+        from math_verify import verify
+
+        return bool(verify(list(gold_parsed), list(pred_parsed), timeout_seconds=timeout))
+    except Exception:  # noqa: BLE001 - timeouts or sympy errors: not equal, never raise
+        return False
+
+
+def accuracy_reward(text: Any, solution: Any) -> float:
+    """1.0 if the completion's `<answer>` equals the solution's answer, else 0.0.
+
+    The solution's answer is its `<answer>` content when present, else the whole solution string.
+
+    >>> accuracy_reward("<think>..</think><answer>140</answer>", "<answer> 140° </answer>")
+    1.0
+    >>> accuracy_reward("140", "140")
+    0.0
+    """
+    try:
+        pred = extract_answer(text)
+        if pred is None or not isinstance(solution, str):
+            return 0.0
+        gold = extract_answer(solution)
+        gold = solution.strip() if gold is None else gold
+        return 1.0 if answers_equal(pred, gold) else 0.0
+    except Exception:  # noqa: BLE001 - a reward must never crash a training run
+        return 0.0
+
+
+def total_reward(text: Any, solution: Any, format_weight: float = 1.0) -> float:
+    """Eq. 1: `accuracy + format_weight * format` (alpha = `format_weight`)."""
+    return accuracy_reward(text, solution) + format_weight * format_reward(text)
+
+
+@dataclass(frozen=True)
+class RewardBreakdown:
+    """The two reward terms and their weighted sum for one completion."""
+
+    accuracy: float
+    format: float
+    total: float
+
+
+def score(text: Any, solution: Any, format_weight: float = 1.0) -> RewardBreakdown:
+    """All reward terms at once (each computed once).
+
+    >>> score("<think>x</think><answer>3</answer>", "<answer>3</answer>", format_weight=0.5)
+    RewardBreakdown(accuracy=1.0, format=1.0, total=1.5)
+    """
+    acc, fmt = accuracy_reward(text, solution), format_reward(text)
+    return RewardBreakdown(accuracy=acc, format=fmt, total=acc + format_weight * fmt)
+
+
+def _format_reward_2(text: str, solution: str) -> float:
+    """`format_reward` with the common `(completion, solution)` signature."""
+    return format_reward(text)
+
+
+REWARD_FUNCS: dict[str, Callable[[str, str], float]] = {
+    "accuracy": accuracy_reward,
+    "format": _format_reward_2,
+}
+"""Reward functions by name, each `(completion, solution) -> float`."""

@@ -1,0 +1,60 @@
+"""The task contract: a `Sample` (one image + question + answer) and a `Task` that makes them.
+
+Synthetic generators and the R1-V file loaders both produce `Sample`s, so rewards, rollouts, SFT and
+evaluation never care where a sample came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from PIL import Image
+
+PROMPT_SUFFIX = (
+    " Output the thinking process in <think> </think> and final answer (number) in <answer> </answer> tags."
+)
+"""R1-V's instruction appended to every question (PAPER.md, Reward section)."""
+
+
+@dataclass
+class Sample:
+    """One task item in the R1-V shape.
+
+    `solution` is R1-V's `<answer> 3 </answer>` form; `reasoning` is a short correct explanation used
+    as the supervised `<think>` target (empty for real data that has none).
+    """
+
+    id: str
+    image: Image.Image
+    problem: str
+    solution: str
+    reasoning: str = ""
+    task: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def answer(self) -> str:
+        """The bare answer string inside `<answer>…</answer>` (or the whole solution)."""
+        from othinklab.rewards import extract_answer
+
+        got = extract_answer(self.solution)
+        return (got if got is not None else self.solution).strip()
+
+    @property
+    def prompt_text(self) -> str:
+        """The user-turn text: the question followed by R1-V's format instruction."""
+        return self.problem + PROMPT_SUFFIX
+
+    def target(self) -> str:
+        """The supervised completion: `<think>reasoning</think><answer>answer</answer>`."""
+        return f"<think>{self.reasoning}</think><answer>{self.answer}</answer>"
+
+
+class Task(Protocol):
+    """Anything with a name that can produce seeded samples for a split."""
+
+    name: str
+    splits: tuple[str, ...]
+
+    def samples(self, n: int, split: str = "train", seed: int = 0) -> list[Sample]: ...

@@ -1,0 +1,190 @@
+"""Rewards (PAPER.md Eq. 1): answer extraction, format, accuracy equality, and never raising."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from othinklab.rewards import (
+    REWARD_FUNCS,
+    RewardBreakdown,
+    accuracy_reward,
+    answers_equal,
+    extract_answer,
+    format_reward,
+    score,
+    total_reward,
+)
+
+LONG = "<think>" + "x" * 100_000 + "</think><answer>" + "9" * 100_000 + "</answer>"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<answer>3</answer>", "3"),
+        ("<answer>  3 \n</answer>", "3"),
+        ("<think>a</think><answer>\nline1\nline2\n</answer>", "line1\nline2"),
+        ("<answer>1</answer> and <answer>2</answer>", "2"),  # last wins
+        ("<answer>1</answer> <answer>2", "1"),  # unclosed last: last *complete* wins
+        ("<answer>2", None),
+        ("2</answer>", None),
+        ("", None),
+        ("no tags", None),
+        ("<answer></answer>", ""),
+        ("<answer><answer>5</answer></answer>", "<answer>5"),  # nested: non-greedy to first close
+        ("<answer>七</answer>", "七"),
+        (None, None),
+        (42, None),
+    ],
+)
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<think>a</think><answer>3</answer>", 1.0),
+        ("<think>a\nb</think>\n\n<answer>\n3\n</answer>", 1.0),
+        ("  <think>a</think> <answer>3</answer>\n", 1.0),  # surrounding whitespace allowed
+        ("<think></think><answer></answer>", 1.0),
+        ("<think>a</think><answer>3</answer> trailing", 0.0),
+        ("lead <think>a</think><answer>3</answer>", 0.0),
+        ("<answer>3</answer>", 0.0),
+        ("<think>a</think>", 0.0),
+        ("<think>a</think><answer>3", 0.0),
+        ("<think>a<answer>3</answer>", 0.0),
+        ("<answer>3</answer><think>a</think>", 0.0),
+        ("<think>a</think>text<answer>3</answer>", 0.0),
+        ("<think>思考</think><answer>三</answer>", 1.0),
+        ("", 0.0),
+        (None, 0.0),
+        (LONG, 1.0),
+    ],
+)
+def test_format_reward(text, expected):
+    assert format_reward(text) == expected
+
+
+@pytest.mark.parametrize(
+    "pred, gold",
+    [
+        ("140°", "140"),
+        ("140^\\circ", "140"),
+        ("140^{\\circ}", "140°"),
+        ("3.0", "3"),
+        ("1/2", "0.5"),
+        ("\\frac{1}{2}", "0.5"),
+        ("\\dfrac{1}{2}", "1/2"),
+        ("$3$", "3"),
+        ("5 cm", "5"),
+        ("30 degrees", "30"),
+        ("2\\sqrt{3}", "\\sqrt{12}"),
+        ("Yes", " yes "),
+        ("A", "a"),
+        ("7.", "7"),
+    ],
+)
+def test_answers_equal(pred, gold):
+    assert answers_equal(pred, gold)
+    assert accuracy_reward(f"<think>t</think><answer>{pred}</answer>", f"<answer> {gold} </answer>") == 1.0
+
+
+@pytest.mark.parametrize(
+    "pred, gold",
+    [("3", "4"), ("2\\sqrt{3}", "2"), ("1e3", "1"), ("yes", "no"), ("", "0"), ("0.5", "0.6"), ("x", "y")],
+)
+def test_answers_not_equal(pred, gold):
+    assert not answers_equal(pred, gold)
+    assert accuracy_reward(f"<answer>{pred}</answer>", f"<answer>{gold}</answer>") == 0.0
+
+
+@pytest.mark.parametrize(
+    "text, solution, expected",
+    [
+        ("<answer>3</answer>", "3", 1.0),  # solution without tags: the whole string
+        ("<answer>3</answer>", "<answer> 3 </answer>", 1.0),
+        ("3", "3", 0.0),  # no answer tag in completion
+        ("<answer>3", "3", 0.0),
+        ("<answer>1</answer><answer>3</answer>", "3", 1.0),
+        ("<answer>3</answer><answer>1</answer>", "3", 0.0),
+        (None, "3", 0.0),
+        ("<answer>3</answer>", None, 0.0),
+        (LONG, "9" * 100_000, 1.0),  # very long: plain string compare, no parser
+        (LONG, "9" * 99_999, 0.0),
+        ("<answer>" + "(" * 300 + "</answer>", "3", 0.0),
+        ("<answer>\\frac{</answer>", "3", 0.0),
+        ("<answer>∞ ∑ 🙂</answer>", "3", 0.0),
+    ],
+)
+def test_accuracy_reward(text, solution, expected):
+    assert accuracy_reward(text, solution) == expected
+
+
+def test_total_and_score():
+    good = "<think>count</think><answer>3</answer>"
+    assert total_reward(good, "<answer>3</answer>") == 2.0
+    assert total_reward(good, "<answer>4</answer>") == 1.0
+    assert total_reward("<answer>3</answer>", "3", format_weight=0.5) == 1.0
+    assert total_reward(good, "3", format_weight=0.0) == 1.0
+    assert score(good, "3", format_weight=0.5) == RewardBreakdown(accuracy=1.0, format=1.0, total=1.5)
+    assert score(None, None) == RewardBreakdown(0.0, 0.0, 0.0)
+
+
+def test_registry():
+    assert set(REWARD_FUNCS) == {"accuracy", "format"}
+    text = "<think>t</think><answer>3</answer>"
+    assert REWARD_FUNCS["accuracy"](text, "3") == 1.0
+    assert REWARD_FUNCS["format"](text, "4") == 1.0
+
+
+NASTY = [
+    None,
+    "",
+    "<",
+    "<answer>",
+    "</answer><answer>",
+    "<answer>\x00\x01</answer>",
+    "<answer>" + "\\" * 150 + "</answer>",
+    "<answer>" + "{" * 150 + "</answer>",
+    "<answer>" + "^" * 150 + "</answer>",
+    "<answer>" + "1/0" + "</answer>",
+    "<answer>$$$$</answer>",
+    "<answer>\\begin{matrix}</answer>",
+    "<answer>10**10**10</answer>",
+    "<answer>" + "{" * 75 + "}" * 75 + "</answer>",
+    "<answer>2^{2^{2^{2^{2^{10}}}}}</answer>",
+    "<answer>nan</answer>",
+    "<answer>inf</answer>",
+    "<think>" * 1000 + "</think>" * 1000,
+    LONG,
+    b"<answer>3</answer>",
+]
+
+
+@pytest.mark.parametrize("text", NASTY)
+@pytest.mark.parametrize("solution", ["3", "<answer>140°</answer>", "\\frac{1}{2}", "", None])
+def test_rewards_never_raise(text, solution):
+    for fn in REWARD_FUNCS.values():
+        assert fn(text, solution) in (0.0, 1.0)
+    assert score(text, solution).total in (0.0, 1.0, 2.0)
+
+
+def test_works_off_main_thread():
+    results = []
+
+    def work():
+        results.append(accuracy_reward("<answer>\\frac{3}{6}</answer>", "0.5"))
+        results.append(accuracy_reward("<answer>\\sqrt{8}</answer>", "2\\sqrt{2}"))
+        results.append(accuracy_reward("<answer>4</answer>", "\\sqrt{15}"))
+
+        # pathological inputs have no timeout off the main thread: the guards must keep them fast
+        results.append(accuracy_reward("<answer>" + "{" * 75 + "}" * 75 + "</answer>", "3"))
+        results.append(accuracy_reward("<answer>10^{10^{10}}</answer>", "3"))
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert results == [1.0, 1.0, 0.0, 0.0, 0.0]

@@ -35,9 +35,7 @@ def _check_total_steps(total_steps: int) -> None:
         raise ConfigError(f"train.total_steps must be > 0, got {total_steps!r}")
 
 
-def grpo_d_beta(
-    step: int, total_steps: int, beta_min: float, beta_max: float, explore_frac: float = 0.3
-) -> float:
+def grpo_d_beta(step: int, total_steps: int, beta_min: float, beta_max: float, explore_frac: float = 0.3) -> float:
     """GRPO-D's KL weight at optimizer step `step` (Eq. 3), with `w = explore_frac * total_steps`.
 
     >>> [round(grpo_d_beta(s, 100, 0.04, 0.1), 4) for s in (0, 10, 20, 30, 50, 70, 100)]
@@ -218,9 +216,7 @@ def make_schedule(name: str, **params: Any) -> Schedule:
     missing = [k for k in required if k not in params]
     if unknown or missing:
         problem = f"unknown {unknown}" if unknown else f"missing {missing}"
-        raise ConfigError(
-            f"kl schedule {name!r}: {problem} parameter(s); valid: {', '.join(allowed) or '(none)'}"
-        )
+        raise ConfigError(f"kl schedule {name!r}: {problem} parameter(s); valid: {', '.join(allowed) or '(none)'}")
     return builder(**params)
 
 

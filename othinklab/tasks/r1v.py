@@ -75,9 +75,7 @@ def _open_source(path: Path) -> _Source:
         return _open_parquet(path)
     if suffix in (".jsonl", ".json"):
         return _open_jsonl(path)
-    raise DataError(
-        f"{path}: unsupported dataset file; expected a .parquet or .jsonl file or a save_to_disk directory"
-    )
+    raise DataError(f"{path}: unsupported dataset file; expected a .parquet or .jsonl file or a save_to_disk directory")
 
 
 def _open_saved_dataset(path: Path) -> _Source:
@@ -128,9 +126,7 @@ def _open_parquet(path: Path) -> _Source:
 
 def _open_jsonl(path: Path) -> _Source:
     lines = [
-        (lineno, line)
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-        if line.strip()
+        (lineno, line) for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()
     ]
     columns: list[str] = []
     for _, line in lines[:1]:
@@ -150,9 +146,7 @@ def _open_jsonl(path: Path) -> _Source:
                 out.append({"__error__": f"malformed JSON ({exc.msg})", "__line__": lineno})
                 continue
             if not isinstance(row, dict):
-                out.append(
-                    {"__error__": f"expected a JSON object, got {type(row).__name__}", "__line__": lineno}
-                )
+                out.append({"__error__": f"expected a JSON object, got {type(row).__name__}", "__line__": lineno})
                 continue
             row["__line__"] = lineno
             out.append(row)
@@ -167,8 +161,7 @@ def _pick(row_or_cols: Iterable[str], names: Sequence[str], field: str, source: 
     if not present:
         found = sorted(c for c in row_or_cols if not c.startswith("__"))
         raise DataError(
-            f"{source.path}{where}: missing the {field} column (expected one of {list(names)}); "
-            f"columns found: {found}"
+            f"{source.path}{where}: missing the {field} column (expected one of {list(names)}); columns found: {found}"
         )
     return present[0]
 
@@ -287,9 +280,7 @@ def load_r1v(
                     raise DataError(f"{path}{where}: {exc}") from None
                 bad.append(reason)
     if bad and good:
-        log.warning(
-            "%s: skipped %d bad row(s), kept %d; first: %s", path, len(bad), len(good), "; ".join(bad[:3])
-        )
+        log.warning("%s: skipped %d bad row(s), kept %d; first: %s", path, len(bad), len(good), "; ".join(bad[:3]))
     if not good:
         raise DataError(f"{path}: no usable rows ({len(bad)} bad; first: {'; '.join(bad[:3])})")
     good.sort(key=lambda s: s.meta["row"])

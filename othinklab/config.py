@@ -1,0 +1,394 @@
+"""Run configuration: frozen nested dataclasses, YAML partial overrides and `section.field=value` overrides.
+
+Why: a reader sees every knob, its unit and its paper symbol where it is declared (cleanrl style), and a
+typo in a YAML file or on the command line fails at once with the file, field and value named and the
+nearest valid key suggested, instead of being silently ignored. Names follow TRL where TRL has the
+concept (`num_generations`, `beta`, `epsilon`, `max_completion_length`, `temperature`, `learning_rate`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from othinklab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "tiny"
+    """`tiny` (embedded partly competent base), `tiny-init` (untrained), a hub id such as
+    `Qwen/Qwen2-VL-2B-Instruct`, or a local directory (a saved model or run)."""
+    dtype: str = "float32"
+    """Weights and compute dtype: `float32` (CPU), `bfloat16` (GPU, the paper's), `float16`."""
+    load_in_4bit: bool = False
+    """Quantise the base weights to 4-bit NF4 with bitsandbytes (QLoRA); needs `lora: true`."""
+    lora: bool = True
+    """Train LoRA adapters (peft) instead of all weights; the reference is the adapter-disabled model."""
+    lora_r: int = 16
+    """LoRA rank. Raise for more capacity, lower to save memory."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (effective scale = lora_alpha / lora_r)."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA path; 0 keeps rollouts and training passes identical."""
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    """Module names (language model only) that get adapters: attention and MLP projections."""
+    lora_include_vision: bool = False
+    """Also put adapters on the vision tower's linear layers (off: the paper-scale default)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, ~30% more time."""
+    max_pixels: int = 401408
+    """Largest image area the processor keeps for real checkpoints (pixels; R1-V's value)."""
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = "counting"
+    """Training task: `counting` or `geometry`."""
+    data_path: str = ""
+    """Empty: the seeded synthetic generator. Otherwise an R1-V dataset (save_to_disk dir, parquet, JSONL)."""
+    image_root: str = ""
+    """Directory that relative `image_path` entries of a JSONL dataset are resolved against."""
+    num_train: int = 0
+    """Size of the training pool (the paper's few-shot 100 for counting); 0 = fresh samples every step."""
+    eval_split: str = ""
+    """Split evaluated before and after training; empty = the paper's (counting `ood`, geometry `test`)."""
+    eval_data_path: str = ""
+    """R1-V test file (SuperCLEVR-200, GeoQA test) used instead of the synthetic eval split."""
+    num_eval: int = 200
+    """Number of held-out prompts evaluated (the paper's SuperCLEVR-200 has 200)."""
+    seed: int = 0
+    """Seed of the synthetic data stream and of few-shot selection."""
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    num_generations: int = 8
+    """G: completions sampled per prompt (group size). At least 2: advantages compare within a group."""
+    prompts_per_step: int = 8
+    """Prompts per generation batch (each yields G completions)."""
+    epsilon: float = 0.2
+    """eps of Eq. 4's ratio clipping; inert while `num_iterations` is 1 (ratio = 1)."""
+    num_iterations: int = 1
+    """Policy updates per generation batch (TRL's name); above 1, ratio and clipping become active."""
+    temperature: float = 1.0
+    """Sampling temperature of rollouts (R1-V: 1.0)."""
+    top_k: int = 0
+    """Top-k filter when sampling; 0 = off (sample from the full distribution)."""
+    top_p: float = 1.0
+    """Nucleus filter when sampling; 1.0 = off."""
+    max_completion_length: int = 48
+    """Longest completion, in tokens; longer ones are truncated (and logged as such)."""
+    aggregation: str = "sequence"
+    """`sequence`: Eq. 4's per-completion token mean, then mean; `token`: sum over tokens / token count."""
+    logprob_chunk: int = 8
+    """Rows per chunk when turning logits into log-probs (bounds float32 full-vocab memory)."""
+
+
+@dataclass(frozen=True)
+class KLConfig:
+    schedule: str = "grpo_d"
+    """beta(s): `none`, `constant`, `linear`, `cosine`, `grpo_d` (Eq. 3) or `adaptive` (target KL)."""
+    beta: float = 0.04
+    """Constant beta (schedule `constant`), or the starting beta of `adaptive`. TRL's historic default."""
+    beta_min: float = 0.04
+    """beta_min of Eq. 3 (counting 0.04, geometry 0.0); start of `linear`/`cosine`."""
+    beta_max: float = 0.1
+    """beta_max of Eq. 3 (counting 0.1, geometry 0.02); end of `linear`/`cosine`."""
+    explore_frac: float = 0.3
+    """w/t of Eq. 3: fraction of steps spent lowering beta before raising it (paper: 0.3)."""
+    estimator: str = "k3"
+    """Per-token KL estimator: `k3` (Eq. 5, the paper's), `k1`, `k2`."""
+    target_kl: float = 0.05
+    """Target per-token KL of the `adaptive` schedule."""
+    horizon: float = 100.0
+    """Responsiveness of `adaptive` (steps); smaller reacts faster."""
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    format_weight: float = 1.0
+    """alpha of Eq. 1: R = R_acc + alpha * R_format (paper: 1)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    total_steps: int = 100
+    """t: optimizer steps in the run; the GRPO-D schedule spans exactly these."""
+    learning_rate: float = 1e-4
+    """AdamW peak learning rate (R1-V full fine-tuning: 1e-6; LoRA on the tiny model: ~1e-4..3e-4)."""
+    lr_schedule: str = "constant"
+    """`constant`, `linear` (decay to 0) or `cosine`, after `warmup_steps`."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up, in optimizer steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm; 0 = off."""
+    gradient_accumulation_steps: int = 1
+    """Generation batches whose gradients are summed per optimizer step."""
+    seed: int = 0
+    """Seed of sampling, dropout and data order."""
+    run_name: str = ""
+    """Run directory name under `output_dir`; empty = derived from task, schedule and seed."""
+    output_dir: str = "runs"
+    """Parent directory of run directories."""
+    save_every: int = 50
+    """Checkpoint every this many optimizer steps (and at the end); 0 = only at the end."""
+    keep_checkpoints: int = 2
+    """Complete checkpoints kept on disk (oldest removed only after a newer one is complete)."""
+    log_rollouts: bool = True
+    """Append every sampled completion to `rollouts.jsonl`."""
+    threads: int = 0
+    """torch CPU threads; 0 = torch's default."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    max_new_tokens: int = 48
+    """Longest evaluated completion, in tokens."""
+    batch_size: int = 32
+    """Prompts per generate call."""
+    num_samples: int = 4
+    """k: sampled completions per prompt for sampled accuracy (next to greedy accuracy)."""
+    temperature: float = 1.0
+    """Temperature for sampled accuracy (the training temperature)."""
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    batch_size: int = 32
+    """Examples per optimizer step."""
+    learning_rate: float = 5e-4
+    """AdamW learning rate of supervised steps."""
+    steps: int = 300
+    """Optimizer steps."""
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Which network, in which precision, with which adapters."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    """Which data to train and evaluate on."""
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    """Rollout and loss settings."""
+    kl: KLConfig = field(default_factory=KLConfig)
+    """The KL weight schedule and estimator (the paper's contribution)."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """Reward weights."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation, logging and checkpointing."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Held-out evaluation before and after training."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """The supervised baseline."""
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "task.name": ("counting", "geometry"),
+    "grpo.aggregation": ("sequence", "token"),
+    "kl.schedule": ("none", "constant", "linear", "cosine", "grpo_d", "adaptive"),
+    "kl.estimator": ("k1", "k2", "k3"),
+    "train.lr_schedule": ("constant", "linear", "cosine"),
+}
+"""Fields restricted to a fixed set of values."""
+
+
+def _validate(cfg: Config, where: str) -> None:
+    """Range checks that the types alone cannot express; each error names the field and value."""
+
+    def bad(key: str, value: Any, why: str) -> ConfigError:
+        return ConfigError(f"{where}: {key}={value!r} is invalid: {why}")
+
+    for key, options in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in options:
+            raise bad(key, value, f"choose one of {', '.join(options)}")
+    checks = [
+        ("grpo.num_generations", cfg.grpo.num_generations >= 2, "G must be at least 2"),
+        ("grpo.prompts_per_step", cfg.grpo.prompts_per_step >= 1, "must be at least 1"),
+        ("grpo.epsilon", 0 < cfg.grpo.epsilon < 1, "must be in (0, 1)"),
+        ("grpo.num_iterations", cfg.grpo.num_iterations >= 1, "must be at least 1"),
+        ("grpo.temperature", cfg.grpo.temperature > 0, "must be > 0"),
+        ("grpo.top_p", 0 < cfg.grpo.top_p <= 1, "must be in (0, 1]"),
+        ("grpo.top_k", cfg.grpo.top_k >= 0, "must be >= 0"),
+        ("grpo.max_completion_length", cfg.grpo.max_completion_length >= 1, "must be at least 1"),
+        ("grpo.logprob_chunk", cfg.grpo.logprob_chunk >= 1, "must be at least 1"),
+        ("kl.beta", cfg.kl.beta >= 0, "beta must be >= 0"),
+        ("kl.beta_min", cfg.kl.beta_min >= 0, "beta_min must be >= 0"),
+        ("kl.beta_max", cfg.kl.beta_max >= cfg.kl.beta_min, f"must be >= kl.beta_min={cfg.kl.beta_min}"),
+        ("kl.explore_frac", 0 < cfg.kl.explore_frac < 1, "w/t must be in (0, 1)"),
+        ("kl.target_kl", cfg.kl.target_kl > 0, "must be > 0"),
+        ("kl.horizon", cfg.kl.horizon > 0, "must be > 0"),
+        ("reward.format_weight", cfg.reward.format_weight >= 0, "alpha must be >= 0"),
+        ("train.total_steps", cfg.train.total_steps >= 1, "must be at least 1"),
+        ("train.learning_rate", cfg.train.learning_rate > 0, "must be > 0"),
+        ("train.warmup_steps", cfg.train.warmup_steps >= 0, "must be >= 0"),
+        ("train.max_grad_norm", cfg.train.max_grad_norm >= 0, "must be >= 0 (0 = off)"),
+        ("train.gradient_accumulation_steps", cfg.train.gradient_accumulation_steps >= 1, "must be at least 1"),
+        ("train.save_every", cfg.train.save_every >= 0, "must be >= 0"),
+        ("train.keep_checkpoints", cfg.train.keep_checkpoints >= 1, "must be at least 1"),
+        ("task.num_train", cfg.task.num_train >= 0, "must be >= 0"),
+        ("task.num_eval", cfg.task.num_eval >= 1, "must be at least 1"),
+        ("eval.num_samples", cfg.eval.num_samples >= 1, "must be at least 1"),
+        ("eval.max_new_tokens", cfg.eval.max_new_tokens >= 1, "must be at least 1"),
+        ("model.lora_r", cfg.model.lora_r >= 1, "must be at least 1"),
+        ("model.load_in_4bit", not (cfg.model.load_in_4bit and not cfg.model.lora), "4-bit weights need lora: true"),
+        ("sft.steps", cfg.sft.steps >= 1, "must be at least 1"),
+    ]
+    for key, ok, why in checks:
+        if not ok:
+            section, name = key.split(".")
+            raise bad(key, getattr(getattr(cfg, section), name), why)
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Convert a YAML or command-line value to the field's declared type, or fail naming it."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: {key}={value!r} must be a list")
+        return tuple(str(v) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where}: {key}={value!r} must be true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: {key}={value!r} must be an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: {key}={value!r} must be an integer")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: {key}={value!r} must be a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: {key}={value!r} must be a number") from None
+    if tp is str:
+        if value is None:
+            return ""
+        if isinstance(value, dict | list):
+            raise ConfigError(f"{where}: {key}={value!r} must be a string")
+        return str(value)
+    raise ConfigError(f"{where}: {key} has an unsupported type {tp!r}")  # pragma: no cover
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(options)}"
+
+
+def _apply(cfg: Config, updates: dict[str, Any], where: str) -> Config:
+    """Return `cfg` with a nested `{section: {field: value}}` dict applied, strictly."""
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    if not isinstance(updates, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of sections, got {type(updates).__name__}")
+    changes = {}
+    for section, values in updates.items():
+        if section not in sections:
+            raise ConfigError(f"{where}: unknown section {section!r}{_suggest(str(section), list(sections))}")
+        current = getattr(cfg, section)
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: section {section!r} must be a mapping of fields, got {values!r}")
+        hints = typing.get_type_hints(type(current))
+        names = [f.name for f in dataclasses.fields(current)]
+        new = {}
+        for name, value in values.items():
+            key = f"{section}.{name}"
+            if name not in names:
+                raise ConfigError(f"{where}: unknown field {key!r}{_suggest(str(name), names)}")
+            new[name] = _coerce(value, hints[name], key, where)
+        changes[section] = dataclasses.replace(current, **new)
+    return dataclasses.replace(cfg, **changes)
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """`["kl.beta=0.01", "train.total_steps=20"]` -> nested dict; values parsed as YAML scalars."""
+    nested: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"override {item!r} must look like section.field=value (e.g. kl.beta=0.01)")
+        key, raw = item.split("=", 1)
+        section, name = key.strip().split(".", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        nested.setdefault(section, {})[name] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file at `path` (a partial override), then `section.field=value` items."""
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+        cfg = _apply(cfg, data, f"config file {str(p)!r}")
+        where = f"config file {str(p)!r}"
+    else:
+        where = "config"
+    if overrides:
+        cfg = _apply(cfg, parse_overrides(overrides), "command-line override")
+        where = f"{where} with overrides"
+    _validate(cfg, where)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain nested dicts and lists (tuples become lists), ready for YAML or JSON."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        return v
+
+    return {k: {n: plain(x) for n, x in sec.items()} for k, sec in dataclasses.asdict(cfg).items()}
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML (written to each run directory)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def field_docs(section_cls: type) -> dict[str, str]:
+    """Field name -> its docstring, read from the source (shown by notebooks and `--help`)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(section_cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:] + [None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
+                docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs

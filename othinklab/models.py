@@ -1,0 +1,186 @@
+"""Loading the policy: the embedded tiny default or any Qwen2-VL / Qwen2.5-VL checkpoint, with LoRA and 4-bit.
+
+Why: one function serves the laptop and the GPU. `"tiny"` is the embedded partly competent base
+(built offline and cached, see `othinklab.tiny`), `"tiny-init"` the untrained network; anything else goes
+through transformers (`Qwen/Qwen2-VL-2B-Instruct`, a local directory, a saved run). LoRA comes from
+peft, 4-bit NF4 from bitsandbytes; the reference model under LoRA is the same weights with the adapter
+disabled (`model.disable_adapter()`), so there is never a second copy. Only under full fine-tuning is a
+frozen copy made, and only when the KL schedule needs one.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from othinklab.errors import UserError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+VISION_MODULE_HINTS = ("visual", "vision")
+
+
+def _processor_for(path: str | Path, max_pixels: int | None = None) -> Any:
+    """AutoProcessor, or tokenizer + PIL image processor where the video processor cannot load."""
+    from transformers import AutoProcessor, AutoTokenizer, Qwen2VLImageProcessorPil
+
+    from othinklab.tiny import make_processor
+
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+    except ImportError:  # Qwen2-VL's video processor needs torchvision, absent beside the CPU torch wheel
+        kwargs = {"max_pixels": max_pixels} if max_pixels else {}
+        processor = make_processor(
+            AutoTokenizer.from_pretrained(path), Qwen2VLImageProcessorPil.from_pretrained(path, **kwargs)
+        )
+    if max_pixels and hasattr(processor.image_processor, "max_pixels"):
+        current = processor.image_processor.max_pixels or max_pixels
+        processor.image_processor.max_pixels = min(current, max_pixels)
+    return processor
+
+
+def _resolve(name_or_path: str) -> str:
+    """The tiny names map to their cache directories (built on first use); others pass through."""
+    from othinklab import tiny
+
+    if name_or_path == "tiny":
+        return str(tiny.ensure_base())
+    if name_or_path == "tiny-init":
+        return str(tiny.ensure_untrained())
+    return name_or_path
+
+
+def load_model(
+    name_or_path: str = "tiny",
+    dtype: str = "float32",
+    load_in_4bit: bool = False,
+    lora: bool = False,
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.0,
+    lora_target_modules: tuple[str, ...] | list[str] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ),
+    lora_include_vision: bool = False,
+    gradient_checkpointing: bool = False,
+    max_pixels: int | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[Any, Any]:
+    """`(model, processor)` for the tiny default, a hub id or a local directory, optionally LoRA / 4-bit."""
+    from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+
+    if dtype not in DTYPES:
+        raise UserError(f"model.dtype={dtype!r} is invalid: choose one of {', '.join(DTYPES)}")
+    path = _resolve(name_or_path)
+    if not (Path(path).is_dir() or ("/" in path and not Path(path).exists() and path.count("/") == 1)):
+        raise UserError(
+            f"model.name={name_or_path!r}: no such directory, and not a hub id of the form owner/name; "
+            "use `tiny`, `tiny-init`, a hub id such as Qwen/Qwen2-VL-2B-Instruct, or a local model directory"
+        )
+    kwargs: dict[str, Any] = {"dtype": DTYPES[dtype]}
+    if load_in_4bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=DTYPES[dtype],
+            llm_int8_skip_modules=["lm_head", "visual"],
+        )
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if load_in_4bit or str(device) != "cpu":
+        kwargs["device_map"] = {"": str(device) if str(device) != "cuda" else 0}
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise UserError(f"model.name={name_or_path!r} could not be loaded: {exc}") from None
+    processor = _processor_for(path, max_pixels)
+    if getattr(model.generation_config, "pad_token_id", None) is None:
+        model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if lora:
+        model = add_lora(
+            model,
+            lora_r,
+            lora_alpha,
+            lora_dropout,
+            tuple(lora_target_modules),
+            lora_include_vision,
+            load_in_4bit,
+            gradient_checkpointing,
+        )
+    return model, processor
+
+
+def lora_targets(model: Any, names: tuple[str, ...], include_vision: bool = False) -> list[str]:
+    """Full module paths of the linear layers named `names`, in the language model (and vision tower)."""
+    out = []
+    for path, module in model.named_modules():
+        leaf = path.rsplit(".", 1)[-1]
+        if leaf in names and isinstance(module, torch.nn.Linear | _bnb_linear()):
+            if include_vision or not any(h in path for h in VISION_MODULE_HINTS):
+                out.append(path)
+    return out
+
+
+def _bnb_linear() -> type:
+    try:
+        import bitsandbytes as bnb
+
+        return bnb.nn.Linear4bit
+    except Exception:  # noqa: BLE001 - bitsandbytes missing or without a backend: no 4-bit layers exist
+        return torch.nn.Linear
+
+
+def add_lora(
+    model: Any,
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.0,
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    include_vision: bool = False,
+    quantized: bool = False,
+    gradient_checkpointing: bool = False,
+) -> Any:
+    """Wrap `model` with peft LoRA adapters on `target_modules` (language model only by default)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    targets = lora_targets(model, target_modules, include_vision)
+    if not targets:
+        raise UserError(f"model.lora_target_modules={list(target_modules)!r} matched no linear layer of the model")
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+    return get_peft_model(model, config)
+
+
+def is_lora(model: Any) -> bool:
+    """True for a peft model (its reference is the same model with the adapter disabled)."""
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+def make_reference(model: Any) -> Any | None:
+    """The frozen reference for full fine-tuning (a copy), or None under LoRA (adapter disabled instead)."""
+    if is_lora(model):
+        return None
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

@@ -1,0 +1,352 @@
+"""The embedded default: a tiny Qwen2-VL built offline from a seed, so everything runs with no download.
+
+Why: a teacher on a laptop CPU and the test suite need a real `Qwen2VLForConditionalGeneration` (same
+chat template, image tokens, multimodal rotary positions, `generate`) that fits in seconds. Built here:
+- a byte-level BPE tokenizer trained with `tokenizers` on the synthetic tasks' text, with Qwen's special
+  tokens, digit splitting and chat template;
+- Qwen2-VL's PIL image processor, fixed to 112x112 inputs (8x8 patches of 14 px -> 16 visual tokens
+  after the 2x2 merge: one merged token per 28x28 grid cell of the counting scenes);
+- `Qwen2VLForConditionalGeneration` from a small config (text 128 wide x 2 layers, vision 128 x 2).
+
+Simplified versus the real checkpoints: the vocabulary is ~600 tokens instead of 151,646, and no video
+processor is attached (it needs torchvision, which does not import beside the CPU torch wheel);
+`TinyQwen2VLProcessor` tolerates its absence. The partly competent *base* (the untrained network after
+a short seeded supervised warm-up) is made in `othinklab.warmup`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from othinklab.tasks.base import Sample
+
+SEED = 0
+"""Seed of the tiny model's tokenizer corpus and weights; the cache key includes it."""
+IMAGE_SIZE = 112
+"""Side of the square images the tiny processor expects (pixels); 112 = 4 grid cells of 28."""
+VOCAB_SIZE = 640
+"""Target size of the trained BPE vocabulary, special tokens included."""
+BUILD_VERSION = "v1"
+"""Bump when the build recipe changes, so stale caches are never loaded."""
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+"""Qwen2-VL's control tokens, in its order; the role and vision ones are never sampled (see rollout)."""
+
+# Qwen2-VL-Instruct's chat template, verbatim: the tiny model is prompted exactly like the real one.
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture "
+    "{{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video "
+    "{{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# Qwen2's pre-tokenizer regex: contractions, words, single digits, punctuation runs, whitespace.
+QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+
+
+def home() -> Path:
+    """Where othinklab caches what it builds: `$OTHINKLAB_HOME`, else `~/.cache/othinklab`."""
+    env = os.environ.get("OTHINKLAB_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "othinklab"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- tokenizer
+def _corpus(seed: int) -> list[str]:
+    """Text the tokenizer is trained on: task questions, reasoning, answers and the prompt template."""
+    from othinklab.tasks import PROMPT_SUFFIX, make_task
+
+    lines = ["You are a helpful assistant.", "system", "user", "assistant", PROMPT_SUFFIX]
+    for name in ("counting", "geometry"):
+        task = make_task(name)
+        for split in task.splits:
+            for s in task.samples(300, split=split, seed=seed):
+                lines += [
+                    s.problem + PROMPT_SUFFIX,
+                    s.target(),
+                    f"<think>{s.reasoning}</think>\n<answer>{s.answer}</answer>",
+                ]
+    return lines
+
+
+def build_tokenizer(seed: int = SEED) -> Any:
+    """Train the byte-level BPE tokenizer and wrap it as a transformers fast tokenizer."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(seed), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+        model_max_length=2048,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+# --------------------------------------------------------------------------- processor
+def _processor_class() -> type:
+    from transformers import Qwen2VLProcessor
+
+    class TinyQwen2VLProcessor(Qwen2VLProcessor):
+        """Qwen2VLProcessor without a video processor (Qwen2-VL's needs torchvision)."""
+
+        def __init__(self, image_processor: Any = None, tokenizer: Any = None, video_processor: Any = None, **kw: Any):
+            try:
+                super().__init__(image_processor, tokenizer, video_processor, **kw)
+            except (TypeError, ValueError):
+                # ProcessorMixin insists on every attribute: set them by hand, as it would.
+                self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
+                self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+                self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+                self.image_processor, self.tokenizer, self.video_processor = image_processor, tokenizer, None
+                self.chat_template = kw.get("chat_template") or getattr(tokenizer, "chat_template", None)
+
+        @classmethod
+        def get_attributes(cls) -> list[str]:
+            return ["image_processor", "tokenizer"]
+
+    return TinyQwen2VLProcessor
+
+
+def make_processor(tokenizer: Any, image_processor: Any) -> Any:
+    """A Qwen2-VL processor from a tokenizer and image processor, with no video processor."""
+    return _processor_class()(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
+
+
+def build_image_processor(image_size: int = IMAGE_SIZE) -> Any:
+    """Qwen2-VL's PIL image processor pinned to `image_size`^2 pixels (no resizing surprises)."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    px = image_size * image_size
+    return Qwen2VLImageProcessorPil(min_pixels=px, max_pixels=px, size={"shortest_edge": px, "longest_edge": px})
+
+
+# --------------------------------------------------------------------------- model
+def tiny_config(tokenizer: Any, arch: str = "qwen2_vl", hidden: int = 128, layers: int = 2) -> Any:
+    """A small Qwen2-VL (or Qwen2.5-VL) config whose special token ids match `tokenizer`."""
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=True,
+    )
+    common = dict(
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    if arch == "qwen2_vl":
+        from transformers import Qwen2VLConfig
+
+        vision = dict(depth=2, embed_dim=hidden, hidden_size=hidden, num_heads=4, mlp_ratio=2, patch_size=14)
+        return Qwen2VLConfig(text_config=text, vision_config=vision, **common)
+    if arch == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLConfig
+
+        vision = dict(
+            depth=2,
+            hidden_size=hidden,
+            out_hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_heads=4,
+            patch_size=14,
+            window_size=56,
+            fullatt_block_indexes=[1],
+        )
+        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
+    raise ValueError(f"unknown tiny architecture {arch!r}; choose qwen2_vl or qwen2_5_vl")
+
+
+def build_untrained(seed: int = SEED, arch: str = "qwen2_vl") -> tuple[Any, Any]:
+    """The untrained tiny model and its processor, from `seed` alone (bit-identical on rebuild)."""
+    from transformers import AutoModelForImageTextToText
+
+    tokenizer = build_tokenizer(seed)
+    processor = make_processor(tokenizer, build_image_processor())
+    seed_everything(seed)
+    model = AutoModelForImageTextToText.from_config(tiny_config(tokenizer, arch=arch), dtype=torch.float32)
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), processor
+
+
+def save_pretrained(model: Any, processor: Any, path: str | Path, extra: dict | None = None) -> Path:
+    """Save model, tokenizer and image processor to `path` atomically (temp dir, then rename).
+
+    The processor's parts are saved separately because a Qwen2-VL processor without a video
+    processor cannot `save_pretrained` itself.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        model.save_pretrained(tmp)
+        processor.tokenizer.save_pretrained(tmp)
+        processor.image_processor.save_pretrained(tmp)
+        if extra is not None:
+            (tmp / "othinklab.json").write_text(json.dumps(extra, indent=2, sort_keys=True))
+        if path.exists():
+            old = path.with_name(path.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def untrained_dir(seed: int = SEED) -> Path:
+    """Cache directory of the untrained tiny model."""
+    return home() / f"tiny-init-{BUILD_VERSION}-seed{seed}"
+
+
+def ensure_untrained(seed: int = SEED) -> Path:
+    """Build (once) and cache the untrained tiny model; returns its directory."""
+    path = untrained_dir(seed)
+    if not (path / "othinklab.json").exists():
+        model, processor = build_untrained(seed)
+        save_pretrained(model, processor, path, extra={"kind": "tiny-init", "seed": seed, "version": BUILD_VERSION})
+    return path
+
+
+# --------------------------------------------------------------------------- the partly competent base
+WARMUP = {"steps": 480, "batch_size": 32, "learning_rate": 5e-4, "untagged_frac": 0.25, "seed": SEED}
+"""The base's supervised warm-up on both tasks. 480 steps leave it partly competent on each (like the
+paper's Qwen2-VL-2B base: 42.5% counting, 15.5% geometry), with a quarter of its targets written without
+the `<think>/<answer>` tags so that its format is imperfect and the format reward has something to teach."""
+
+
+def untagged_target(sample: Sample, seed: int = SEED) -> str:
+    """The sample's target, except for a seeded `untagged_frac` of samples: plain prose, no tags."""
+    import zlib
+
+    if zlib.crc32(f"{seed}:{sample.id}".encode()) % 1000 < WARMUP["untagged_frac"] * 1000:
+        return f"{sample.reasoning} The answer is {sample.answer}."
+    return sample.target()
+
+
+def base_dir(seed: int = SEED) -> Path:
+    """Cache directory of the warmed-up tiny base."""
+    return home() / f"tiny-base-{BUILD_VERSION}-seed{seed}"
+
+
+def build_base(seed: int = SEED, progress: bool = True) -> Path:
+    """Warm the untrained tiny model up on both tasks (seeded) and cache it; returns its directory.
+
+    One command rebuilds it from scratch: `othinklab build-base --force`.
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    from othinklab.sft import mixed_stream, train_sft
+    from othinklab.tasks import make_task
+
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # reduction order depends on the thread count: pin it for bit-identical rebuilds
+    model, processor = build_untrained(seed)
+    seed_everything(seed)
+    stream = mixed_stream([make_task("counting"), make_task("geometry")], WARMUP["batch_size"], seed=seed)
+    bar = tqdm(total=WARMUP["steps"], desc="warming up the tiny base", disable=not progress)
+
+    def on_step(step: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    result = train_sft(
+        model,
+        processor,
+        stream,
+        WARMUP["steps"],
+        learning_rate=WARMUP["learning_rate"],
+        on_step=on_step,
+        target_fn=lambda s: untagged_target(s, seed),
+    )
+    bar.close()
+    torch.set_num_threads(threads)
+    info = {
+        "kind": "tiny-base",
+        "seed": seed,
+        "version": BUILD_VERSION,
+        "warmup": WARMUP,
+        "final_loss": sum(result.losses[-20:]) / min(20, len(result.losses)),
+        "build_seconds": round(time.perf_counter() - start, 1),
+    }
+    return save_pretrained(model, processor, base_dir(seed), extra=info)
+
+
+def ensure_base(seed: int = SEED, force: bool = False, progress: bool = True) -> Path:
+    """The cached base's directory, building it first if it is missing (or `force`)."""
+    path = base_dir(seed)
+    if force or not (path / "othinklab.json").exists():
+        build_base(seed, progress=progress)
+    return path

@@ -102,6 +102,8 @@ def load_model(
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise UserError(f"model.name={name_or_path!r} could not be loaded: {exc}") from None
+    if load_in_4bit:
+        _keep_cpu_4bit_trainable(model)
     processor = _processor_for(path, max_pixels)
     if getattr(model.generation_config, "pad_token_id", None) is None:
         model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
@@ -120,6 +122,17 @@ def load_model(
             gradient_checkpointing,
         )
     return model, processor
+
+
+def _keep_cpu_4bit_trainable(model: Any) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for CPU inference on AVX512-BF16 machines.
+
+    Its packed CPU path adds the bias in place, which breaks the next forward *with* gradients (rollouts
+    run without gradients, the policy pass with them), so keep every layer on the standard 4-bit path.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def lora_targets(model: Any, names: tuple[str, ...], include_vision: bool = False) -> list[str]:

@@ -231,9 +231,7 @@ def _bad(path, task="counting", **kw) -> str:
 
 
 def test_missing_column(tmp_path):
-    pd.DataFrame({"image_path": ["x.png"], "text": ["q"], "ground_truth": [1]}).to_parquet(
-        tmp_path / "m.parquet"
-    )
+    pd.DataFrame({"image_path": ["x.png"], "text": ["q"], "ground_truth": [1]}).to_parquet(tmp_path / "m.parquet")
     msg = _bad(tmp_path / "m.parquet")
     assert "m.parquet" in msg and "question" in msg and "text" in msg
     _write_jsonl(tmp_path / "m.jsonl", [{"image_path": "x.png", "question": "q"}])
@@ -250,9 +248,7 @@ def test_missing_image_file(tmp_path):
 
 def test_corrupt_image_bytes(tmp_path):
     rows = [{"image": {"bytes": _png(0), "path": None}, "problem": "n?", "solution": "1"}] * 2
-    rows = rows + [
-        {"image": {"bytes": b"\x89PNG not really", "path": None}, "problem": "n?", "solution": "1"}
-    ]
+    rows = rows + [{"image": {"bytes": b"\x89PNG not really", "path": None}, "problem": "n?", "solution": "1"}]
     pd.DataFrame(rows).to_parquet(tmp_path / "corrupt.parquet")
     msg = _bad(tmp_path / "corrupt.parquet")
     assert "corrupt.parquet" in msg and "row 2" in msg and "image" in msg

@@ -1,0 +1,164 @@
+"""`othinklab {demo,train,eval,build-base}`: a thin shim over the package.
+
+User errors (bad config, bad data, missing files) print one paragraph and exit with code 2, never a
+traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from othinklab.errors import UserError
+
+
+def _quiet() -> None:
+    """Silence library chatter that says nothing to a user of the tiny default."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", message=".*kernels.*")
+    warnings.filterwarnings("ignore", category=UserWarning, module="bitsandbytes")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - logging tweaks are cosmetic
+        pass
+
+
+def _fmt_eval(table: Any) -> str:
+    lines = []
+    for _, r in table.iterrows():
+        lines.append(
+            f"  {r['mode']:<13} accuracy {r['accuracy']:.3f} [95% CI {r['accuracy_lo']:.3f}, {r['accuracy_hi']:.3f}]  "
+            f"format {r['format']:.3f}  reward {r['reward']:.3f} ± {1.96 * r['reward_se']:.3f}  (n={r['n']} prompts)"
+        )
+    return "\n".join(lines)
+
+
+def cmd_build_base(args: argparse.Namespace) -> int:
+    from othinklab import tiny
+
+    path = tiny.ensure_base(seed=args.seed, force=args.force)
+    info = json.loads((path / "othinklab.json").read_text())
+    print(
+        f"tiny base ready at {path} (built in {info.get('build_seconds', '?')} s, warm-up loss {info.get('final_loss', float('nan')):.3f})"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from othinklab.config import load_config
+    from othinklab.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    res = train(cfg, resume=args.resume)
+    print(f"trained {res.steps_done} steps in {res.seconds:.0f} s; run directory: {res.run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from othinklab.evaluate import evaluate
+    from othinklab.tasks import EVAL_SPLITS, make_task
+
+    task, _, split = args.task.partition(":")
+    split = split or EVAL_SPLITS.get(task, "test")
+    samples = make_task(task).samples(args.n, split=split, seed=10_000)
+    model, processor = _load_for_eval(args.run, args.model)
+    table = evaluate(model, processor, samples, num_samples=args.samples)
+    print(f"{task}:{split}\n{_fmt_eval(table)}")
+    return 0
+
+
+def _load_for_eval(run: str | None, model_name: str) -> tuple[Any, Any]:
+    """A run directory's latest checkpoint on top of its base model, or a model by name."""
+    from othinklab import checkpoint as ckpt_io
+    from othinklab.config import load_config
+    from othinklab.models import load_model
+
+    if not run:
+        return load_model(model_name)
+    run_dir = Path(run)
+    if not (run_dir / "config.yaml").exists():
+        raise UserError(f"--run {run!r}: no config.yaml there; is it a run directory?")
+    cfg = load_config(run_dir / "config.yaml")
+    latest = ckpt_io.latest_checkpoint(run_dir / "checkpoints")
+    if latest is None:
+        raise UserError(f"--run {run!r} has no complete checkpoint yet")
+    m = cfg.model
+    model, processor = load_model(
+        m.name,
+        dtype=m.dtype,
+        load_in_4bit=m.load_in_4bit,
+        lora=m.lora,
+        lora_r=m.lora_r,
+        lora_alpha=m.lora_alpha,
+        lora_target_modules=m.lora_target_modules,
+        lora_include_vision=m.lora_include_vision,
+    )
+    ckpt_io.load_weights(model, latest)
+    return model.eval(), processor
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from othinklab.demo import run_demo
+
+    run_demo(seed=args.seed, steps=args.steps, output_dir=args.output_dir, num_eval=args.num_eval)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="othinklab", description="GRPO with dynamic KL (GRPO-D) for vision-language models."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="build the tiny base, train GRPO-D on counting, show before/after")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--steps", type=int, default=None, help="optimizer steps (default: configs/demo.yaml's)")
+    d.add_argument("--num-eval", type=int, default=None, help="held-out prompts evaluated")
+    d.add_argument("--output-dir", default="runs")
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", help="GRPO / GRPO-D training from a config")
+    t.add_argument("--config", required=True, help="YAML file (partial override of the defaults)")
+    t.add_argument("--resume", action="store_true", help="continue the run from its latest complete checkpoint")
+    t.add_argument("overrides", nargs="*", help="section.field=value overrides, e.g. kl.beta=0.01")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="greedy and sampled accuracy on a task split")
+    e.add_argument("--run", default=None, help="run directory (uses its latest checkpoint)")
+    e.add_argument("--model", default="tiny", help="model name or path when --run is not given")
+    e.add_argument("--task", default="counting:ood", help="task[:split], e.g. counting:ood, geometry:test")
+    e.add_argument("--n", type=int, default=200, help="prompts evaluated")
+    e.add_argument("--samples", type=int, default=4, help="samples per prompt for sampled accuracy")
+    e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("build-base", help="build (or rebuild with --force) the cached tiny base")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--force", action="store_true")
+    b.set_defaults(func=cmd_build_base)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet()
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"othinklab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"othinklab {args.command}: interrupted; completed checkpoints and logs are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Metric names with one-line definitions, append-only JSONL logs, and readers returning DataFrames.
+
+Why: a run's story ("why did reward collapse at step 140?") is read from two files: `metrics.jsonl`
+(one row per optimizer step) and `rollouts.jsonl` (every sampled completion). Writes are line-buffered
+appends flushed per step, so a kill leaves at most one torn last line, which the readers skip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+METRICS: dict[str, str] = {
+    "step": "optimizer steps completed before this row's update (s in Eq. 3, from 0)",
+    "kl/beta": "beta(s) used in this step's loss",
+    "kl/value": "mean per-token KL(pi_theta || pi_ref) over completion tokens (estimator kl.estimator), even when beta is 0",
+    "reward/total": "mean R = R_acc + alpha * R_format over the step's completions",
+    "reward/accuracy": "mean accuracy reward (fraction of completions with the right answer)",
+    "reward/format": "mean format reward (fraction of completions in <think>..</think><answer>..</answer> form)",
+    "reward/std": "mean within-group standard deviation of the total reward",
+    "advantage/abs_mean": "mean |A_i| over completions (0 when every group is constant)",
+    "advantage/max": "largest advantage in the step",
+    "groups/zero_spread": "fraction of groups whose G rewards are all equal (no learning signal)",
+    "completion/length": "mean completion length in tokens (stop token included)",
+    "completion/truncated": "fraction of completions cut at grpo.max_completion_length",
+    "clip/fraction": "fraction of completion tokens where the ratio clip is active (0 while num_iterations=1)",
+    "ratio/mean": "mean pi_theta / pi_old over tokens (1 while num_iterations=1)",
+    "loss/total": "the minimised loss of Eq. 4",
+    "loss/policy": "the clipped-surrogate part of the loss",
+    "loss/kl": "beta(s) * KL part of the loss",
+    "grad/norm": "global gradient norm before clipping",
+    "lr": "learning rate used in this step",
+    "time/step_s": "wall seconds of the whole step",
+    "time/rollout_s": "seconds spent sampling completions",
+    "time/reference_s": "seconds spent on reference (and old-policy) log-probs",
+    "time/policy_s": "seconds spent on the policy forward and backward",
+    "time/optimizer_s": "seconds spent in the optimizer step",
+}
+"""Every key `metrics.jsonl` rows may hold, with its definition."""
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class JsonlWriter:
+    """Append-only JSONL file; each `write` is one complete line, flushed (and fsynced on `sync`)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._fh.write(json.dumps({k: _clean(v) for k, v in row.items()}, default=_json_default) + "\n")
+
+    def flush(self, sync: bool = False) -> None:
+        self._fh.flush()
+        if sync:
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            self._fh.close()
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """All complete rows of a JSONL file; a torn or corrupt line (from a kill) is skipped."""
+    rows = []
+    p = Path(path)
+    if not p.exists():
+        return rows
+    with open(p, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                break  # torn last line
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def read_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """`metrics.jsonl` of a run as a DataFrame (one row per step)."""
+    return pd.DataFrame(read_jsonl(Path(run_dir) / "metrics.jsonl"))
+
+
+def read_rollouts(run_dir: str | Path) -> pd.DataFrame:
+    """`rollouts.jsonl` of a run as a DataFrame (one row per sampled completion)."""
+    return pd.DataFrame(read_jsonl(Path(run_dir) / "rollouts.jsonl"))
+
+
+def truncate_from_step(path: str | Path, step: int) -> int:
+    """Drop rows with `row['step'] >= step` (logged after the checkpoint a resume starts from).
+
+    Rewrites the file atomically (temp file, then rename); returns the number of rows kept.
+    """
+    p = Path(path)
+    if not p.exists():
+        return 0
+    kept = [r for r in read_jsonl(p) if int(r.get("step", -1)) < step]
+    tmp = p.with_name(p.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for r in kept:
+            fh.write(json.dumps(r, default=_json_default) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, p)
+    return len(kept)

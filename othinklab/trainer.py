@@ -1,0 +1,412 @@
+"""The GRPO(-D) training loop: sample prompts -> rollout -> rewards -> advantages -> beta(s) -> loss -> step.
+
+Why: the whole algorithm should fit on one screen (nanoGPT style); the math lives in `grpo.py` and
+`kl.py`, sampling in `rollout.py`, rewards in `rewards.py`. Every optimizer step appends a row to
+`metrics.jsonl` and every completion to `rollouts.jsonl`; checkpoints are atomic and resumable.
+
+Simplified versus R1-V / TRL: one process (see the scale-out issue for DDP); `num_iterations` reuses a
+generation batch for that many optimizer steps (TRL's semantics), with old log-probs computed once per
+batch; with LoRA the reference is the adapter-disabled model, so the reference log-probs cost one extra
+forward and no memory; the KL is *measured* every step whenever a reference exists, even at beta = 0.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from othinklab import checkpoint as ckpt_io
+from othinklab.config import Config, to_dict, to_yaml
+from othinklab.errors import UserError
+from othinklab.grpo import group_advantages, grpo_loss, zero_spread_fraction
+from othinklab.kl import needs_reference, schedule_from_config
+from othinklab.metrics import JsonlWriter, truncate_from_step
+from othinklab.models import is_lora, load_model, make_reference
+from othinklab.rewards import score
+from othinklab.rollout import completion_logprobs, sample_groups
+from othinklab.tasks import EVAL_SPLITS, Sample, load_r1v, make_task
+from othinklab.tiny import seed_everything
+
+
+# --------------------------------------------------------------------------- data
+class PromptStream:
+    """Seeded prompt batches addressed by index, so a resumed run draws exactly the same prompts.
+
+    Fresh synthetic samples for every batch (`num_train == 0`), or a fixed pool (few-shot or a
+    dataset file) visited in a seeded order that is reshuffled every epoch.
+    """
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.per_batch = cfg.grpo.prompts_per_step
+        self.task = make_task(cfg.task.name)
+        self.pool: list[Sample] | None = None
+        if cfg.task.data_path:
+            self.pool = load_r1v(
+                cfg.task.data_path,
+                cfg.task.name,
+                image_root=cfg.task.image_root or None,
+                limit=cfg.task.num_train or None,
+                seed=cfg.task.seed,
+            )
+        elif cfg.task.num_train:
+            self.pool = self.task.samples(cfg.task.num_train, split="train", seed=cfg.task.seed)
+        if self.pool is not None and len(self.pool) == 0:
+            raise UserError(f"task.data_path={cfg.task.data_path!r} holds no usable rows")
+
+    def batch(self, index: int) -> list[Sample]:
+        if self.pool is None:
+            return self.task.samples(self.per_batch, split="train", seed=self.cfg.task.seed * 1_000_003 + index + 1)
+        n = len(self.pool)
+        out = []
+        for k in range(index * self.per_batch, (index + 1) * self.per_batch):
+            epoch, pos = divmod(k, n)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.task.seed * 7919 + epoch))
+            out.append(self.pool[int(order[pos])])
+        return out
+
+
+def eval_samples(cfg: Config) -> list[Sample]:
+    """The held-out prompts evaluated before and after training (never seen in training)."""
+    if cfg.task.eval_data_path:
+        return load_r1v(
+            cfg.task.eval_data_path,
+            cfg.task.name,
+            image_root=cfg.task.image_root or None,
+            limit=cfg.task.num_eval,
+            seed=cfg.task.seed,
+        )
+    split = cfg.task.eval_split or EVAL_SPLITS[cfg.task.name]
+    return make_task(cfg.task.name).samples(cfg.task.num_eval, split=split, seed=10_000 + cfg.task.seed)
+
+
+# --------------------------------------------------------------------------- run directory
+def run_dir_for(cfg: Config) -> Path:
+    name = cfg.train.run_name or f"{cfg.task.name}-{cfg.kl.schedule}-seed{cfg.train.seed}"
+    return Path(cfg.train.output_dir) / name
+
+
+def prepare_run_dir(cfg: Config, resume: bool) -> Path:
+    """Create the run directory; refuse to mix two configs or to overwrite a run without `--resume`."""
+    run = run_dir_for(cfg)
+    cfg_path = run / "config.yaml"
+    if cfg_path.exists():
+        existing = yaml.safe_load(cfg_path.read_text())
+        if existing != yaml.safe_load(to_yaml(cfg)):
+            diff = [
+                f"{s}.{k}" for s in existing for k in existing[s] if to_dict(cfg).get(s, {}).get(k) != existing[s][k]
+            ]
+            raise UserError(
+                f"run directory {str(run)!r} already holds a run with another config (differs in {', '.join(diff[:5]) or 'sections'}); "
+                "choose another train.run_name or delete that directory"
+            )
+        if not resume and (run / "metrics.jsonl").exists():
+            raise UserError(
+                f"run directory {str(run)!r} already holds this run; pass --resume to continue it, "
+                "or choose another train.run_name"
+            )
+    elif resume:
+        raise UserError(f"--resume: run directory {str(run)!r} has no config.yaml to resume from")
+    run.mkdir(parents=True, exist_ok=True)
+    if not cfg_path.exists():
+        tmp = cfg_path.with_suffix(".yaml.tmp")
+        tmp.write_text(to_yaml(cfg))
+        tmp.replace(cfg_path)
+    return run
+
+
+# --------------------------------------------------------------------------- the loop
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model: Any
+    processor: Any
+    steps_done: int
+    seconds: float
+
+
+def lr_lambda(cfg: Config) -> Callable[[int], float]:
+    total, warm = cfg.train.total_steps, cfg.train.warmup_steps
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        frac = (step - warm) / max(1, total - warm)
+        if cfg.train.lr_schedule == "linear":
+            return max(0.0, 1 - frac)
+        if cfg.train.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+        return 1.0
+
+    return f
+
+
+def train(
+    cfg: Config,
+    resume: bool = False,
+    callbacks: list[Callable[[dict[str, Any]], None]] | None = None,
+    progress: bool = True,
+    model_and_processor: tuple[Any, Any] | None = None,
+) -> TrainResult:
+    """Run GRPO with the configured KL schedule; returns the trained model and the run directory."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    run = prepare_run_dir(cfg, resume)
+    seed_everything(cfg.train.seed)
+    m = cfg.model
+    model, processor = model_and_processor or load_model(
+        m.name,
+        dtype=m.dtype,
+        load_in_4bit=m.load_in_4bit,
+        lora=m.lora,
+        lora_r=m.lora_r,
+        lora_alpha=m.lora_alpha,
+        lora_dropout=m.lora_dropout,
+        lora_target_modules=m.lora_target_modules,
+        lora_include_vision=m.lora_include_vision,
+        gradient_checkpointing=m.gradient_checkpointing,
+        max_pixels=m.max_pixels,
+    )
+    device = next(model.parameters()).device
+    schedule = schedule_from_config(cfg.kl, cfg.train.total_steps)
+    use_lora = is_lora(model)
+    # Under LoRA the reference is free (adapter off), so KL is always measured; a full copy only if beta > 0.
+    has_reference = use_lora or needs_reference(schedule)
+    ref_model = None if use_lora or not has_reference else make_reference(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    data = PromptStream(cfg)
+    gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
+    step, batch_index = 0, 0
+
+    if resume:
+        latest = ckpt_io.latest_checkpoint(run / "checkpoints")
+        if latest is not None:
+            state, training = ckpt_io.load_state(latest)
+            ckpt_io.load_weights(model, latest)
+            optimizer.load_state_dict(training["optimizer"])
+            scheduler.load_state_dict(training["scheduler"])
+            ckpt_io.set_rng_state(training["rng"])
+            gen.set_state(training["generator"])
+            schedule.load_state_dict(state["kl_schedule"])
+            step, batch_index = state["step"], state["batch_index"]
+        for name in ("metrics.jsonl", "rollouts.jsonl"):
+            truncate_from_step(run / name, step)
+
+    metrics_log, rollout_log = JsonlWriter(run / "metrics.jsonl"), JsonlWriter(run / "rollouts.jsonl")
+    G, chunk = cfg.grpo.num_generations, cfg.grpo.logprob_chunk
+    bar = tqdm(total=cfg.train.total_steps, initial=step, desc=run.name, disable=not progress, dynamic_ncols=True)
+    start = time.perf_counter()
+    batches: list[dict[str, Any]] = []
+    try:
+        while step < cfg.train.total_steps:
+            t_step = time.perf_counter()
+            times = {"rollout": 0.0, "reference": 0.0, "policy": 0.0, "optimizer": 0.0}
+            beta = schedule(step)
+            # 1. New generation batch every num_iterations optimizer steps (TRL's semantics).
+            if step % cfg.grpo.num_iterations == 0 or not batches:
+                batches = []
+                for _ in range(cfg.train.gradient_accumulation_steps):
+                    samples = data.batch(batch_index)
+                    batch_index += 1
+                    t0 = time.perf_counter()
+                    model.eval()
+                    r = sample_groups(
+                        model,
+                        processor,
+                        samples,
+                        G,
+                        cfg.grpo.max_completion_length,
+                        cfg.grpo.temperature,
+                        cfg.grpo.top_k,
+                        cfg.grpo.top_p,
+                        generator=gen,
+                    )
+                    times["rollout"] += time.perf_counter() - t0
+                    # 2. Rewards (Eq. 1) and group advantages (Eq. 2).
+                    scores = [
+                        score(text, samples[i // G].solution, cfg.reward.format_weight)
+                        for i, text in enumerate(r.texts)
+                    ]
+                    rewards = torch.tensor([s.total for s in scores])
+                    adv = group_advantages(rewards, G)
+                    # 3. Reference (and old-policy) log-probs, once per generation batch.
+                    t0 = time.perf_counter()
+                    with torch.no_grad():
+                        ref_logp = None
+                        if has_reference:
+                            if use_lora:
+                                ref_logp = completion_logprobs(
+                                    model, r.prompt, r.completion_ids, r.completion_mask, G, chunk, disable_adapter=True
+                                )
+                            else:
+                                ref_logp = completion_logprobs(
+                                    ref_model, r.prompt, r.completion_ids, r.completion_mask, G, chunk
+                                )
+                        old_logp = None
+                        if cfg.grpo.num_iterations > 1:
+                            old_logp = completion_logprobs(
+                                model, r.prompt, r.completion_ids, r.completion_mask, G, chunk
+                            )
+                    times["reference"] += time.perf_counter() - t0
+                    batches.append(
+                        {
+                            "samples": samples,
+                            "rollout": r,
+                            "scores": scores,
+                            "rewards": rewards,
+                            "adv": adv,
+                            "ref_logp": ref_logp,
+                            "old_logp": old_logp,
+                        }
+                    )
+            # 4. The loss (Eq. 4) with beta(s), gradients accumulated over the generation batches.
+            t0 = time.perf_counter()
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            stats_acc: dict[str, float] = {}
+            loss_total = 0.0
+            for b in batches:
+                r = b["rollout"]
+                logp = completion_logprobs(model, r.prompt, r.completion_ids, r.completion_mask, G, chunk)
+                loss, stats = grpo_loss(
+                    logp,
+                    b["old_logp"],
+                    b["ref_logp"],
+                    b["adv"],
+                    r.completion_mask,
+                    beta,
+                    cfg.grpo.epsilon,
+                    cfg.kl.estimator,
+                    cfg.grpo.aggregation,
+                )
+                (loss / len(batches)).backward()
+                loss_total += loss.item() / len(batches)
+                for k, v in stats.items():
+                    stats_acc[k] = stats_acc.get(k, 0.0) + v / len(batches)
+            times["policy"] = time.perf_counter() - t0
+            # 5. Optimizer step.
+            t0 = time.perf_counter()
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                params, cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else float("inf")
+            )
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            if schedule.name == "adaptive":
+                schedule.update(stats_acc["kl/value"])
+            times["optimizer"] = time.perf_counter() - t0
+            # 6. Log this step, then checkpoint.
+            row = _metrics_row(
+                step, beta, batches, G, stats_acc, loss_total, float(grad_norm), lr, times, time.perf_counter() - t_step
+            )
+            metrics_log.write(row)
+            if cfg.train.log_rollouts and (step % cfg.grpo.num_iterations == 0):
+                for b in batches:
+                    _log_rollouts(rollout_log, step, b, G)
+            metrics_log.flush()
+            rollout_log.flush()
+            for cb in callbacks or []:
+                cb(row)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(reward=f"{row['reward/total']:.2f}", beta=f"{beta:.3f}", kl=f"{row['kl/value']:.3f}")
+            if step == cfg.train.total_steps or (cfg.train.save_every and step % cfg.train.save_every == 0):
+                if step % cfg.grpo.num_iterations == 0:  # only at generation-batch boundaries (exact resume)
+                    ckpt_io.save_checkpoint(
+                        run / "checkpoints",
+                        step,
+                        model,
+                        optimizer,
+                        scheduler,
+                        {
+                            "batch_index": batch_index,
+                            "kl_schedule": schedule.state_dict(),
+                            "torch": {"generator": gen.get_state()},
+                        },
+                        keep=cfg.train.keep_checkpoints,
+                    )
+    finally:
+        bar.close()
+        metrics_log.close()
+        rollout_log.close()
+    model.eval()
+    return TrainResult(run, model, processor, step, time.perf_counter() - start)
+
+
+def _metrics_row(
+    step: int,
+    beta: float,
+    batches: list[dict],
+    G: int,
+    stats: dict[str, float],
+    loss: float,
+    grad_norm: float,
+    lr: float,
+    times: dict[str, float],
+    step_s: float,
+) -> dict[str, Any]:
+    rewards = torch.cat([b["rewards"] for b in batches])
+    adv = torch.cat([b["adv"] for b in batches])
+    acc = [s.accuracy for b in batches for s in b["scores"]]
+    fmt = [s.format for b in batches for s in b["scores"]]
+    lengths = torch.cat([b["rollout"].lengths for b in batches]).float()
+    truncated = torch.cat([b["rollout"].truncated for b in batches]).float()
+    return {
+        "step": step,
+        "kl/beta": beta,
+        "kl/value": stats.get("kl/value", float("nan")),
+        "reward/total": rewards.mean().item(),
+        "reward/accuracy": sum(acc) / len(acc),
+        "reward/format": sum(fmt) / len(fmt),
+        "reward/std": rewards.view(-1, G).std(dim=1).mean().item(),
+        "advantage/abs_mean": adv.abs().mean().item(),
+        "advantage/max": adv.max().item(),
+        "groups/zero_spread": zero_spread_fraction(rewards, G),
+        "completion/length": lengths.mean().item(),
+        "completion/truncated": truncated.mean().item(),
+        "clip/fraction": stats.get("clip/fraction", 0.0),
+        "ratio/mean": stats.get("ratio/mean", 1.0),
+        "loss/total": loss,
+        "loss/policy": stats.get("loss/policy", 0.0),
+        "loss/kl": stats.get("loss/kl", 0.0),
+        "grad/norm": grad_norm,
+        "lr": lr,
+        "time/step_s": step_s,
+        "time/rollout_s": times["rollout"],
+        "time/reference_s": times["reference"],
+        "time/policy_s": times["policy"],
+        "time/optimizer_s": times["optimizer"],
+    }
+
+
+def _log_rollouts(log: JsonlWriter, step: int, b: dict[str, Any], G: int) -> None:
+    r = b["rollout"]
+    for i, text in enumerate(r.texts):
+        s, sc = b["samples"][i // G], b["scores"][i]
+        log.write(
+            {
+                "step": step,
+                "prompt_id": s.id,
+                "group": i // G,
+                "sample": i % G,
+                "problem": s.problem,
+                "answer": s.answer,
+                "completion": text,
+                "reward": sc.total,
+                "accuracy": sc.accuracy,
+                "format": sc.format,
+                "advantage": float(b["adv"][i]),
+                "length": int(r.lengths[i]),
+                "truncated": bool(r.truncated[i]),
+            }
+        )

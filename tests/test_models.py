@@ -1,0 +1,77 @@
+"""Model loading: LoRA reference = adapter disabled, 4-bit NF4 on CPU, Qwen2.5-VL, clear errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from othinklab.errors import UserError
+from othinklab.models import add_lora, count_parameters, is_lora, load_model, make_reference
+from othinklab.rollout import completion_logprobs, sample_groups
+from othinklab.tasks import make_task
+
+
+def test_lora_reference_is_the_adapter_disabled_model(untrained):
+    base, processor = untrained
+    base = copy.deepcopy(base)
+    samples = make_task("counting").samples(2)
+    r = sample_groups(base, processor, samples, num_generations=2, max_new_tokens=6, greedy=True)
+    want = completion_logprobs(base, r.prompt, r.completion_ids, r.completion_mask, 2)
+    model = add_lora(base, r=4, alpha=8)
+    assert is_lora(model) and make_reference(model) is None
+    trainable, total = count_parameters(model)
+    assert 0 < trainable < total / 5
+    assert not any("visual" in n for n, p in model.named_parameters() if p.requires_grad)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.5)  # make the adapter matter
+    ref = completion_logprobs(model, r.prompt, r.completion_ids, r.completion_mask, 2, disable_adapter=True)
+    pol = completion_logprobs(model, r.prompt, r.completion_ids, r.completion_mask, 2)
+    assert torch.allclose(ref, want, atol=1e-5)
+    assert not torch.allclose(pol, want, atol=1e-3)
+
+
+def test_full_finetuning_reference_is_a_frozen_copy(untrained):
+    model, _ = untrained
+    ref = make_reference(model)
+    assert ref is not model and not any(p.requires_grad for p in ref.parameters())
+
+
+def test_4bit_nf4_lora_loads_and_backprops_on_cpu(tmp_path):
+    from othinklab.tiny import ensure_untrained
+
+    model, processor = load_model(str(ensure_untrained()), load_in_4bit=True, lora=True, lora_r=4)
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert "Linear4bit" in kinds
+    samples = make_task("geometry").samples(2)
+    r = sample_groups(model, processor, samples, num_generations=2, max_new_tokens=5)
+    lp = completion_logprobs(model, r.prompt, r.completion_ids, r.completion_mask, 2)
+    (lp * r.completion_mask).sum().backward()
+    grads = [p.grad for n, p in model.named_parameters() if "lora_" in n]
+    assert grads and all(g is not None for g in grads)
+    assert sum(g.abs().sum().item() for g in grads) > 0
+
+
+def test_qwen2_5_vl_tiny_runs_the_same_path(untrained):
+    from transformers import AutoModelForImageTextToText
+
+    from othinklab.tiny import tiny_config
+
+    _, processor = untrained
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_config(tiny_config(processor.tokenizer, arch="qwen2_5_vl"))
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    model = add_lora(model, r=4, alpha=8)
+    samples = make_task("counting").samples(2)
+    r = sample_groups(model, processor, samples, num_generations=2, max_new_tokens=6, greedy=True)
+    lp = completion_logprobs(model, r.prompt, r.completion_ids, r.completion_mask, 2)
+    assert lp.shape == r.completion_ids.shape and torch.isfinite(lp).all()
+
+
+@pytest.mark.parametrize("name", ["/no/such/dir", "not-a-model-name"])
+def test_bad_model_path_is_a_clear_error(name):
+    with pytest.raises(UserError, match="model.name"):
+        load_model(name)

@@ -1,0 +1,111 @@
+"""The GRPO loop end to end: run-directory files, a 4-bit LoRA step, and SIGKILL-then-resume equality."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from othinklab.config import load_config
+from othinklab.errors import UserError
+from othinklab.kl import grpo_d_beta
+from othinklab.metrics import METRICS, read_jsonl, read_metrics, read_rollouts
+from othinklab.trainer import train
+
+SMALL = [
+    "grpo.prompts_per_step=2",
+    "grpo.num_generations=4",
+    "grpo.max_completion_length=24",
+    "task.num_eval=4",
+    "train.threads=1",
+]
+
+
+def _cfg(tmp_path, *extra):
+    return load_config(None, [*SMALL, f"train.output_dir={tmp_path}", *extra])
+
+
+@pytest.mark.slow
+def test_run_directory_layout(tmp_path, base_dir):
+    cfg = _cfg(
+        tmp_path,
+        "train.total_steps=3",
+        "train.save_every=2",
+        "kl.schedule=grpo_d",
+        "kl.beta_min=0.0",
+        "kl.beta_max=0.02",
+    )
+    res = train(cfg, progress=False)
+    run = res.run_dir
+    assert (run / "config.yaml").exists() and load_config(run / "config.yaml") == cfg
+    m = read_metrics(run)
+    assert list(m["step"]) == [0, 1, 2]
+    assert set(m.columns) <= set(METRICS) and {
+        "kl/beta",
+        "kl/value",
+        "reward/total",
+        "loss/total",
+        "time/step_s",
+    } <= set(m.columns)
+    want_beta = [grpo_d_beta(s, 3, 0.0, 0.02) for s in range(3)]  # the geometry schedule, t=3
+    assert m["kl/beta"].tolist() == pytest.approx(want_beta) and want_beta[0] == pytest.approx(0.01)
+    assert (m["kl/value"] >= 0).all()
+    r = read_rollouts(run)
+    assert len(r) == 3 * 2 * 4 and {"prompt_id", "completion", "reward", "advantage", "step"} <= set(r.columns)
+    assert r.groupby(["step", "group"])["advantage"].sum().abs().max() < 1e-4  # advantages centre per group
+    ckpts = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
+    assert ckpts == ["step-000002", "step-000003"]
+    assert (run / "checkpoints" / "step-000003" / "model" / "adapter_config.json").exists()
+    # the same run again without --resume is refused, and another config in the same directory too
+    with pytest.raises(UserError, match="--resume"):
+        train(cfg, progress=False)
+    with pytest.raises(UserError, match="another config"):
+        train(_cfg(tmp_path, "train.total_steps=3", "train.save_every=2", "kl.beta=0.5"), progress=False)
+
+
+@pytest.mark.slow
+def test_4bit_lora_grpo_step_on_cpu(tmp_path, base_dir):
+    cfg = _cfg(tmp_path, "train.total_steps=1", "model.load_in_4bit=true", "model.lora=true")
+    res = train(cfg, progress=False)
+    m = read_metrics(res.run_dir)
+    assert len(m) == 1 and m["grad/norm"].iloc[0] > 0
+    assert any(type(x).__name__ == "Linear4bit" for x in res.model.modules())
+
+
+@pytest.mark.slow
+def test_num_iterations_activates_the_ratio(tmp_path, base_dir):
+    cfg = _cfg(tmp_path, "train.total_steps=2", "grpo.num_iterations=2", "train.learning_rate=0.01")
+    m = read_metrics(train(cfg, progress=False).run_dir)
+    assert m["ratio/mean"].iloc[0] == pytest.approx(1.0, abs=1e-6)
+    assert abs(m["ratio/mean"].iloc[1] - 1.0) > 1e-4  # second update on the same batch: pi_theta != pi_old
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, base_dir):
+    common = [*SMALL, "train.total_steps=8", "train.save_every=2", f"train.output_dir={tmp_path}"]
+    ref = train(load_config(None, [*common, "train.run_name=straight"]), progress=False)
+    want = read_metrics(ref.run_dir)
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    cmd = [sys.executable, "-m", "othinklab.cli", "train", "--config", str(empty), *common, "train.run_name=killed"]
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(read_jsonl(run / "metrics.jsonl")) < 5:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rows_before = len(read_jsonl(run / "metrics.jsonl"))
+    assert 5 <= rows_before < 8, "the kill must land mid-run"
+
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = read_metrics(run)
+    assert list(got["step"]) == list(range(8))
+    cols = [c for c in want.columns if not c.startswith("time/")]
+    for c in cols:
+        assert got[c].tolist() == pytest.approx(want[c].tolist(), rel=1e-6, abs=1e-7), c

@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="GRPO / GRPO-D training from a config")
-    t.add_argument("--config", required=True, help="YAML file (partial override of the defaults)")
+    t.add_argument("--config", default=None, help="YAML file (partial override of the defaults)")
     t.add_argument("--resume", action="store_true", help="continue the run from its latest complete checkpoint")
     t.add_argument("overrides", nargs="*", help="section.field=value overrides, e.g. kl.beta=0.01")
     t.set_defaults(func=cmd_train)

@@ -61,6 +61,7 @@ def run_demo(
     from othinklab.metrics import read_metrics
     from othinklab.models import load_model
     from othinklab.plots import training_curves
+    from othinklab.tasks import make_task
     from othinklab.trainer import eval_samples, train
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
@@ -86,8 +87,21 @@ def run_demo(
         seed=seed,
     )
 
-    print(f"2/4 evaluating the base on {len(samples)} held-out counting:ood prompts ...", flush=True)
-    before = evaluate(model, processor, samples, **ev)
+    print(
+        f"2/4 evaluating the base on {len(samples)} held-out counting:ood prompts (and geometry:test) ...", flush=True
+    )
+    before, records = evaluate(model, processor, samples, return_records=True, **ev)
+    geo = make_task("geometry").samples(len(samples), split="test", seed=10_000 + seed)
+    geo_table = evaluate(model, processor, geo, **ev)
+    print("    the base answering held-out prompts (greedy), with its rewards:")
+    for _, rec in records[records["mode"] == "greedy"].head(3).iterrows():
+        question = next(s.problem for s in samples if s.id == rec["id"])
+        print(
+            f"    Q: {question}  (answer {rec['answer']})\n    A: {rec['completion']!r}\n"
+            f"       accuracy {rec['accuracy']:.0f}  format {rec['format']:.0f}  reward {rec['reward']:.0f}"
+        )
+    print("    base on geometry:test:")
+    print("\n".join(_line("", geo_table)))
     print(
         f"3/4 GRPO-D on counting: {cfg.train.total_steps} steps x {cfg.grpo.prompts_per_step} prompts x G={cfg.grpo.num_generations} ...",
         flush=True,

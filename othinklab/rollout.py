@@ -116,14 +116,52 @@ def sample_groups(
     top_p: float = 1.0,
     greedy: bool = False,
     generator: torch.Generator | None = None,
+    stop_at_eos: bool = True,
 ) -> Rollout:
-    """Sample `num_generations` completions per sample from one shared prefill per prompt."""
+    """Sample `num_generations` completions per sample from one shared prefill per prompt.
+
+    `stop_at_eos=False` masks the stop tokens out too, so every completion runs to `max_new_tokens`
+    (benchmarks use it to compare equal work).
+    """
+    was_training = model.training
+    model.eval()  # no dropout while sampling; and gradient checkpointing turns the KV cache off in train mode
+    try:
+        return _sample_groups(
+            model,
+            processor,
+            samples,
+            num_generations,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            greedy,
+            generator,
+            stop_at_eos,
+        )
+    finally:
+        model.train(was_training)
+
+
+def _sample_groups(
+    model: Any,
+    processor: Any,
+    samples: list[Sample],
+    num_generations: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    greedy: bool,
+    generator: torch.Generator | None,
+    stop_at_eos: bool,
+) -> Rollout:
     device = next(model.parameters()).device
     backbone, lm_head = _text_model_parts(model)
     G = int(num_generations)
     enc = encode_prompts(processor, samples, device)
-    stop = torch.tensor(token_ids(processor, STOP_TOKENS), device=device)
-    banned = token_ids(processor, NEVER_SAMPLED)
+    stop = torch.tensor(token_ids(processor, STOP_TOKENS), device=device, dtype=torch.long)
+    banned = token_ids(processor, NEVER_SAMPLED) + ([] if stop_at_eos else stop.tolist())
     pad_id = processor.tokenizer.pad_token_id
 
     backbone.rope_deltas = None  # stale deltas from an earlier batch must not leak in

@@ -75,3 +75,23 @@ def test_qwen2_5_vl_tiny_runs_the_same_path(untrained):
 def test_bad_model_path_is_a_clear_error(name):
     with pytest.raises(UserError, match="model.name"):
         load_model(name)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    from othinklab.tiny import ensure_untrained
+
+    path = str(ensure_untrained())
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        model, processor = load_model(path, lora=True, lora_r=4, gradient_checkpointing=ckpt)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.fill_(0.01)
+        model.train()
+        samples = make_task("counting").samples(2)
+        r = sample_groups(model, processor, samples, num_generations=2, max_new_tokens=5, greedy=True)
+        completion_logprobs(model, r.prompt, r.completion_ids, r.completion_mask, 2).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for n, p in model.named_parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)

@@ -1,0 +1,58 @@
+"""The CLI: user errors exit 2 with one paragraph naming what is wrong (no traceback); the demo runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from othinklab.cli import main
+
+
+def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "othinklab.cli", *args], capture_output=True, text=True, timeout=600, cwd=cwd
+    )
+
+
+@pytest.mark.parametrize(
+    "yaml_text, args, needle",
+    [
+        ("kl:\n  shedule: grpo_d\n", [], "did you mean 'schedule'"),
+        ("grpo:\n  num_generations: 1\n", [], "grpo.num_generations=1"),
+        ("{}\n", ["kl.explore_frac=2"], "kl.explore_frac=2"),
+        ("{}\n", ["model.name=/no/such/model"], "model.name='/no/such/model'"),
+        ("kl: [\n", [], "not valid YAML"),
+    ],
+)
+def test_user_errors_exit_2_without_traceback(tmp_path, yaml_text, args, needle):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml_text)
+    res = _run("train", "--config", str(f), f"train.output_dir={tmp_path / 'runs'}", *args)
+    assert res.returncode == 2, res.stderr[-1500:]
+    assert needle in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_missing_config_file_exit_2(capsys):
+    assert main(["train", "--config", "/no/such.yaml"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_resume_without_run_is_a_user_error(tmp_path, capsys):
+    assert main(["train", "--resume", f"train.output_dir={tmp_path}"]) == 2
+    assert "no config.yaml to resume from" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_short(tmp_path, base_dir):
+    res = _run("demo", "--steps", "3", "--num-eval", "8", "--output-dir", str(tmp_path / "runs"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout
+    assert "before" in out and "after" in out and "95%" in out and "n=8 prompts" in out
+    run = tmp_path / "runs" / "demo-counting-grpo_d-seed0"
+    assert (run / "metrics.jsonl").exists() and (run / "training_curves.png").stat().st_size > 1000
+    # a second demo never overwrites the first
+    res2 = _run("demo", "--steps", "1", "--num-eval", "4", "--output-dir", str(tmp_path / "runs"))
+    assert res2.returncode == 0 and (tmp_path / "runs" / "demo-counting-grpo_d-seed0-2").is_dir()

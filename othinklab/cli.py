@@ -1,4 +1,4 @@
-"""`othinklab {demo,train,eval,build-base}`: a thin shim over the package.
+"""`othinklab {demo,train,sft,grid,eval,build-base}`: a thin shim over the package.
 
 User errors (bad config, bad data, missing files) print one paragraph and exit with code 2, never a
 traceback; anything else is a bug and keeps its traceback.
@@ -60,6 +60,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     res = train(cfg, resume=args.resume)
     print(f"trained {res.steps_done} steps in {res.seconds:.0f} s; run directory: {res.run_dir}")
+    return 0
+
+
+def cmd_sft(args: argparse.Namespace) -> int:
+    from othinklab.config import load_config
+    from othinklab.sft import run_sft
+
+    cfg = load_config(args.config, args.overrides)
+    res = run_sft(cfg)
+    print(f"SFT: {res.steps_done} steps in {res.seconds:.0f} s; run directory: {res.run_dir}")
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from othinklab.grid import run_grid
+
+    out = run_grid(args.preset, output_dir=args.output_dir)
+    print(f"grid {args.preset}: {out['results']} , {out['same_task']} , {out['cross_task']} , {out['figure']}")
     return 0
 
 
@@ -131,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run from its latest complete checkpoint")
     t.add_argument("overrides", nargs="*", help="section.field=value overrides, e.g. kl.beta=0.01")
     t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sft", help="the supervised baseline on the same data, same run layout")
+    s.add_argument("--config", default=None, help="YAML file (partial override of the defaults)")
+    s.add_argument("overrides", nargs="*", help="section.field=value overrides")
+    s.set_defaults(func=cmd_sft)
+
+    g = sub.add_parser("grid", help="the paper's protocol: {base, SFT, GRPO, GRPO-D} x train task x eval task x seeds")
+    g.add_argument("--preset", default="smoke", choices=["smoke", "tiny"])
+    g.add_argument("--output-dir", default="grid_runs")
+    g.set_defaults(func=cmd_grid)
 
     e = sub.add_parser("eval", help="greedy and sampled accuracy on a task split")
     e.add_argument("--run", default=None, help="run directory (uses its latest checkpoint)")

@@ -131,3 +131,13 @@ def evaluate(
         records.append(sampled.assign(mode="sampled"))
     table = pd.DataFrame(rows)
     return (table, pd.concat(records, ignore_index=True)) if return_records else table
+
+
+def cross_task_matrix(results: pd.DataFrame, metric: str = "greedy_accuracy") -> pd.DataFrame:
+    """Rows: (train task, method); columns: eval task; cells: `metric` averaged over seeds.
+
+    `results` has one row per (method, train_task, seed, eval_task), as `othinklab grid` writes.
+    """
+    table = results.groupby(["train_task", "method", "eval_task"])[metric].mean().unstack("eval_task")
+    table.columns.name = None
+    return table

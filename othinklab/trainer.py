@@ -44,9 +44,9 @@ class PromptStream:
     dataset file) visited in a seeded order that is reshuffled every epoch.
     """
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, per_batch: int | None = None):
         self.cfg = cfg
-        self.per_batch = cfg.grpo.prompts_per_step
+        self.per_batch = per_batch or cfg.grpo.prompts_per_step
         self.task = make_task(cfg.task.name)
         self.pool: list[Sample] | None = None
         if cfg.task.data_path:
@@ -149,20 +149,10 @@ def lr_lambda(cfg: Config) -> Callable[[int], float]:
     return f
 
 
-def train(
-    cfg: Config,
-    resume: bool = False,
-    callbacks: list[Callable[[dict[str, Any]], None]] | None = None,
-    progress: bool = True,
-    model_and_processor: tuple[Any, Any] | None = None,
-) -> TrainResult:
-    """Run GRPO with the configured KL schedule; returns the trained model and the run directory."""
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    run = prepare_run_dir(cfg, resume)
-    seed_everything(cfg.train.seed)
+def load_policy(cfg: Config) -> tuple[Any, Any]:
+    """The configured model and processor, with LoRA / 4-bit / checkpointing as the config says."""
     m = cfg.model
-    model, processor = model_and_processor or load_model(
+    return load_model(
         m.name,
         dtype=m.dtype,
         load_in_4bit=m.load_in_4bit,
@@ -175,6 +165,21 @@ def train(
         gradient_checkpointing=m.gradient_checkpointing,
         max_pixels=m.max_pixels,
     )
+
+
+def train(
+    cfg: Config,
+    resume: bool = False,
+    callbacks: list[Callable[[dict[str, Any]], None]] | None = None,
+    progress: bool = True,
+    model_and_processor: tuple[Any, Any] | None = None,
+) -> TrainResult:
+    """Run GRPO with the configured KL schedule; returns the trained model and the run directory."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    run = prepare_run_dir(cfg, resume)
+    seed_everything(cfg.train.seed)
+    model, processor = model_and_processor or load_policy(cfg)
     device = next(model.parameters()).device
     schedule = schedule_from_config(cfg.kl, cfg.train.total_steps)
     use_lora = is_lora(model)

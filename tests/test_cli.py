@@ -56,3 +56,9 @@ def test_demo_end_to_end_short(tmp_path, base_dir):
     # a second demo never overwrites the first
     res2 = _run("demo", "--steps", "1", "--num-eval", "4", "--output-dir", str(tmp_path / "runs"))
     assert res2.returncode == 0 and (tmp_path / "runs" / "demo-counting-grpo_d-seed0-2").is_dir()
+    # the trained run evaluates from its latest checkpoint, on another task too
+    ev = _run("eval", "--run", str(run), "--task", "geometry:test", "--n", "4", "--samples", "1")
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert "geometry:test" in ev.stdout and "greedy" in ev.stdout and "n=4 prompts" in ev.stdout
+    bad = _run("eval", "--run", str(tmp_path / "nowhere"))
+    assert bad.returncode == 2 and "no config.yaml" in bad.stderr

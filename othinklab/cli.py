@@ -86,8 +86,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from othinklab.tasks import EVAL_SPLITS, make_task
 
     task, _, split = args.task.partition(":")
-    split = split or EVAL_SPLITS.get(task, "test")
-    samples = make_task(task).samples(args.n, split=split, seed=10_000)
+    if args.data:
+        from othinklab.tasks import load_r1v
+
+        samples = load_r1v(args.data, task, image_root=args.image_root, limit=args.n)
+        split = Path(args.data).name
+    else:
+        split = split or EVAL_SPLITS.get(task, "test")
+        samples = make_task(task).samples(args.n, split=split, seed=10_000)
     model, processor = _load_for_eval(args.run, args.model)
     table = evaluate(model, processor, samples, num_samples=args.samples)
     print(f"{task}:{split}\n{_fmt_eval(table)}")
@@ -165,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default="tiny", help="model name or path when --run is not given")
     e.add_argument("--task", default="counting:ood", help="task[:split], e.g. counting:ood, geometry:test")
     e.add_argument("--n", type=int, default=200, help="prompts evaluated")
+    e.add_argument(
+        "--data",
+        default=None,
+        help="an R1-V test file (e.g. SuperCLEVR-200 or GeoQA JSONL) instead of the synthetic split",
+    )
+    e.add_argument("--image-root", default=None, help="directory the --data file's image_path entries are relative to")
     e.add_argument("--samples", type=int, default=4, help="samples per prompt for sampled accuracy")
     e.set_defaults(func=cmd_eval)
 

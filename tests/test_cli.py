@@ -62,3 +62,17 @@ def test_demo_end_to_end_short(tmp_path, base_dir):
     assert "geometry:test" in ev.stdout and "greedy" in ev.stdout and "n=4 prompts" in ev.stdout
     bad = _run("eval", "--run", str(tmp_path / "nowhere"))
     assert bad.returncode == 2 and "no config.yaml" in bad.stderr
+
+
+@pytest.mark.slow
+def test_eval_on_an_r1v_jsonl_file(tmp_path, base_dir):
+    from othinklab.tasks import make_task
+    from othinklab.tasks.r1v import write_r1v_jsonl
+
+    path = write_r1v_jsonl(make_task("counting").samples(4, split="ood"), tmp_path / "test.jsonl", tmp_path / "images")
+    res = _run("eval", "--model", "tiny", "--task", "counting", "--data", str(path), "--n", "4", "--samples", "1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "counting:test.jsonl" in res.stdout and "n=4 prompts" in res.stdout
+    (tmp_path / "bad.jsonl").write_text('{"image_path": "missing.png", "question": "q", "ground_truth": "3"}\n')
+    bad = _run("eval", "--model", "tiny", "--task", "counting", "--data", str(tmp_path / "bad.jsonl"))
+    assert bad.returncode == 2 and "bad.jsonl" in bad.stderr and "Traceback" not in bad.stderr

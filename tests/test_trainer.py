@@ -109,3 +109,18 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, base_dir):
     cols = [c for c in want.columns if not c.startswith("time/")]
     for c in cols:
         assert got[c].tolist() == pytest.approx(want[c].tolist(), rel=1e-6, abs=1e-7), c
+
+
+@pytest.mark.slow
+def test_trains_from_an_r1v_file_few_shot(tmp_path, base_dir):
+    from othinklab.tasks import make_task
+    from othinklab.tasks.r1v import write_r1v_jsonl
+
+    data = write_r1v_jsonl(make_task("geometry").samples(10), tmp_path / "train.jsonl", tmp_path / "img")
+    cfg = _cfg(tmp_path, "task.name=geometry", f"task.data_path={data}", "task.num_train=6", "train.total_steps=4")
+    res = train(cfg, progress=False)
+    ids = read_rollouts(res.run_dir)["prompt_id"]
+    assert ids.nunique() == 6  # 4 steps x 2 prompts = 8 draws from the 6-sample few-shot pool
+    bad = _cfg(tmp_path, "task.name=geometry", f"task.data_path={tmp_path / 'none.jsonl'}", "train.run_name=bad")
+    with pytest.raises(UserError, match="none.jsonl"):
+        train(bad, progress=False)

@@ -316,8 +316,8 @@ def train(
             )
             metrics_log.write(row)
             if cfg.train.log_rollouts and (step % cfg.grpo.num_iterations == 0):
-                for b in batches:
-                    _log_rollouts(rollout_log, step, b, G)
+                for bi, b in enumerate(batches):
+                    _log_rollouts(rollout_log, step, b, G, group_offset=bi * len(b["samples"]))
             metrics_log.flush()
             rollout_log.flush()
             for cb in callbacks or []:
@@ -394,7 +394,7 @@ def _metrics_row(
     }
 
 
-def _log_rollouts(log: JsonlWriter, step: int, b: dict[str, Any], G: int) -> None:
+def _log_rollouts(log: JsonlWriter, step: int, b: dict[str, Any], G: int, group_offset: int = 0) -> None:
     r = b["rollout"]
     for i, text in enumerate(r.texts):
         s, sc = b["samples"][i // G], b["scores"][i]
@@ -402,7 +402,7 @@ def _log_rollouts(log: JsonlWriter, step: int, b: dict[str, Any], G: int) -> Non
             {
                 "step": step,
                 "prompt_id": s.id,
-                "group": i // G,
+                "group": group_offset + i // G,
                 "sample": i % G,
                 "problem": s.problem,
                 "answer": s.answer,

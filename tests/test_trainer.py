@@ -124,3 +124,14 @@ def test_trains_from_an_r1v_file_few_shot(tmp_path, base_dir):
     bad = _cfg(tmp_path, "task.name=geometry", f"task.data_path={tmp_path / 'none.jsonl'}", "train.run_name=bad")
     with pytest.raises(UserError, match="none.jsonl"):
         train(bad, progress=False)
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_uses_every_generation_batch(tmp_path, base_dir):
+    cfg = _cfg(tmp_path, "train.total_steps=2", "train.gradient_accumulation_steps=3", "train.lr_schedule=linear")
+    res = train(cfg, progress=False)
+    r = read_rollouts(res.run_dir)
+    assert len(r) == 2 * 3 * 2 * 4  # steps x accumulated batches x prompts x G
+    assert r.groupby("step")["prompt_id"].nunique().tolist() == [6, 6]  # fresh prompts in every batch
+    assert r.groupby("step")["group"].nunique().tolist() == [6, 6]
+    assert read_metrics(res.run_dir)["lr"].tolist() == pytest.approx([1e-4, 0.5e-4])

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from othinklab.config import load_config, to_dict
-from othinklab.evaluate import cross_task_matrix, evaluate, wilson_interval
+from othinklab.evaluate import evaluate, wilson_interval
 from othinklab.tasks import make_task
 
 EVAL_TASKS = {"counting": "ood", "geometry": "test"}
@@ -260,14 +260,9 @@ def write_reports(out: Path) -> dict[str, Path]:
                 cells.append(_cell_text(sub) if len(sub) else "-")
             lines.append(f"| {task} | {m} | {cells[0]} | {cells[1]} |")
     _write_atomic(paths["cross_task"], note + "\n".join(lines) + "\n")
-    matrix = cross_task_matrix(df)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
-    for ax, task in zip(axes, ("counting", "geometry")):
-        sub = matrix.loc[task].reindex([m for m in METHODS if m in matrix.loc[task].index])
-        sub.plot.bar(ax=ax, rot=0)
-        ax.set_title(f"trained on {task}")
-        ax.set_ylabel("greedy accuracy")
-    fig.tight_layout()
+    from othinklab.plots import cross_task_bars, paper_results
+
+    fig = cross_task_bars(df, paper=paper_results())
     fig.savefig(paths["figure"], dpi=100)
     plt.close(fig)
     return paths

@@ -64,3 +64,52 @@ def beta_schedules(schedules: dict[str, Any], total_steps: int, ax: Any = None) 
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def paper_results(path: str | None = None) -> pd.DataFrame:
+    """The paper's reported accuracies (percent) from `data/paper_results.csv` (a `# source:` line first)."""
+    from pathlib import Path
+
+    p = Path(path) if path else Path(__file__).resolve().parent.parent / "data" / "paper_results.csv"
+    return pd.read_csv(p, comment="#")
+
+
+def cross_task_bars(results: pd.DataFrame, paper: pd.DataFrame | None = None, axes: Any = None) -> Any:
+    """Greedy accuracy per method, one panel per train task, bars per eval task; the paper's 2B numbers
+    (same method, train and eval task) as black markers when `paper` is given."""
+    methods = [m for m in ("base", "sft", "grpo", "grpo_d") if m in set(results["method"])]
+    tasks = [t for t in ("counting", "geometry") if t in set(results["train_task"])]
+    if axes is None:
+        fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.6), sharey=True, squeeze=False)
+        axes = axes[0]
+    else:
+        fig = axes[0].figure
+    evals = sorted(set(results["eval_task"]))
+    width = 0.8 / max(1, len(evals))
+    for ax, task in zip(axes, tasks):
+        for j, ev in enumerate(evals):
+            sub = (
+                results[(results.train_task == task) & (results.eval_task == ev)]
+                .groupby("method")["greedy_accuracy"]
+                .mean()
+            )
+            xs = [i + (j - (len(evals) - 1) / 2) * width for i in range(len(methods))]
+            ax.bar(xs, [100 * sub.get(m, float("nan")) for m in methods], width, label=ev)
+            if paper is not None:
+                ref = paper[(paper.model == "Qwen2-VL-2B-Instruct")]
+                short = ev.split(":")[0]
+                ys = []
+                for m in methods:
+                    hit = ref[
+                        (ref.method == m)
+                        & (ref.eval_task == short)
+                        & (ref.train_task.isin([task, "none"] if m == "base" else [task]))
+                    ]
+                    ys.append(float(hit["accuracy"].iloc[0]) if len(hit) else float("nan"))
+                ax.scatter(xs, ys, marker="_", s=300, color="black", label="paper (2B)" if j == 0 else None, zorder=3)
+        ax.set_xticks(range(len(methods)), methods)
+        ax.set_title(f"trained on {task}")
+        ax.set_ylabel("greedy accuracy (%)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -32,16 +32,6 @@ def _quiet() -> None:
         pass
 
 
-def _fmt_eval(table: Any) -> str:
-    lines = []
-    for _, r in table.iterrows():
-        lines.append(
-            f"  {r['mode']:<13} accuracy {r['accuracy']:.3f} [95% CI {r['accuracy_lo']:.3f}, {r['accuracy_hi']:.3f}]  "
-            f"format {r['format']:.3f}  reward {r['reward']:.3f} ± {1.96 * r['reward_se']:.3f}  (n={r['n']} prompts)"
-        )
-    return "\n".join(lines)
-
-
 def cmd_build_base(args: argparse.Namespace) -> int:
     from othinklab import tiny
 
@@ -82,7 +72,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from othinklab.evaluate import evaluate
+    from othinklab.evaluate import evaluate, format_summary
     from othinklab.tasks import EVAL_SPLITS, make_task
 
     task, _, split = args.task.partition(":")
@@ -96,7 +86,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         samples = make_task(task).samples(args.n, split=split, seed=10_000)
     model, processor = _load_for_eval(args.run, args.model)
     table = evaluate(model, processor, samples, num_samples=args.samples)
-    print(f"{task}:{split}\n{_fmt_eval(table)}")
+    print(f"{task}:{split}")
+    print("\n".join(format_summary(table)))
     return 0
 
 
@@ -105,6 +96,7 @@ def _load_for_eval(run: str | None, model_name: str) -> tuple[Any, Any]:
     from othinklab import checkpoint as ckpt_io
     from othinklab.config import load_config
     from othinklab.models import load_model
+    from othinklab.trainer import load_policy
 
     if not run:
         return load_model(model_name)
@@ -115,17 +107,7 @@ def _load_for_eval(run: str | None, model_name: str) -> tuple[Any, Any]:
     latest = ckpt_io.latest_checkpoint(run_dir / "checkpoints")
     if latest is None:
         raise UserError(f"--run {run!r} has no complete checkpoint yet")
-    m = cfg.model
-    model, processor = load_model(
-        m.name,
-        dtype=m.dtype,
-        load_in_4bit=m.load_in_4bit,
-        lora=m.lora,
-        lora_r=m.lora_r,
-        lora_alpha=m.lora_alpha,
-        lora_target_modules=m.lora_target_modules,
-        lora_include_vision=m.lora_include_vision,
-    )
+    model, processor = load_policy(cfg)
     ckpt_io.load_weights(model, latest)
     return model.eval(), processor
 

@@ -41,28 +41,17 @@ def _fresh_name(output_dir: str, base: str) -> str:
     return name
 
 
-def _line(label: str, table: Any) -> list[str]:
-    out = []
-    for _, r in table.iterrows():
-        out.append(
-            f"  {label:<7}{r['mode']:<13} acc {r['accuracy']:.3f} [{r['accuracy_lo']:.3f}, {r['accuracy_hi']:.3f}]  "
-            f"format {r['format']:.3f}  reward {r['reward']:.3f} ± {1.96 * r['reward_se']:.3f}"
-        )
-    return out
-
-
 def run_demo(
     seed: int = 0, steps: int | None = None, output_dir: str = "runs", num_eval: int | None = None
 ) -> dict[str, Any]:
     """Build or load the base, evaluate, train GRPO-D, evaluate again; print and return the figures."""
     from othinklab import tiny
     from othinklab.config import load_config
-    from othinklab.evaluate import evaluate
+    from othinklab.evaluate import evaluate, format_summary
     from othinklab.metrics import read_metrics
-    from othinklab.models import load_model
     from othinklab.plots import training_curves
     from othinklab.tasks import make_task
-    from othinklab.trainer import eval_samples, train
+    from othinklab.trainer import eval_samples, load_policy, train
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     t_all = time.perf_counter()
@@ -78,7 +67,7 @@ def run_demo(
     t0 = time.perf_counter()
     path = tiny.ensure_base()
     print(f"    {path}  ({time.perf_counter() - t0:.0f} s)")
-    model, processor = load_model("tiny", lora=True, lora_r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha)
+    model, processor = load_policy(cfg)
     samples = eval_samples(cfg)
     ev = dict(
         num_samples=cfg.eval.num_samples,
@@ -101,7 +90,7 @@ def run_demo(
             f"       accuracy {rec['accuracy']:.0f}  format {rec['format']:.0f}  reward {rec['reward']:.0f}"
         )
     print("    base on geometry:test:")
-    print("\n".join(_line("", geo_table)))
+    print("\n".join(format_summary(geo_table)))
     print(
         f"3/4 GRPO-D on counting: {cfg.train.total_steps} steps x {cfg.grpo.prompts_per_step} prompts x G={cfg.grpo.num_generations} ...",
         flush=True,
@@ -118,8 +107,8 @@ def run_demo(
     lines = [
         "",
         f"held-out counting:ood, n={len(samples)} prompts (sampled: {cfg.eval.num_samples} per prompt at T={cfg.grpo.temperature:g}); 95% intervals",
-        *_line("before", before),
-        *_line("after", after),
+        *format_summary(before, "before"),
+        *format_summary(after, "after"),
         "",
         f"training: {res.steps_done} steps in {res.seconds:.0f} s ({step_s:.2f} s/step median); total demo time {time.perf_counter() - t_all:.0f} s",
         f"run directory: {res.run_dir}  (config.yaml, metrics.jsonl, rollouts.jsonl, checkpoints/)",

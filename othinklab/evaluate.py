@@ -133,6 +133,16 @@ def evaluate(
     return (table, pd.concat(records, ignore_index=True)) if return_records else table
 
 
+def format_summary(table: pd.DataFrame, label: str = "") -> list[str]:
+    """One line per mode of an `evaluate` table: accuracy with its 95% interval, format, reward, n."""
+    prefix = f"{label:<7}" if label else ""
+    return [
+        f"  {prefix}{r['mode']:<13} accuracy {r['accuracy']:.3f} [95% CI {r['accuracy_lo']:.3f}, {r['accuracy_hi']:.3f}]  "
+        f"format {r['format']:.3f}  reward {r['reward']:.3f} ± {1.96 * r['reward_se']:.3f}  (n={r['n']} prompts)"
+        for _, r in table.iterrows()
+    ]
+
+
 def cross_task_matrix(results: pd.DataFrame, metric: str = "greedy_accuracy") -> pd.DataFrame:
     """Rows: (train task, method); columns: eval task; cells: `metric` averaged over seeds.
 

@@ -115,11 +115,11 @@ def _cell(preset: Preset, method: str, task: str, seed: int, output_dir: Path, p
     """Train (unless base) and evaluate one grid cell; one row per eval task."""
     from othinklab.models import load_model
     from othinklab.sft import run_sft
-    from othinklab.trainer import train
+    from othinklab.trainer import run_dir_for, train
 
     cfg = load_config(None, _overrides(preset, method, task, seed, output_dir))
     t0 = time.perf_counter()
-    run_dir = cfg.train.output_dir + "/" + cfg.train.run_name
+    run_dir = str(run_dir_for(cfg))
     if method == "base":
         model, processor = load_model("tiny")
     else:

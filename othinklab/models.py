@@ -18,6 +18,8 @@ import torch
 
 from othinklab.errors import UserError
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Default LoRA targets: the language model's attention and MLP projections."""
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 VISION_MODULE_HINTS = ("visual", "vision")
 
@@ -60,15 +62,7 @@ def load_model(
     lora_r: int = 16,
     lora_alpha: int = 32,
     lora_dropout: float = 0.0,
-    lora_target_modules: tuple[str, ...] | list[str] = (
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    ),
+    lora_target_modules: tuple[str, ...] | list[str] = LORA_TARGETS,
     lora_include_vision: bool = False,
     gradient_checkpointing: bool = False,
     max_pixels: int | None = None,
@@ -138,9 +132,10 @@ def _keep_cpu_4bit_trainable(model: Any) -> None:
 def lora_targets(model: Any, names: tuple[str, ...], include_vision: bool = False) -> list[str]:
     """Full module paths of the linear layers named `names`, in the language model (and vision tower)."""
     out = []
+    linear = (torch.nn.Linear, _bnb_linear())
     for path, module in model.named_modules():
         leaf = path.rsplit(".", 1)[-1]
-        if leaf in names and isinstance(module, torch.nn.Linear | _bnb_linear()):
+        if leaf in names and isinstance(module, linear):
             if include_vision or not any(h in path for h in VISION_MODULE_HINTS):
                 out.append(path)
     return out
@@ -160,7 +155,7 @@ def add_lora(
     r: int = 16,
     alpha: int = 32,
     dropout: float = 0.0,
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    target_modules: tuple[str, ...] = LORA_TARGETS,
     include_vision: bool = False,
     quantized: bool = False,
     gradient_checkpointing: bool = False,

@@ -106,15 +106,6 @@ def mixed_stream(tasks: list[Any], batch_size: int, split: str = "train", seed: 
         yield batch
 
 
-def pool_stream(pool: list[Sample], batch_size: int, seed: int = 0) -> Iterator[list[Sample]]:
-    """Endless batches from a fixed pool (few-shot training), reshuffled each epoch with `seed`."""
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(len(pool), generator=g).tolist()
-        for i in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
-            yield [pool[j] for j in order[i : i + batch_size]]
-
-
 def run_sft(cfg: Any, progress: bool = True, model_and_processor: tuple[Any, Any] | None = None) -> Any:
     """The SFT baseline as a run: same data stream, LoRA / 4-bit options and run-directory layout as GRPO.
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from othinklab.grpo import group_advantages
 from othinklab.metrics import read_rollouts
-from othinklab.rewards import accuracy_reward, format_reward
+from othinklab.rewards import accuracy_reward, extract_answer, format_reward
 
 FILTERS = ("all", "failures", "format errors", "zero-spread groups")
 """Row filters of the rollout inspector."""
@@ -96,6 +96,13 @@ def _table_html(view: pd.DataFrame) -> str:
     return f"<table class='othinklab-rollouts'>{head}{''.join(rows)}</table>"
 
 
+def _exact_string_accuracy(completion: str, solution: str) -> float:
+    """1.0 if the completion's `<answer>` equals the solution's answer character for character."""
+    pred = extract_answer(completion)
+    gold = extract_answer(solution)
+    return float(pred is not None and pred == (gold if gold is not None else solution.strip()))
+
+
 class RolloutInspector:
     """Step slider, prompt picker and filter over `rollouts.jsonl`; shows `rollout_view` as a table."""
 
@@ -148,10 +155,7 @@ class RewardInspector:
 
     PARSERS: dict[str, Callable[[str, str], float]] = {
         "math-verify (R1-V)": accuracy_reward,
-        "exact string": lambda c, s: float(
-            (c.split("<answer>")[-1].split("</answer>")[0].strip() if "</answer>" in c else None)
-            == s.split("<answer>")[-1].split("</answer>")[0].strip()
-        ),
+        "exact string": _exact_string_accuracy,
     }
 
     def __init__(self, run_dir: str | Path | None = None, rollouts: pd.DataFrame | None = None):

@@ -27,7 +27,7 @@ from othinklab import checkpoint as ckpt_io
 from othinklab.config import Config, to_dict, to_yaml
 from othinklab.errors import UserError
 from othinklab.grpo import group_advantages, grpo_loss, zero_spread_fraction
-from othinklab.kl import needs_reference, schedule_from_config
+from othinklab.kl import kl_estimate, needs_reference, schedule_from_config
 from othinklab.metrics import JsonlWriter, truncate_from_step
 from othinklab.models import is_lora, load_model, make_reference
 from othinklab.rewards import score
@@ -295,6 +295,7 @@ def train(
                     cfg.grpo.aggregation,
                 )
                 (loss / len(batches)).backward()
+                b["logp"] = logp.detach()
                 loss_total += loss.item() / len(batches)
                 for k, v in stats.items():
                     stats_acc[k] = stats_acc.get(k, 0.0) + v / len(batches)
@@ -317,7 +318,7 @@ def train(
             metrics_log.write(row)
             if cfg.train.log_rollouts and (step % cfg.grpo.num_iterations == 0):
                 for bi, b in enumerate(batches):
-                    _log_rollouts(rollout_log, step, b, G, group_offset=bi * len(b["samples"]))
+                    _log_rollouts(rollout_log, step, b, G, processor, run, group_offset=bi * len(b["samples"]))
             metrics_log.flush()
             rollout_log.flush()
             for cb in callbacks or []:
@@ -394,10 +395,21 @@ def _metrics_row(
     }
 
 
-def _log_rollouts(log: JsonlWriter, step: int, b: dict[str, Any], G: int, group_offset: int = 0) -> None:
+def _log_rollouts(
+    log: JsonlWriter, step: int, b: dict[str, Any], G: int, processor: Any, run: Path, group_offset: int = 0
+) -> None:
+    """One row per completion, with its tokens, their log-probs and per-token KL to the reference (k3)
+    so the rollout inspector can colour them, and the prompt image saved once under `images/`."""
     r = b["rollout"]
+    tok = processor.tokenizer
+    logp = b.get("logp")
+    ref = b.get("ref_logp")
+    kl = kl_estimate(logp, ref, "k3") if logp is not None and ref is not None else None
+    images = run / "images"
     for i, text in enumerate(r.texts):
         s, sc = b["samples"][i // G], b["scores"][i]
+        n = int(r.lengths[i])
+        image_name = _save_image(images, s) if i % G == 0 else _image_name(s)
         log.write(
             {
                 "step": step,
@@ -411,7 +423,27 @@ def _log_rollouts(log: JsonlWriter, step: int, b: dict[str, Any], G: int, group_
                 "accuracy": sc.accuracy,
                 "format": sc.format,
                 "advantage": float(b["adv"][i]),
-                "length": int(r.lengths[i]),
+                "length": n,
                 "truncated": bool(r.truncated[i]),
+                "image": f"images/{image_name}",
+                "tokens": tok.batch_decode([[t] for t in r.completion_ids[i, :n].tolist()]),
+                "token_logprobs": [round(float(v), 4) for v in logp[i, :n]] if logp is not None else None,
+                "token_kl": [round(float(v), 5) for v in kl[i, :n]] if kl is not None else None,
             }
         )
+
+
+def _image_name(sample: Sample) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in sample.id) + ".png"
+
+
+def _save_image(folder: Path, sample: Sample) -> str:
+    """Write the prompt image once (atomically), so inspectors can show what the model saw."""
+    name = _image_name(sample)
+    path = folder / name
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.tmp"
+        sample.image.convert("RGB").save(tmp, format="PNG")
+        tmp.replace(path)
+    return name

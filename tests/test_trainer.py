@@ -56,6 +56,12 @@ def test_run_directory_layout(tmp_path, base_dir):
     r = read_rollouts(run)
     assert len(r) == 3 * 2 * 4 and {"prompt_id", "completion", "reward", "advantage", "step"} <= set(r.columns)
     assert r.groupby(["step", "group"])["advantage"].sum().abs().max() < 1e-4  # advantages centre per group
+    # per-token detail for the inspector: one token, log-prob and KL per counted completion token
+    for _, row in r.iterrows():
+        assert len(row["tokens"]) == len(row["token_logprobs"]) == len(row["token_kl"]) == row["length"]
+        assert all(lp <= 0 for lp in row["token_logprobs"]) and all(k >= 0 for k in row["token_kl"])
+    assert "".join(r["tokens"].iloc[0]).startswith(r["completion"].iloc[0][:5])
+    assert all((run / img).is_file() for img in r["image"].unique())
     ckpts = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
     assert ckpts == ["step-000002", "step-000003"]
     assert (run / "checkpoints" / "step-000003" / "model" / "adapter_config.json").exists()

@@ -13,6 +13,7 @@ that emits `<|image_pad|>` would crash the next forward ("image features and ima
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,20 @@ def token_ids(processor: Any, names: tuple[str, ...]) -> list[int]:
     tok = processor.tokenizer
     vocab = tok.get_vocab()
     return [vocab[n] for n in names if n in vocab]
+
+
+@dataclass
+class RowShard:
+    """This process's rows of a batch sampled across data-parallel processes.
+
+    Sampling draws the random numbers of the *whole* batch (`total` rows) and uses rows `start:start +
+    rows`, and decoding runs until every process's rows are done (`all_done`), so N processes draw
+    exactly the tokens one process would: the same seed gives the same run at any world size.
+    """
+
+    start: int
+    total: int
+    all_done: Callable[[torch.Tensor], bool]
 
 
 @dataclass
@@ -117,6 +132,7 @@ def sample_groups(
     greedy: bool = False,
     generator: torch.Generator | None = None,
     stop_at_eos: bool = True,
+    shard: RowShard | None = None,
 ) -> Rollout:
     """Sample `num_generations` completions per sample from one shared prefill per prompt.
 
@@ -138,6 +154,7 @@ def sample_groups(
             greedy,
             generator,
             stop_at_eos,
+            shard,
         )
     finally:
         model.train(was_training)
@@ -155,6 +172,7 @@ def _sample_groups(
     greedy: bool,
     generator: torch.Generator | None,
     stop_at_eos: bool,
+    shard: RowShard | None = None,
 ) -> Rollout:
     device = next(model.parameters()).device
     backbone, lm_head = _text_model_parts(model)
@@ -184,11 +202,11 @@ def _sample_groups(
             nxt = logits.argmax(dim=-1)
         else:
             probs = torch.softmax(_filter_logits(logits, temperature, top_k, top_p), dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            nxt = _draw(probs, generator, shard)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         tokens.append(nxt)
         done = done | torch.isin(nxt, stop)
-        if bool(done.all()) or t == max_new_tokens - 1:
+        if (shard.all_done(done) if shard else bool(done.all())) or t == max_new_tokens - 1:
             break
         attn = torch.cat([attn, (~done | torch.isin(nxt, stop)).long()[:, None]], dim=1)
         # Qwen2-VL's text positions count real (unpadded) tokens, offset by the prefill's rope deltas.
@@ -207,6 +225,19 @@ def _sample_groups(
     texts = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
     backbone.rope_deltas = None
     return Rollout(enc, ids, mask, texts, truncated, G)
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator | None, shard: RowShard | None) -> torch.Tensor:
+    """One token per row from `probs`; with a shard, from this shard's rows of the whole batch's noise.
+
+    `torch.multinomial(probs, 1)` is an exponential race, `argmax(probs / E)` with `E ~ Exp(1)` drawn
+    for every row in order; drawing `E` for all `shard.total` rows and keeping ours reproduces it.
+    """
+    if shard is None:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    noise = torch.empty((shard.total, probs.shape[1]), device=probs.device, dtype=probs.dtype)
+    noise.exponential_(1.0, generator=generator)
+    return (probs / noise[shard.start : shard.start + probs.shape[0]]).argmax(dim=-1)
 
 
 def repeat_prompt(prompt: dict[str, torch.Tensor], group_size: int) -> dict[str, torch.Tensor]:

@@ -93,3 +93,26 @@ def test_top_k_one_equals_greedy(untrained):
         generator=torch.Generator().manual_seed(0),
     )
     assert torch.equal(g.completion_ids, k.completion_ids)
+
+
+def test_sharded_sampling_draws_what_one_process_draws(untrained):
+    """Two data-parallel shards, each with its half of the prompts, sample the same tokens as one process."""
+    from othinklab.rollout import RowShard
+
+    model, processor = untrained
+    samples = _samples()[:4]
+    G, T = 3, 10
+    whole = sample_groups(model, processor, samples, G, T, generator=torch.Generator().manual_seed(5))
+    # both shards share the seed; these shards cannot talk, so they decode to the length cap (the whole
+    # batch may stop earlier: only its columns are compared)
+    halves = [samples[:2], samples[2:]]
+    parts = []
+    for rank, part in enumerate(halves):
+        shard = RowShard(start=rank * 2 * G, total=4 * G, all_done=lambda done: False)
+        parts.append(
+            sample_groups(model, processor, part, G, T, generator=torch.Generator().manual_seed(5), shard=shard)
+        )
+    got = torch.cat([p.completion_ids for p in parts])
+    n = whole.completion_ids.shape[1]
+    assert torch.equal(got[:, :n], whole.completion_ids)
+    assert torch.equal(torch.cat([p.completion_mask for p in parts])[:, :n], whole.completion_mask)

@@ -119,6 +119,15 @@ def complete_checkpoints(ckpt_root: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
+def remove_partial(ckpt_root: str | Path) -> list[Path]:
+    """Delete the temporary directories of saves that were cut off (a kill mid-save); returns them."""
+    root = Path(ckpt_root)
+    partial = [p for p in root.glob(".step-*") if p.is_dir()] if root.is_dir() else []
+    for p in partial:
+        shutil.rmtree(p, ignore_errors=True)
+    return partial
+
+
 def latest_checkpoint(ckpt_root: str | Path) -> Path | None:
     """The newest complete checkpoint (the `latest` pointer if it is valid, else the highest step)."""
     root = Path(ckpt_root)

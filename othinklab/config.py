@@ -115,6 +115,10 @@ class KLConfig:
 class RewardConfig:
     format_weight: float = 1.0
     """alpha of Eq. 1: R = R_acc + alpha * R_format (paper: 1)."""
+    accuracy_function: str = ""
+    """R_acc: empty = R1-V's (string, numeric, then symbolic match); or a name (`accuracy`),
+    `package.module:function` or `file.py:function`, called as f(completion, solution) -> float. A call
+    that raises or returns a non-number scores that completion 0; it is counted and logged."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,8 @@ class TrainConfig:
     """Checkpoint every this many optimizer steps (and at the end); 0 = only at the end."""
     keep_checkpoints: int = 2
     """Complete checkpoints kept on disk (oldest removed only after a newer one is complete)."""
+    max_nonfinite_steps: int = 3
+    """Steps in a row whose loss or gradient is NaN/inf that are skipped (no update) before training stops."""
     log_rollouts: bool = True
     """Append every sampled completion to `rollouts.jsonl`."""
     threads: int = 0
@@ -237,6 +243,7 @@ def _validate(cfg: Config, where: str) -> None:
         ("train.gradient_accumulation_steps", cfg.train.gradient_accumulation_steps >= 1, "must be at least 1"),
         ("train.save_every", cfg.train.save_every >= 0, "must be >= 0"),
         ("train.keep_checkpoints", cfg.train.keep_checkpoints >= 1, "must be at least 1"),
+        ("train.max_nonfinite_steps", cfg.train.max_nonfinite_steps >= 0, "must be >= 0"),
         ("task.num_train", cfg.task.num_train >= 0, "must be >= 0"),
         ("task.num_eval", cfg.task.num_eval >= 1, "must be at least 1"),
         ("eval.num_samples", cfg.eval.num_samples >= 1, "must be at least 1"),

@@ -17,3 +17,7 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError, ValueError):
     """A dataset file, row or field that cannot be used."""
+
+
+class TrainingError(UserError):
+    """Training cannot go on (non-finite losses in a row, out of memory); the message says which knob to turn."""

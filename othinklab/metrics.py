@@ -34,6 +34,8 @@ METRICS: dict[str, str] = {
     "loss/policy": "the clipped-surrogate part of the loss",
     "loss/kl": "beta(s) * KL part of the loss",
     "grad/norm": "global gradient norm before clipping",
+    "skipped/nonfinite": "1 if this step's loss or gradient was NaN/inf and its update was skipped, else 0",
+    "reward/errors": "completions whose reward function raised or returned a non-number (scored 0; see reward_errors.jsonl)",
     "lr": "learning rate used in this step",
     "time/step_s": "wall seconds of the whole step",
     "time/rollout_s": "seconds spent sampling completions",

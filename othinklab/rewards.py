@@ -217,3 +217,70 @@ REWARD_FUNCS: dict[str, Callable[[str, str], float]] = {
     "format": _format_reward_2,
 }
 """Reward functions by name, each `(completion, solution) -> float`."""
+
+
+def load_reward_function(spec: str, field: str = "reward.accuracy_function") -> Callable[[str, str], float]:
+    """The accuracy term's function from a config value, `(completion, solution) -> float`.
+
+    Empty: R1-V's `accuracy_reward`. Otherwise a name in `REWARD_FUNCS`, `package.module:function`, or
+    `path/to/file.py:function` (R1-V-style custom rewards without packaging them).
+    """
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    from othinklab.errors import ConfigError
+
+    if not spec:
+        return accuracy_reward
+    if spec in REWARD_FUNCS:
+        return REWARD_FUNCS[spec]
+    where, sep, name = spec.rpartition(":")
+    if not sep or not where or not name:
+        raise ConfigError(
+            f"{field}={spec!r}: expected one of {sorted(REWARD_FUNCS)}, 'package.module:function' or 'file.py:function'"
+        )
+    try:
+        if where.endswith(".py"):
+            path = Path(where)
+            if not path.is_file():
+                raise ConfigError(f"{field}={spec!r}: file {where!r} does not exist")
+            mod_spec = importlib.util.spec_from_file_location(f"othinklab_user_reward_{path.stem}", path)
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            module = importlib.import_module(where)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - user code failing to import is the user's error to fix
+        raise ConfigError(f"{field}={spec!r}: importing {where!r} failed: {type(exc).__name__}: {exc}") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ConfigError(f"{field}={spec!r}: {where!r} has no function {name!r}")
+    return fn
+
+
+def safe_score(
+    text: str,
+    solution: str,
+    format_weight: float = 1.0,
+    accuracy_fn: Callable[[str, str], float] = accuracy_reward,
+) -> tuple[RewardBreakdown, str | None]:
+    """`score` with a possibly faulty accuracy function: one completion whose reward raises or is not a
+    finite number scores 0 (and the error text is returned to be logged) instead of ending the run.
+
+    >>> safe_score("<answer>3</answer>", "<answer>3</answer>", accuracy_fn=lambda c, s: "yes")
+    (RewardBreakdown(accuracy=0.0, format=0.0, total=0.0), "accuracy function returned 'yes', not a finite number")
+    """
+    try:
+        acc = accuracy_fn(text, solution)
+        fmt = format_reward(text)
+    except Exception as exc:  # noqa: BLE001 - a reward bug on one completion must not kill the run
+        return RewardBreakdown(0.0, 0.0, 0.0), f"{type(exc).__name__}: {exc}"
+    try:
+        value = float(acc)  # ints, bools, numpy and 0-d torch numbers
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not math.isfinite(value) or isinstance(acc, str):
+        return RewardBreakdown(0.0, 0.0, 0.0), f"accuracy function returned {acc!r}, not a finite number"
+    return RewardBreakdown(accuracy=value, format=fmt, total=value + format_weight * fmt), None

@@ -4,7 +4,7 @@ Why: the whole algorithm should fit on one screen (nanoGPT style); the math live
 `kl.py`, sampling in `rollout.py`, rewards in `rewards.py`. Every optimizer step appends a row to
 `metrics.jsonl` and every completion to `rollouts.jsonl`; checkpoints are atomic and resumable.
 
-Simplified versus R1-V / TRL: one process (see the scale-out issue for DDP); `num_iterations` reuses a
+Simplified versus R1-V / TRL: data parallelism only (DDP; no model sharding); `num_iterations` reuses a
 generation batch for that many optimizer steps (TRL's semantics), with old log-probs computed once per
 batch; with LoRA the reference is the adapter-disabled model, so the reference log-probs cost one extra
 forward and no memory; the KL is *measured* every step whenever a reference exists, even at beta = 0.
@@ -24,14 +24,15 @@ import yaml
 from tqdm.auto import tqdm
 
 from othinklab import checkpoint as ckpt_io
+from othinklab import distributed
 from othinklab.config import Config, to_dict, to_yaml
-from othinklab.errors import UserError
+from othinklab.errors import TrainingError, UserError
 from othinklab.grpo import group_advantages, grpo_loss, zero_spread_fraction
 from othinklab.kl import kl_estimate, needs_reference, schedule_from_config
 from othinklab.metrics import JsonlWriter, truncate_from_step
 from othinklab.models import is_lora, load_model, make_reference
-from othinklab.rewards import score
-from othinklab.rollout import completion_logprobs, sample_groups
+from othinklab.rewards import load_reward_function, safe_score
+from othinklab.rollout import RowShard, completion_logprobs, sample_groups
 from othinklab.tasks import EVAL_SPLITS, Sample, load_r1v, make_task
 from othinklab.tiny import seed_everything
 
@@ -149,11 +150,12 @@ def lr_lambda(cfg: Config) -> Callable[[int], float]:
     return f
 
 
-def load_policy(cfg: Config) -> tuple[Any, Any]:
+def load_policy(cfg: Config, device: str | None = None) -> tuple[Any, Any]:
     """The configured model and processor, with LoRA / 4-bit / checkpointing as the config says."""
     m = cfg.model
     return load_model(
         m.name,
+        device=device,
         dtype=m.dtype,
         load_in_4bit=m.load_in_4bit,
         lora=m.lora,
@@ -167,6 +169,41 @@ def load_policy(cfg: Config) -> tuple[Any, Any]:
     )
 
 
+class _PolicyLogprobs(torch.nn.Module):
+    """The policy's gradient-carrying forward as one module, so `DistributedDataParallel` can wrap it
+    (it syncs gradients of the parameters used in *its* forward; the rollout and reference passes
+    need no sync and call the bare model)."""
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.model = model
+
+    def forward(self, prompt: dict, ids: torch.Tensor, mask: torch.Tensor, group_size: int, chunk: int) -> torch.Tensor:
+        return completion_logprobs(self.model, prompt, ids, mask, group_size, chunk)
+
+
+OOM_HELP = (
+    "ran out of memory {where}. Lower it with (each a config field): grpo.num_generations (G, now {G}), "
+    "grpo.prompts_per_step (now {P}), grpo.max_completion_length (now {T}), model.load_in_4bit=true (now {q}), "
+    "model.gradient_checkpointing=true (now {gc}), model.max_pixels (image size, now {px}), grpo.logprob_chunk "
+    "(now {chunk}); completed checkpoints and logs are kept, resume with --resume"
+)
+
+
+def oom_message(cfg: Config, where: str) -> str:
+    """What to turn down after an out-of-memory error, with the current values."""
+    return OOM_HELP.format(
+        where=where,
+        G=cfg.grpo.num_generations,
+        P=cfg.grpo.prompts_per_step,
+        T=cfg.grpo.max_completion_length,
+        q=cfg.model.load_in_4bit,
+        gc=cfg.model.gradient_checkpointing,
+        px=cfg.model.max_pixels,
+        chunk=cfg.grpo.logprob_chunk,
+    )
+
+
 def train(
     cfg: Config,
     resume: bool = False,
@@ -174,12 +211,21 @@ def train(
     progress: bool = True,
     model_and_processor: tuple[Any, Any] | None = None,
 ) -> TrainResult:
-    """Run GRPO with the configured KL schedule; returns the trained model and the run directory."""
+    """Run GRPO with the configured KL schedule; returns the trained model and the run directory.
+
+    Under `torchrun`/`accelerate launch` each process takes its share of every batch's prompts (whole
+    groups); gradients are averaged by DDP and rank 0 alone writes logs, rollouts and checkpoints.
+    """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    run = prepare_run_dir(cfg, resume)
+    ddp = distributed.setup()
+    accuracy_fn = load_reward_function(cfg.reward.accuracy_function)
+    if ddp.is_main:
+        run = prepare_run_dir(cfg, resume)
+    ddp.barrier()
+    run = run_dir_for(cfg)
     seed_everything(cfg.train.seed)
-    model, processor = model_and_processor or load_policy(cfg)
+    model, processor = model_and_processor or load_policy(cfg, device=distributed.model_device(ddp))
     device = next(model.parameters()).device
     schedule = schedule_from_config(cfg.kl, cfg.train.total_steps)
     use_lora = is_lora(model)
@@ -187,12 +233,18 @@ def train(
     has_reference = use_lora or needs_reference(schedule)
     ref_model = None if use_lora or not has_reference else make_reference(model)
     params = [p for p in model.parameters() if p.requires_grad]
+    policy = _PolicyLogprobs(model)
+    if ddp.enabled:
+        policy = torch.nn.parallel.DistributedDataParallel(
+            policy, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
     optimizer = torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     data = PromptStream(cfg)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
-    step, batch_index = 0, 0
+    step, batch_index, nonfinite_in_a_row = 0, 0, 0
 
+    logs = ("metrics.jsonl", "rollouts.jsonl", "reward_errors.jsonl")
     if resume:
         latest = ckpt_io.latest_checkpoint(run / "checkpoints")
         if latest is not None:
@@ -204,14 +256,25 @@ def train(
             gen.set_state(training["generator"])
             schedule.load_state_dict(state["kl_schedule"])
             step, batch_index = state["step"], state["batch_index"]
-        for name in ("metrics.jsonl", "rollouts.jsonl"):
-            truncate_from_step(run / name, step)
+            nonfinite_in_a_row = state.get("nonfinite_in_a_row", 0)
+        if ddp.is_main:
+            ckpt_io.remove_partial(run / "checkpoints")
+            for name in logs:
+                truncate_from_step(run / name, step)
+        ddp.barrier()
 
-    metrics_log, rollout_log = JsonlWriter(run / "metrics.jsonl"), JsonlWriter(run / "rollouts.jsonl")
+    writers = {name: JsonlWriter(run / name) for name in logs} if ddp.is_main else {}
     G, chunk = cfg.grpo.num_generations, cfg.grpo.logprob_chunk
-    bar = tqdm(total=cfg.train.total_steps, initial=step, desc=run.name, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.train.total_steps,
+        initial=step,
+        desc=run.name,
+        disable=not (progress and ddp.is_main),
+        dynamic_ncols=True,
+    )
     start = time.perf_counter()
     batches: list[dict[str, Any]] = []
+    phase = "before training"
     try:
         while step < cfg.train.total_steps:
             t_step = time.perf_counter()
@@ -221,8 +284,10 @@ def train(
             if step % cfg.grpo.num_iterations == 0 or not batches:
                 batches = []
                 for _ in range(cfg.train.gradient_accumulation_steps):
-                    samples = data.batch(batch_index)
+                    global_samples = data.batch(batch_index)
+                    samples = ddp.shard(global_samples)
                     batch_index += 1
+                    phase = "while sampling completions"
                     t0 = time.perf_counter()
                     model.eval()
                     r = sample_groups(
@@ -235,28 +300,34 @@ def train(
                         cfg.grpo.top_k,
                         cfg.grpo.top_p,
                         generator=gen,
+                        shard=RowShard(ddp.rank * len(samples) * G, len(global_samples) * G, ddp.all_done)
+                        if ddp.enabled
+                        else None,
                     )
                     times["rollout"] += time.perf_counter() - t0
-                    # 2. Rewards (Eq. 1) and group advantages (Eq. 2).
-                    scores = [
-                        score(text, samples[i // G].solution, cfg.reward.format_weight)
+                    # 2. Rewards (Eq. 1) and group advantages (Eq. 2); a failing reward scores 0.
+                    scored = [
+                        safe_score(text, samples[i // G].solution, cfg.reward.format_weight, accuracy_fn)
                         for i, text in enumerate(r.texts)
                     ]
+                    scores = [s for s, _ in scored]
                     rewards = torch.tensor([s.total for s in scores])
                     adv = group_advantages(rewards, G)
                     # 3. Reference (and old-policy) log-probs, once per generation batch.
+                    phase = "computing reference log-probs"
                     t0 = time.perf_counter()
                     with torch.no_grad():
                         ref_logp = None
                         if has_reference:
-                            if use_lora:
-                                ref_logp = completion_logprobs(
-                                    model, r.prompt, r.completion_ids, r.completion_mask, G, chunk, disable_adapter=True
-                                )
-                            else:
-                                ref_logp = completion_logprobs(
-                                    ref_model, r.prompt, r.completion_ids, r.completion_mask, G, chunk
-                                )
+                            ref_logp = completion_logprobs(
+                                model if use_lora else ref_model,
+                                r.prompt,
+                                r.completion_ids,
+                                r.completion_mask,
+                                G,
+                                chunk,
+                                disable_adapter=use_lora,
+                            )
                         old_logp = None
                         if cfg.grpo.num_iterations > 1:
                             old_logp = completion_logprobs(
@@ -268,13 +339,16 @@ def train(
                             "samples": samples,
                             "rollout": r,
                             "scores": scores,
+                            "errors": [e for _, e in scored],
                             "rewards": rewards,
                             "adv": adv,
                             "ref_logp": ref_logp,
                             "old_logp": old_logp,
+                            "group_offset": len(batches) * len(global_samples) + ddp.rank * len(samples),
                         }
                     )
             # 4. The loss (Eq. 4) with beta(s), gradients accumulated over the generation batches.
+            phase = "in the policy forward/backward"
             t0 = time.perf_counter()
             model.train()
             optimizer.zero_grad(set_to_none=True)
@@ -282,7 +356,7 @@ def train(
             loss_total = 0.0
             for b in batches:
                 r = b["rollout"]
-                logp = completion_logprobs(model, r.prompt, r.completion_ids, r.completion_mask, G, chunk)
+                logp = policy(r.prompt, r.completion_ids, r.completion_mask, G, chunk)
                 loss, stats = grpo_loss(
                     logp,
                     b["old_logp"],
@@ -294,59 +368,153 @@ def train(
                     cfg.kl.estimator,
                     cfg.grpo.aggregation,
                 )
+                stats = _reduce_stats(stats, r.completion_mask, ddp, cfg.grpo.aggregation)
+                if ddp.enabled and cfg.grpo.aggregation == "token":
+                    # DDP averages gradients over ranks; a token mean over the whole batch needs this weight
+                    tokens = float(r.completion_mask.sum())
+                    loss = loss * tokens * ddp.world / max(ddp.sum(tokens), 1.0)
                 (loss / len(batches)).backward()
                 b["logp"] = logp.detach()
-                loss_total += loss.item() / len(batches)
+                loss_total += stats["loss/total"] / len(batches)
                 for k, v in stats.items():
                     stats_acc[k] = stats_acc.get(k, 0.0) + v / len(batches)
             times["policy"] = time.perf_counter() - t0
-            # 5. Optimizer step.
+            # 5. Optimizer step, skipped when the loss or the gradient is not finite.
+            phase = "in the optimizer step"
             t0 = time.perf_counter()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                params, cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else float("inf")
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_(
+                    params, cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else float("inf")
+                )
             )
             lr = scheduler.get_last_lr()[0]
-            optimizer.step()
+            finite = math.isfinite(loss_total) and math.isfinite(grad_norm)
+            if finite:
+                optimizer.step()
+                nonfinite_in_a_row = 0
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                nonfinite_in_a_row += 1
             scheduler.step()
-            if schedule.name == "adaptive":
+            if schedule.name == "adaptive" and math.isfinite(stats_acc["kl/value"]):
                 schedule.update(stats_acc["kl/value"])
             times["optimizer"] = time.perf_counter() - t0
-            # 6. Log this step, then checkpoint.
+            # 6. Log this step (rank 0, with every rank's completions), then checkpoint.
+            phase = "while logging"
+            summaries = [_batch_summary(b) for b in batches]
+            everyone = ddp.gather(summaries)
+            merged = [_merge([rank_s[i] for rank_s in everyone]) for i in range(len(batches))]
             row = _metrics_row(
-                step, beta, batches, G, stats_acc, loss_total, float(grad_norm), lr, times, time.perf_counter() - t_step
+                step, beta, merged, G, stats_acc, loss_total, grad_norm, lr, times, time.perf_counter() - t_step
             )
-            metrics_log.write(row)
-            if cfg.train.log_rollouts and (step % cfg.grpo.num_iterations == 0):
-                for bi, b in enumerate(batches):
-                    _log_rollouts(rollout_log, step, b, G, processor, run, group_offset=bi * len(b["samples"]))
-            metrics_log.flush()
-            rollout_log.flush()
-            for cb in callbacks or []:
-                cb(row)
+            row["skipped/nonfinite"] = 0.0 if finite else 1.0
+            log_this = cfg.train.log_rollouts and (step % cfg.grpo.num_iterations == 0)
+            rows = [_rollout_rows(step, b, G, processor) if log_this else ([], {}) for b in batches]
+            errors = [_error_rows(step, b, G) for b in batches]
+            gathered = ddp.gather((rows, errors))
+            if ddp.is_main:
+                writers["metrics.jsonl"].write(row)
+                for rank_rows, rank_errors in gathered:
+                    for (rollout_rows, images), err_rows in zip(rank_rows, rank_errors):
+                        for name, image in images.items():
+                            _save_image(run / "images", name, image)
+                        for rr in rollout_rows:
+                            writers["rollouts.jsonl"].write(rr)
+                        for er in err_rows:
+                            writers["reward_errors.jsonl"].write(er)
+                for w in writers.values():
+                    w.flush()
+                for cb in callbacks or []:
+                    cb(row)
             step += 1
             bar.update(1)
             bar.set_postfix(reward=f"{row['reward/total']:.2f}", beta=f"{beta:.3f}", kl=f"{row['kl/value']:.3f}")
+            if nonfinite_in_a_row > cfg.train.max_nonfinite_steps:
+                latest = ckpt_io.latest_checkpoint(run / "checkpoints")
+                raise TrainingError(
+                    f"step {step - 1}: the loss or gradient was NaN/inf in {nonfinite_in_a_row} steps in a row "
+                    f"(more than train.max_nonfinite_steps={cfg.train.max_nonfinite_steps}); those updates were "
+                    "skipped. Lower train.learning_rate, keep train.max_grad_norm > 0, or use model.dtype "
+                    "float32/bfloat16 rather than float16. Last complete checkpoint: "
+                    f"{str(latest) if latest else 'none'}; logs are in {str(run)!r}"
+                )
             if step == cfg.train.total_steps or (cfg.train.save_every and step % cfg.train.save_every == 0):
                 if step % cfg.grpo.num_iterations == 0:  # only at generation-batch boundaries (exact resume)
-                    ckpt_io.save_checkpoint(
-                        run / "checkpoints",
-                        step,
-                        model,
-                        optimizer,
-                        scheduler,
-                        {
-                            "batch_index": batch_index,
-                            "kl_schedule": schedule.state_dict(),
-                            "torch": {"generator": gen.get_state()},
-                        },
-                        keep=cfg.train.keep_checkpoints,
-                    )
+                    phase = "while saving a checkpoint"
+                    if ddp.is_main:
+                        ckpt_io.save_checkpoint(
+                            run / "checkpoints",
+                            step,
+                            model,
+                            optimizer,
+                            scheduler,
+                            {
+                                "batch_index": batch_index,
+                                "kl_schedule": schedule.state_dict(),
+                                "nonfinite_in_a_row": nonfinite_in_a_row,
+                                "torch": {"generator": gen.get_state()},
+                            },
+                            keep=cfg.train.keep_checkpoints,
+                        )
+                    ddp.barrier()
+    except torch.OutOfMemoryError:
+        raise TrainingError(f"step {step}: " + oom_message(cfg, phase)) from None
     finally:
         bar.close()
-        metrics_log.close()
-        rollout_log.close()
+        for w in writers.values():
+            w.close()
     model.eval()
     return TrainResult(run, model, processor, step, time.perf_counter() - start)
+
+
+TOKEN_WEIGHTED = ("kl/value", "clip/fraction", "ratio/mean")
+"""Stats that are means over completion tokens (the rest are means over completions, or the loss)."""
+
+
+def _reduce_stats(
+    stats: dict[str, float], mask: torch.Tensor, ddp: distributed.Dist, aggregation: str
+) -> dict[str, float]:
+    """This batch's loss stats over every rank, weighted as one process over the whole batch would."""
+    out = dict(stats)
+    out["loss/total"] = stats["loss/policy"] + stats["loss/kl"]
+    if not ddp.enabled:
+        return out
+    tokens = float(mask.sum())
+    total_tokens = ddp.sum(tokens)
+    for k in out:
+        if k in TOKEN_WEIGHTED or (aggregation == "token" and k.startswith("loss/")):
+            out[k] = ddp.sum(out[k] * tokens) / max(total_tokens, 1.0)
+        else:
+            out[k] = ddp.sum(out[k]) / ddp.world
+    return out
+
+
+def _batch_summary(b: dict[str, Any]) -> dict[str, Any]:
+    """What the metrics row needs from one generation batch, small enough to gather across ranks."""
+    r = b["rollout"]
+    return {
+        "rewards": b["rewards"],
+        "adv": b["adv"],
+        "accuracy": [s.accuracy for s in b["scores"]],
+        "format": [s.format for s in b["scores"]],
+        "lengths": r.lengths.cpu(),
+        "truncated": r.truncated.cpu(),
+        "errors": sum(e is not None for e in b["errors"]),
+    }
+
+
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch summaries of all ranks as one (rank order = the single-process order)."""
+    out: dict[str, Any] = {}
+    for k in parts[0]:
+        vals = [p[k] for p in parts]
+        if isinstance(vals[0], torch.Tensor):
+            out[k] = torch.cat(vals)
+        elif isinstance(vals[0], list):
+            out[k] = [x for v in vals for x in v]
+        else:
+            out[k] = sum(vals)
+    return out
 
 
 def _metrics_row(
@@ -363,10 +531,10 @@ def _metrics_row(
 ) -> dict[str, Any]:
     rewards = torch.cat([b["rewards"] for b in batches])
     adv = torch.cat([b["adv"] for b in batches])
-    acc = [s.accuracy for b in batches for s in b["scores"]]
-    fmt = [s.format for b in batches for s in b["scores"]]
-    lengths = torch.cat([b["rollout"].lengths for b in batches]).float()
-    truncated = torch.cat([b["rollout"].truncated for b in batches]).float()
+    acc = [a for b in batches for a in b["accuracy"]]
+    fmt = [f for b in batches for f in b["format"]]
+    lengths = torch.cat([b["lengths"] for b in batches]).float()
+    truncated = torch.cat([b["truncated"] for b in batches]).float()
     return {
         "step": step,
         "kl/beta": beta,
@@ -375,6 +543,7 @@ def _metrics_row(
         "reward/accuracy": sum(acc) / len(acc),
         "reward/format": sum(fmt) / len(fmt),
         "reward/std": rewards.view(-1, G).std(dim=1).mean().item(),
+        "reward/errors": sum(b["errors"] for b in batches),
         "advantage/abs_mean": adv.abs().mean().item(),
         "advantage/max": adv.max().item(),
         "groups/zero_spread": zero_spread_fraction(rewards, G),
@@ -395,26 +564,25 @@ def _metrics_row(
     }
 
 
-def _log_rollouts(
-    log: JsonlWriter, step: int, b: dict[str, Any], G: int, processor: Any, run: Path, group_offset: int = 0
-) -> None:
+def _rollout_rows(step: int, b: dict[str, Any], G: int, processor: Any) -> tuple[list[dict], dict[str, Any]]:
     """One row per completion, with its tokens, their log-probs and per-token KL to the reference (k3)
-    so the rollout inspector can colour them, and the prompt image saved once under `images/`."""
+    so the rollout inspector can colour them; and the prompt images by file name (saved once)."""
     r = b["rollout"]
     tok = processor.tokenizer
     logp = b.get("logp")
     ref = b.get("ref_logp")
     kl = kl_estimate(logp, ref, "k3") if logp is not None and ref is not None else None
-    images = run / "images"
+    rows, images = [], {}
     for i, text in enumerate(r.texts):
         s, sc = b["samples"][i // G], b["scores"][i]
         n = int(r.lengths[i])
-        image_name = _save_image(images, s) if i % G == 0 else _image_name(s)
-        log.write(
+        name = _image_name(s)
+        images.setdefault(name, s.image)
+        rows.append(
             {
                 "step": step,
                 "prompt_id": s.id,
-                "group": group_offset + i // G,
+                "group": b["group_offset"] + i // G,
                 "sample": i % G,
                 "problem": s.problem,
                 "answer": s.answer,
@@ -425,25 +593,41 @@ def _log_rollouts(
                 "advantage": float(b["adv"][i]),
                 "length": n,
                 "truncated": bool(r.truncated[i]),
-                "image": f"images/{image_name}",
+                "reward_error": b["errors"][i],
+                "image": f"images/{name}",
                 "tokens": tok.batch_decode([[t] for t in r.completion_ids[i, :n].tolist()]),
                 "token_logprobs": [round(float(v), 4) for v in logp[i, :n]] if logp is not None else None,
                 "token_kl": [round(float(v), 5) for v in kl[i, :n]] if kl is not None else None,
             }
         )
+    return rows, images
+
+
+def _error_rows(step: int, b: dict[str, Any], G: int) -> list[dict[str, Any]]:
+    """Completions whose reward function failed, with the error (written even when rollouts are not)."""
+    return [
+        {
+            "step": step,
+            "prompt_id": b["samples"][i // G].id,
+            "sample": i % G,
+            "completion": b["rollout"].texts[i],
+            "solution": b["samples"][i // G].solution,
+            "error": err,
+        }
+        for i, err in enumerate(b["errors"])
+        if err is not None
+    ]
 
 
 def _image_name(sample: Sample) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in sample.id) + ".png"
 
 
-def _save_image(folder: Path, sample: Sample) -> str:
-    """Write the prompt image once (atomically), so inspectors can show what the model saw."""
-    name = _image_name(sample)
+def _save_image(folder: Path, name: str, image: Any) -> None:
+    """Write a prompt image once (atomically), so inspectors can show what the model saw."""
     path = folder / name
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{name}.tmp"
-        sample.image.convert("RGB").save(tmp, format="PNG")
+        image.convert("RGB").save(tmp, format="PNG")
         tmp.replace(path)
-    return name

@@ -1,0 +1,106 @@
+"""Data parallelism on `torch.distributed`, for runs launched by `torchrun` or `accelerate launch`.
+
+Why: when one GPU is not enough the same config should run on several, and give the same run. The
+launcher starts the processes and sets `RANK`/`WORLD_SIZE`/`LOCAL_RANK`; this module only joins the
+process group (NCCL on GPUs, gloo on CPUs), splits each generation batch's prompts across ranks (a
+prompt's G completions stay on one rank, so advantages stay per group), and gathers what rank 0 logs.
+A single process (no `WORLD_SIZE`, or 1) touches none of `torch.distributed`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from othinklab.errors import UserError
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands: its rank among `world` processes and the device it owns."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes logs, rollouts and checkpoints; the others only compute."""
+        return self.rank == 0
+
+    def shard(self, items: list[Any]) -> list[Any]:
+        """This rank's contiguous share of a global batch (rank order = the single-process order)."""
+        if len(items) % self.world:
+            raise UserError(
+                f"grpo.prompts_per_step={len(items)} must be divisible by the number of processes ({self.world}) "
+                "so every rank gets whole prompt groups"
+            )
+        per = len(items) // self.world
+        return items[self.rank * per : (self.rank + 1) * per]
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order (on every rank); `[obj]` in one process."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def sum(self, value: float) -> float:
+        """The sum of a float over ranks."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return float(t.item())
+
+    def all_true(self, flag: bool) -> bool:
+        """True when `flag` holds on every rank (keeps ranks in lockstep, e.g. decoding until all are done)."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1 if flag else 0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item())
+
+    def all_done(self, done: torch.Tensor) -> bool:
+        """Every row on every rank has finished decoding (`RowShard.all_done`)."""
+        return self.all_true(bool(done.all()))
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    @property
+    def device(self) -> torch.device:
+        if torch.cuda.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
+
+
+def setup() -> Dist:
+    """Join the process group the launcher prepared (idempotent); a plain process gets `Dist()`."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend)
+    return Dist(rank=rank, world=world, local_rank=local_rank)
+
+
+def model_device(info: Dist) -> str | None:
+    """The device a rank loads its model on (its own GPU), or None for the default."""
+    if info.enabled and torch.cuda.is_available():
+        return f"cuda:{info.local_rank}"
+    return None

@@ -48,9 +48,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from othinklab.trainer import train
 
     cfg = load_config(args.config, args.overrides)
-    res = train(cfg, resume=args.resume)
-    print(f"trained {res.steps_done} steps in {res.seconds:.0f} s; run directory: {res.run_dir}")
+    try:
+        res = train(cfg, resume=args.resume)
+    finally:
+        _leave_process_group()
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+        print(f"trained {res.steps_done} steps in {res.seconds:.0f} s; run directory: {res.run_dir}")
     return 0
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def cmd_sft(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from othinklab.errors import DataError
 from othinklab.tasks.base import Sample
 
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -178,6 +179,7 @@ def _sample_groups(
     backbone, lm_head = _text_model_parts(model)
     G = int(num_generations)
     enc = encode_prompts(processor, samples, device)
+    check_context(model, enc, samples, max_new_tokens)
     stop = torch.tensor(token_ids(processor, STOP_TOKENS), device=device, dtype=torch.long)
     banned = token_ids(processor, NEVER_SAMPLED) + ([] if stop_at_eos else stop.tolist())
     pad_id = processor.tokenizer.pad_token_id
@@ -225,6 +227,23 @@ def _sample_groups(
     texts = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
     backbone.rope_deltas = None
     return Rollout(enc, ids, mask, texts, truncated, G)
+
+
+def check_context(model: Any, enc: dict[str, torch.Tensor], samples: list[Sample], max_new_tokens: int) -> None:
+    """Refuse prompts that cannot fit the model's context with their completion, naming the sample."""
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    limit = getattr(cfg, "max_position_embeddings", None)
+    if not limit:
+        return
+    lengths = enc["attention_mask"].sum(dim=1).tolist()
+    for sample, n in zip(samples, lengths):
+        if n + max_new_tokens > limit:
+            raise DataError(
+                f"prompt of sample {sample.id!r} is {n} tokens (image included); with {max_new_tokens} completion "
+                f"tokens it exceeds the model's context of {limit} tokens: shorten the question, lower "
+                "model.max_pixels or grpo.max_completion_length"
+            )
 
 
 def _draw(probs: torch.Tensor, generator: torch.Generator | None, shard: RowShard | None) -> torch.Tensor:

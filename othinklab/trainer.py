@@ -236,7 +236,7 @@ def train(
     policy = _PolicyLogprobs(model)
     if ddp.enabled:
         policy = torch.nn.parallel.DistributedDataParallel(
-            policy, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+            policy, device_ids=[device.index] if device.type == "cuda" else None
         )
     optimizer = torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))

@@ -1,0 +1,109 @@
+"""GRPO-D for TRL users: a `TrainerCallback` that sets TRL `GRPOTrainer`'s KL weight beta every step.
+
+Why: a TRL pipeline gets OThink-MR1's dynamic KL (or any othinklab schedule: constant, linear, cosine,
+adaptive) by adding one callback, without leaving TRL:
+
+    from othinklab.integrations.trl import KLScheduleCallback
+    trainer = GRPOTrainer(model, reward_funcs, args=GRPOConfig(beta=0.07, ...), train_dataset=ds)
+    KLScheduleCallback.attach(trainer, kl_cfg)   # kl_cfg: othinklab's `KLConfig`, or a Schedule
+    trainer.train()
+
+How TRL uses beta (checked against TRL 1.16 `GRPOTrainer`): `self.beta` is read when each generation batch
+is scored (reference log-probs are computed only if `beta != 0.0`) and in `compute_loss` (`loss +=
+beta * KL` only if `beta != 0.0`). So setting `trainer.beta` before each optimizer step is all it takes.
+Two TRL rules shape the callback:
+- TRL builds no reference model under full fine-tuning when `GRPOConfig.beta == 0.0` at construction,
+  and none can be added later. A schedule that is ever > 0 therefore needs a nonzero `GRPOConfig.beta`
+  (any value; the callback overrides it from step 0). The callback raises at `on_train_begin` otherwise.
+  Under LoRA (peft) the reference is the adapter-disabled model and any starting beta works.
+- Where the schedule gives exactly 0 (GRPO-D with `beta_min = 0` at `s = w`), the callback sets
+  `zero_beta` (1e-12 by default) instead of 0.0: TRL keeps computing the reference log-probs, so a
+  generation batch scored at beta 0 and trained at a later nonzero beta (`steps_per_generation` >
+  gradient accumulation) still has them, and the KL keeps being measured, as othinklab's own trainer
+  does. The KL term's weight is 1e-12, i.e. nothing. Pass `zero_beta=0.0` for TRL's own skip.
+
+Logged each optimizer step: `beta` (the value in effect) in TRL's metrics, so it appears in
+`trainer.state.log_history`, the console and any tracker; and in `callback.history` as `(step, beta)`.
+Steps are optimizer steps counted from 0 (`state.global_step` before the step), as in othinklab.
+The adaptive schedule is updated after each step with the mean KL TRL measured in it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import TrainerCallback
+
+from othinklab.kl import Schedule, schedule_from_config
+
+
+class KLScheduleCallback(TrainerCallback):
+    """Drive a TRL `GRPOTrainer`'s `beta` from an othinklab KL schedule (see the module docstring).
+
+    `schedule`: a `Schedule` (e.g. `make_schedule("grpo_d", total_steps=..., beta_min=..., beta_max=...)`),
+    or an object with othinklab `KLConfig`'s fields (`schedule`, `beta_min`, ...), built at train start
+    with the trainer's `max_steps` as `t`. `trainer`: the `GRPOTrainer` (callbacks are not given the
+    trainer by transformers; `attach` binds and registers in one call).
+    """
+
+    def __init__(self, schedule: Schedule | Any, trainer: Any = None, zero_beta: float = 1e-12):
+        if not zero_beta >= 0:
+            raise ValueError(f"zero_beta must be >= 0, got {zero_beta!r}")
+        self._spec = schedule
+        self.schedule: Schedule | None = schedule if isinstance(schedule, Schedule) else None
+        self.trainer = trainer
+        self.zero_beta = float(zero_beta)
+        self.history: list[tuple[int, float]] = []
+        self._kl_seen = 0
+
+    @classmethod
+    def attach(cls, trainer: Any, schedule: Schedule | Any, zero_beta: float = 1e-12) -> KLScheduleCallback:
+        """Create the callback for `trainer`, register it (`trainer.add_callback`) and return it."""
+        cb = cls(schedule, trainer, zero_beta)
+        trainer.add_callback(cb)
+        return cb
+
+    # ------------------------------------------------------------------ trainer events
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.trainer is None or not hasattr(self.trainer, "beta"):
+            raise ValueError(
+                "KLScheduleCallback needs the GRPOTrainer: use KLScheduleCallback.attach(trainer, schedule) "
+                "or KLScheduleCallback(schedule, trainer=trainer)"
+            )
+        if self.schedule is None:
+            self.schedule = schedule_from_config(self._spec, int(state.max_steps))
+        if self.schedule.max_beta > 0 and self.trainer.beta == 0.0 and not self._reference_available():
+            raise ValueError(
+                "GRPOConfig.beta is 0.0, so TRL loaded no reference model and cannot compute the KL this "
+                f"schedule ({self.schedule!r}) weighs. Create the GRPOTrainer with a nonzero GRPOConfig.beta "
+                f"(e.g. beta={self.schedule(0)!r}; the callback sets it every step), or use LoRA (peft), "
+                "whose reference is the adapter-disabled model."
+            )
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        step = int(state.global_step)
+        beta = self.schedule(step)
+        # 0 from the schedule: a negligible weight that keeps TRL's reference pass, where a reference exists
+        applied = beta if beta > 0 else (self.zero_beta if self._reference_available() else 0.0)
+        self.trainer.beta = float(applied)
+        self.history.append((step, float(applied)))
+        metrics = getattr(self.trainer, "_metrics", None)
+        if isinstance(metrics, dict) and "train" in metrics:
+            metrics["train"]["beta"].append(float(applied))  # averaged and logged by GRPOTrainer.log
+            self._kl_seen = len(metrics["train"].get("kl", []))
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.schedule is None or self.schedule.name != "adaptive":
+            return
+        metrics = getattr(self.trainer, "_metrics", {}).get("train", {})
+        kls = list(metrics.get("kl", []))[self._kl_seen :]
+        if kls:
+            self.schedule.update(sum(kls) / len(kls))
+
+    # ------------------------------------------------------------------ helpers
+    def _reference_available(self) -> bool:
+        """True if TRL can compute reference log-probs: a reference model, or a peft model (adapter off)."""
+        if getattr(self.trainer, "ref_model", None) is not None:
+            return True
+        model = getattr(self.trainer, "model", None)
+        return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")

@@ -1,4 +1,5 @@
-"""Matplotlib figures from DataFrames: training curves and beta schedules (`ax=None`, returns the figure).
+"""Matplotlib figures from DataFrames (`ax=None`/`axes=None`, return the figure): training curves, beta
+schedules, reward-component distributions per step, cross-task bars and heatmap with the paper overlay.
 
 Why: plots take data, not paths, so notebooks and scripts can plot any slice of a run; they never
 read files themselves (use `othinklab.metrics.read_metrics`).
@@ -111,5 +112,94 @@ def cross_task_bars(results: pd.DataFrame, paper: pd.DataFrame | None = None, ax
         ax.set_title(f"trained on {task}")
         ax.set_ylabel("greedy accuracy (%)")
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+OUTCOMES = ("correct + format", "correct, no format", "format, wrong", "neither")
+"""The four reward outcomes of a completion under R = R_acc + alpha * R_format (both parts 0 or 1)."""
+
+
+def reward_component_table(rollouts: pd.DataFrame) -> pd.DataFrame:
+    """Per step, the fraction of completions in each of `OUTCOMES` (rows sum to 1) — what
+    `reward_components` draws. `rollouts` has `step`, `accuracy`, `format` (a run's `rollouts.jsonl`)."""
+    acc = rollouts["accuracy"] > 0
+    fmt = rollouts["format"] > 0
+    outcome = pd.Series("neither", index=rollouts.index)
+    outcome[acc & fmt] = OUTCOMES[0]
+    outcome[acc & ~fmt] = OUTCOMES[1]
+    outcome[~acc & fmt] = OUTCOMES[2]
+    table = pd.crosstab(rollouts["step"], outcome.rename("outcome"), normalize="index")
+    return table.reindex(columns=list(OUTCOMES), fill_value=0.0)
+
+
+def reward_components(rollouts: pd.DataFrame, axes: Any = None) -> Any:
+    """Reward-component distributions per step: the share of each outcome (stacked) and the spread of the
+    total reward over completions (a box per step, the mean as a triangle)."""
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    else:
+        fig = axes[0].figure
+    table = reward_component_table(rollouts)
+    colours = ("tab:green", "tab:olive", "tab:orange", "tab:red")
+    bottom = pd.Series(0.0, index=table.index)
+    for name, colour in zip(OUTCOMES, colours):
+        axes[0].bar(table.index, table[name], bottom=bottom, color=colour, label=name, width=0.9)
+        bottom += table[name]
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("share of completions")
+    axes[0].set_title("reward components per step")
+    axes[0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    steps = sorted(rollouts["step"].unique())
+    data = [rollouts.loc[rollouts["step"] == s, "reward"].to_numpy() for s in steps]
+    axes[1].boxplot(data, positions=steps, widths=0.6, showmeans=True)
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("R = R_acc + alpha R_format")
+    axes[1].set_title("total reward over completions (box per step, triangle = mean)")
+    fig.tight_layout()
+    return fig
+
+
+def cross_task_heatmap(results: pd.DataFrame, paper: pd.DataFrame | None = None, axes: Any = None) -> Any:
+    """Greedy accuracy (%) as a (train task, method) x eval task heatmap, mean over seeds; with `paper`,
+    a second panel in the same layout with the paper's 2B numbers (blank where the paper reports none)."""
+    from othinklab.evaluate import cross_task_matrix
+
+    ours = cross_task_matrix(results) * 100
+    order = {m: i for i, m in enumerate(("base", "sft", "grpo", "grpo_d"))}
+    ours = ours.sort_index(key=lambda c: c.map(order) if c.name == "method" else c)
+    panels = [("this run (greedy %, mean over seeds)", ours)]
+    if paper is not None:
+        ref = paper[paper.model == "Qwen2-VL-2B-Instruct"]
+        cells = []
+        for train_task, method in ours.index:
+            row = {}
+            for ev in ours.columns:
+                short = ev.split(":")[0]
+                hit = ref[
+                    (ref.method == method)
+                    & (ref.eval_task == short)
+                    & (ref.train_task.isin([train_task, "none"] if method == "base" else [train_task]))
+                ]
+                row[ev] = float(hit["accuracy"].iloc[0]) if len(hit) else float("nan")
+            cells.append(row)
+        panels.append(("paper, Qwen2-VL-2B (%)", pd.DataFrame(cells, index=ours.index)))
+    if axes is None:
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 0.45 * len(ours) + 1.6), squeeze=False)
+        axes = axes[0]
+    else:
+        fig = axes[0].figure
+    for ax, (title, table) in zip(axes, panels):
+        values = table.to_numpy(dtype=float)
+        ax.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+        ax.set_xticks(range(len(table.columns)), list(table.columns))
+        ax.set_yticks(range(len(table.index)), [f"{t} · {m}" for t, m in table.index])
+        for i in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                v = values[i, j]
+                ax.text(j, i, "" if v != v else f"{v:.1f}", ha="center", va="center", color="w" if v < 60 else "k")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("evaluated on")
+    axes[0].set_ylabel("trained on · method")
     fig.tight_layout()
     return fig

@@ -5,14 +5,18 @@ by side with their rewards and advantages. The DataFrame twins (`rollout_view`, 
 logic and are tested directly; the ipywidgets classes only lay them out. ipywidgets is imported lazily so
 the package imports without it.
 
-Simplified versus the issue's full inspector: no per-token colouring by log-prob or KL yet (rollouts are
-logged as text), and no prompt image (the image is regenerated only for synthetic tasks, not stored).
+`RolloutInspector` shows the prompt image the model saw (saved by the trainer under `<run>/images/`) and
+colours each completion's tokens by the policy's log-prob or by the per-token k3 KL to the reference
+(`token_html`, a pure function); the live training view is `othinklab.live.LiveTrainingView`.
+Simplified versus a full debugger: one image per prompt, no attention maps, and runs logged before
+per-token logging (no `tokens` column) fall back to plain completion text.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,7 @@ def rollout_view(rollouts: pd.DataFrame, step: int, prompt: str | None = None, o
         spread = rollouts[rollouts["step"] == step].groupby(["group"])["reward"].transform(lambda r: r.max() - r.min())
         df = df[spread.reindex(df.index) == 0]
     cols = ["prompt_id", "sample", "completion", "answer", "accuracy", "format", "reward", "advantage", "length"]
+    cols += ["problem", "image", "tokens", "token_logprobs", "token_kl"]
     return df[[c for c in cols if c in df.columns]].reset_index(drop=True)
 
 
@@ -82,18 +87,98 @@ def summary_by_step(df: pd.DataFrame) -> pd.DataFrame:
     return df.groupby("step")[cols].mean()
 
 
-def _table_html(view: pd.DataFrame) -> str:
+COLOUR_MODES = ("log-prob", "KL to reference", "none")
+"""What the rollout inspector colours tokens by."""
+
+
+def token_colour(value: float | None, mode: str, scale: float = 1.0) -> str:
+    """CSS background for one token: `log-prob` shades red by surprise (1 - p; white where p = 1);
+    `KL to reference` shades blue by KL / `scale` (capped at 1). Missing or non-finite values: none.
+
+    >>> token_colour(0.0, "log-prob")
+    'rgba(220,50,47,0.00)'
+    >>> token_colour(0.05, "KL to reference", scale=0.1)
+    'rgba(38,139,210,0.50)'
+    """
+    if value is None or not math.isfinite(value) or mode == "none":
+        return "transparent"
+    if mode == "log-prob":
+        return f"rgba(220,50,47,{1.0 - math.exp(min(value, 0.0)):.2f})"
+    if mode == "KL to reference":
+        return f"rgba(38,139,210,{min(max(value, 0.0) / scale, 1.0) if scale > 0 else 0.0:.2f})"
+    raise ValueError(f"mode must be one of {COLOUR_MODES}, got {mode!r}")
+
+
+def token_html(
+    tokens: Sequence[str], values: Sequence[float] | None, mode: str = "log-prob", scale: float | None = None
+) -> str:
+    """A completion as one `<span>` per token, coloured by `values` (log-probs or per-token KL; see
+    `token_colour`), with the value in the tooltip. `scale` for KL defaults to the largest value here.
+
+    >>> token_html(["<a", "b"], [0.0, -0.69]).count("<span")
+    3
+    """
+    if mode not in COLOUR_MODES:
+        raise ValueError(f"mode must be one of {COLOUR_MODES}, got {mode!r}")
+    vals: list[float | None] = list(values) if values is not None else [None] * len(tokens)
+    if len(vals) != len(tokens):
+        raise ValueError(f"{len(tokens)} tokens but {len(vals)} values")
+    if scale is None:
+        finite = [v for v in vals if v is not None and math.isfinite(v)]
+        scale = max(finite, default=0.0) or 1.0
+    spans = []
+    for tok, v in zip(tokens, vals):
+        if v is None or mode == "none":
+            tip = ""
+        elif mode == "log-prob":
+            tip = f" title='log p = {v:.3f} (p = {math.exp(min(v, 0.0)):.2f})'"
+        else:
+            tip = f" title='KL = {v:.4f}'"
+        spans.append(f"<span style='background:{token_colour(v, mode, scale)}'{tip}>{html.escape(tok)}</span>")
+    return f"<span class='othinklab-tokens' style='font-family:monospace;white-space:pre-wrap'>{''.join(spans)}</span>"
+
+
+def _completion_cell(r: pd.Series, colour_by: str, kl_scale: float | None) -> str:
+    tokens = r.get("tokens")
+    if colour_by != "none" and isinstance(tokens, list) and tokens:
+        values = r.get("token_logprobs") if colour_by == "log-prob" else r.get("token_kl")
+        if isinstance(values, list) and len(values) == len(tokens):
+            return token_html(tokens, values, colour_by, kl_scale if colour_by == "KL to reference" else None)
+    return f"<span style='font-family:monospace;white-space:pre-wrap'>{html.escape(str(r['completion']))}</span>"
+
+
+def kl_scale(view: pd.DataFrame) -> float:
+    """The largest per-token KL among the shown completions (one colour scale for the whole table)."""
+    if "token_kl" not in view:
+        return 1.0
+    vals = [v for ks in view["token_kl"] if isinstance(ks, list) for v in ks if v is not None and math.isfinite(v)]
+    return max(vals, default=0.0) or 1.0
+
+
+def _table_html(view: pd.DataFrame, colour_by: str = "none") -> str:
     rows = []
+    scale = kl_scale(view)
     for _, r in view.iterrows():
         colour = "#e6f4ea" if r.get("accuracy", 0) > 0 else "#fdecea"
         rows.append(
             f"<tr style='background:{colour}'><td>{html.escape(str(r['prompt_id']))}</td><td>{r.get('sample', '')}</td>"
-            f"<td style='font-family:monospace;white-space:pre-wrap'>{html.escape(str(r['completion']))}</td>"
+            f"<td class='othinklab-completion'>{_completion_cell(r, colour_by, scale)}</td>"
             f"<td>{r.get('accuracy', 0):.0f}</td><td>{r.get('format', 0):.0f}</td><td>{r.get('reward', 0):.2f}</td>"
             f"<td>{r.get('advantage', 0):+.2f}</td></tr>"
         )
     head = "<tr><th>prompt</th><th>#</th><th>completion</th><th>acc</th><th>fmt</th><th>R</th><th>A</th></tr>"
     return f"<table class='othinklab-rollouts'>{head}{''.join(rows)}</table>"
+
+
+def prompt_images(view: pd.DataFrame, run_dir: str | Path | None) -> dict[str, Path]:
+    """Prompt id -> the saved PNG the model saw (`<run>/images/...`), for the prompts in `view` that have one."""
+    if run_dir is None or "image" not in view:
+        return {}
+    out: dict[str, Path] = {}
+    for pid, rel in zip(view["prompt_id"], view["image"]):
+        if pid not in out and isinstance(rel, str) and (Path(run_dir) / rel).is_file():
+            out[pid] = Path(run_dir) / rel
+    return out
 
 
 def _exact_string_accuracy(completion: str, solution: str) -> float:
@@ -104,11 +189,14 @@ def _exact_string_accuracy(completion: str, solution: str) -> float:
 
 
 class RolloutInspector:
-    """Step slider, prompt picker and filter over `rollouts.jsonl`; shows `rollout_view` as a table."""
+    """Step slider, prompt picker, filter and token colouring over `rollouts.jsonl`; shows the prompt
+    image(s) and `rollout_view` as a table, each completion's tokens coloured by log-prob or KL."""
 
     def __init__(self, run_dir: str | Path | None = None, rollouts: pd.DataFrame | None = None):
         import ipywidgets as w
 
+        self._w = w
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.rollouts = rollouts if rollouts is not None else read_rollouts(run_dir)
         if self.rollouts.empty:
             raise ValueError(f"no rollouts logged in {run_dir!s}")
@@ -116,13 +204,28 @@ class RolloutInspector:
         self.step = w.SelectionSlider(options=steps, value=steps[0], description="step")
         self.prompt = w.Dropdown(description="prompt")
         self.only = w.ToggleButtons(options=FILTERS, value="all", description="show")
+        self.colour = w.ToggleButtons(options=COLOUR_MODES, value="log-prob", description="colour")
+        self.images = w.HBox()
         self.table = w.HTML()
         self.header = w.HTML()
+        self.legend = w.HTML()
         self.step.observe(self._on_step, names="value")
         self.prompt.observe(lambda _: self.refresh(), names="value")
         self.only.observe(lambda _: self.refresh(), names="value")
+        self.colour.observe(lambda _: self.refresh(), names="value")
         self._on_step()
-        self.widget = w.VBox([w.HBox([self.step, self.prompt]), self.only, self.header, self.table])
+        self.widget = w.VBox(
+            [
+                w.HBox([self.step, self.prompt]),
+                self.only,
+                self.colour,
+                self.header,
+                self.images,
+                self.legend,
+                self.table,
+            ]
+        )
+        self.widget.add_class("othinklab-rollout-inspector")
 
     def _on_step(self, *_: Any) -> None:
         ids = list(dict.fromkeys(self.rollouts.loc[self.rollouts["step"] == self.step.value, "prompt_id"]))
@@ -135,14 +238,36 @@ class RolloutInspector:
         prompt = None if self.prompt.value in (None, "(all)") else self.prompt.value
         return rollout_view(self.rollouts, self.step.value, prompt, self.only.value)
 
+    def shown_images(self) -> dict[str, Path]:
+        """Prompt id -> image file shown above the table (the prompts of the current view)."""
+        return prompt_images(self.view(), self.run_dir)
+
     def refresh(self) -> None:
+        w = self._w
         v = self.view()
         step_rows = self.rollouts[self.rollouts["step"] == self.step.value]
         self.header.value = (
             f"<b>step {self.step.value}</b>: {len(step_rows)} completions, mean reward {step_rows['reward'].mean():.3f}, "
             f"accuracy {step_rows['accuracy'].mean():.3f}, format {step_rows['format'].mean():.3f} — showing {len(v)}"
         )
-        self.table.value = _table_html(v)
+        boxes = []
+        for pid, path in list(self.shown_images().items())[:8]:
+            problem = v.loc[v["prompt_id"] == pid, "problem"].iloc[0] if "problem" in v else ""
+            answer = v.loc[v["prompt_id"] == pid, "answer"].iloc[0] if "answer" in v else ""
+            caption = w.HTML(
+                f"<div style='max-width:224px;font-size:11px'><b>{html.escape(str(pid))}</b> "
+                f"(answer {html.escape(str(answer))})<br>{html.escape(str(problem))[:160]}</div>"
+            )
+            boxes.append(w.VBox([w.Image(value=path.read_bytes(), format="png", width=160), caption]))
+        self.images.children = boxes
+        self.legend.value = {
+            "log-prob": "tokens shaded <span style='background:rgba(220,50,47,0.8)'>red</span> by surprise "
+            "(1 - p under the policy); hover a token for its log-prob",
+            "KL to reference": "tokens shaded <span style='background:rgba(38,139,210,0.8)'>blue</span> by "
+            f"per-token k3 KL to the reference (full colour = {kl_scale(v):.4f}, the largest shown)",
+            "none": "",
+        }[self.colour.value]
+        self.table.value = _table_html(v, self.colour.value)
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -54,3 +54,48 @@ def test_paper_results_and_overlay(tmp_path):
     fig = plots.cross_task_bars(results, paper=paper)
     markers = fig.axes[0].collections[0].get_offsets()[:, 1]
     assert 76.5 in list(markers) and _png_size(fig, tmp_path / "x.png") > 5000
+
+
+def test_reward_components_per_step(tmp_path):
+    r = pd.DataFrame(
+        {
+            "step": [0, 0, 0, 0, 1, 1, 1, 1],
+            "accuracy": [1, 1, 0, 0, 1, 1, 1, 0],
+            "format": [1, 0, 1, 0, 1, 1, 1, 1],
+        }
+    )
+    r["reward"] = r["accuracy"] + r["format"]
+    table = plots.reward_component_table(r)
+    assert list(table.columns) == list(plots.OUTCOMES)
+    assert table.loc[0].tolist() == [0.25, 0.25, 0.25, 0.25]
+    assert table.loc[1].tolist() == [0.75, 0.0, 0.25, 0.0]  # outcomes never seen are 0, not missing
+    fig = plots.reward_components(r)
+    bars = [p.get_height() for p in fig.axes[0].patches]
+    assert len(bars) == 8 and sum(bars) == 2.0  # 4 outcomes x 2 steps, each step stacks to 1
+    assert _png_size(fig, tmp_path / "rc.png") > 5000
+
+
+def test_cross_task_heatmap_with_paper(tmp_path):
+    acc = {"base": 0.3, "sft": 0.6, "grpo": 0.5, "grpo_d": 0.55}
+    results = pd.DataFrame(
+        [
+            {"method": m, "train_task": t, "eval_task": e, "seed": s, "greedy_accuracy": acc[m] + 0.1 * s}
+            for m in acc
+            for t in ("counting", "geometry")
+            for e in ("counting:ood", "geometry:test")
+            for s in (0, 1)
+        ]
+    )
+    fig = plots.cross_task_heatmap(results, paper=plots.paper_results())
+    ours = [t.get_text() for t in fig.axes[0].texts]
+    paper = [t.get_text() for t in fig.axes[1].texts]
+    assert len(ours) == 16 and ours.count("65.0") == 4  # sft: mean of 0.6 and 0.7, on 2 x 2 cells
+    assert "76.5" in paper and "3.5" in paper and paper.count("") > 0  # paper cells left blank where not reported
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()][:4] == [
+        "counting · base",
+        "counting · sft",
+        "counting · grpo",
+        "counting · grpo_d",
+    ]
+    assert _png_size(fig, tmp_path / "h.png") > 5000
+    assert len(plots.cross_task_heatmap(results).axes) == 1

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from othinklab.widgets import RewardInspector, RolloutInspector, rescore, rollout_view
+from othinklab.widgets import (
+    RewardInspector,
+    RolloutInspector,
+    kl_scale,
+    rescore,
+    rollout_view,
+    token_colour,
+    token_html,
+)
 
 
 def _rollouts() -> pd.DataFrame:
@@ -98,12 +106,102 @@ def test_inspector_on_a_real_run(tmp_path, base_dir):
             "train.threads=1",
         ],
     )
-    run = train(cfg, progress=False).run_dir
+    from othinklab.live import LiveTrainingView
+
+    live = LiveTrainingView(cfg.train.total_steps)
+    run = train(cfg, progress=False, callbacks=[live]).run_dir
+    assert len(live.frame()) == 2 and live.image.value[:4] == b"\x89PNG"
     insp = RolloutInspector(run)
     shown = insp.table.value
     assert len(insp.view()) == 8
+    assert insp.shown_images() and insp.images.children  # the prompt images the trainer saved
+    assert "log p =" in shown  # tokens coloured by the logged log-probs
     insp.step.value = 1
     assert insp.table.value != shown
+    assert set(insp.view()["completion"]) != set(rollout_view(insp.rollouts, 0)["completion"])
+    insp.colour.value = "KL to reference"
+    assert "KL = " in insp.table.value
     re = RewardInspector(run).result()
     assert re["new_reward"].tolist() == pytest.approx(re["reward"].tolist())  # same reward, same scores
     assert re["new_advantage"].tolist() == pytest.approx(re["advantage"].tolist(), abs=1e-5)
+
+
+def test_token_html_colours_by_logprob_and_kl():
+    tokens, logp, kl = ["<think>", " 3", "</answer>"], [0.0, -2.0, -0.1], [0.0, 0.2, 0.05]
+    h = token_html(tokens, logp, "log-prob")
+    assert h.count("<span") == 4 and "&lt;think&gt;" in h and "<think>" not in h  # tokens escaped
+    assert "rgba(220,50,47,0.00)" in h and f"rgba(220,50,47,{1 - 2.718281828**-2:.2f})" in h  # 1 - p
+    assert "title='log p = -2.000 (p = 0.14)'" in h
+    h = token_html(tokens, kl, "KL to reference")
+    assert "rgba(38,139,210,1.00)" in h and "rgba(38,139,210,0.25)" in h  # scaled by the largest KL, 0.2
+    assert "rgba(38,139,210,0.50)" in token_html(tokens, kl, "KL to reference", scale=0.1)  # capped at 1
+    assert "background:transparent" in token_html(tokens, None) and "title" not in token_html(tokens, None)
+    assert token_colour(float("nan"), "log-prob") == "transparent"
+    with pytest.raises(ValueError):
+        token_html(tokens, [0.0], "log-prob")
+    with pytest.raises(ValueError):
+        token_html(tokens, logp, "entropy")
+
+
+def _with_tokens(r: pd.DataFrame) -> pd.DataFrame:
+    r = r.copy()
+    r["tokens"] = [[c[: len(c) // 2], c[len(c) // 2 :]] for c in r["completion"]]
+    r["token_logprobs"] = [[-0.1, -3.0] for _ in range(len(r))]
+    r["token_kl"] = [[0.0, 0.01 * (s + 1)] for s in r["step"]]
+    return r
+
+
+def test_rollout_inspector_colours_tokens_and_shows_images(tmp_path):
+    from PIL import Image
+
+    r = _with_tokens(_rollouts())
+    (tmp_path / "images").mkdir()
+    for pid in ("p0", "p1"):
+        Image.new("RGB", (28, 28), "red" if pid == "p0" else "blue").save(tmp_path / "images" / f"{pid}.png")
+    r["image"] = [f"images/{p}.png" for p in r["prompt_id"]]
+    r.loc[r["prompt_id"] == "p1", "image"] = "images/missing.png"  # a missing file is skipped, not an error
+    insp = RolloutInspector(rollouts=r)
+    insp.run_dir = tmp_path
+    insp.refresh()
+    assert list(insp.shown_images()) == ["p0"]
+    assert insp.images.children[0].children[0].value == (tmp_path / "images" / "p0.png").read_bytes()
+    lp = insp.table.value
+    assert "log p = -3.000" in lp and lp.count("class='othinklab-tokens'") == 4
+    insp.colour.value = "KL to reference"
+    kl = insp.table.value
+    assert kl != lp and "KL = 0.0100" in kl and "0.0100" in insp.legend.value
+    assert kl_scale(insp.view()) == pytest.approx(0.01)
+    insp.colour.value = "none"
+    assert "othinklab-tokens" not in insp.table.value and "&lt;answer&gt;4&lt;/answer&gt;" in insp.table.value
+    insp.step.value = 1
+    assert "KL" not in insp.legend.value and "step 1" in insp.header.value
+
+
+def test_live_view_collects_rows_and_redraws():
+    from othinklab.live import LiveTrainingView, status_line
+
+    rows = [
+        {
+            "step": s,
+            "reward/total": 0.5 + s / 10,
+            "reward/accuracy": 0.2,
+            "reward/format": 0.6,
+            "kl/value": 0.01 * s,
+            "kl/beta": 0.07 - 0.01 * s,
+            "completion/length": 20.0,
+        }
+        for s in range(5)
+    ]
+    view = LiveTrainingView(total_steps=5, every=2)
+    pngs = []
+    for row in rows:
+        view(row)
+        pngs.append(view.image.value)
+    assert view.frame()["reward/total"].tolist() == [r["reward/total"] for r in rows]
+    assert view.redraws == 3 and view.progress.value == 5  # after steps 2 and 4, and the last one
+    assert pngs[0] == b"" and pngs[1][:4] == b"\x89PNG" and pngs[3] != pngs[1]  # redrawn in place, new curves
+    assert "step 5/5" in view.status.value and "reward 0.900" in view.status.value
+    quiet = LiveTrainingView(total_steps=2, display=False)
+    quiet(rows[0])
+    assert quiet.widget is None and len(quiet.frame()) == 1 and quiet.render_png()[:4] == b"\x89PNG"
+    assert "~0 s left" in status_line(rows[0], 1, 1, 3.0)

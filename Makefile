@@ -28,5 +28,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format othinklab tests benchmarks
 	$(VENV)/bin/ruff check --fix othinklab tests benchmarks
 
+notebooks: $(STAMP)  # rewrite notebooks 03-05 (stripped) from notebooks/make_notebooks.py
+	$(PY) notebooks/make_notebooks.py
+
 clean-venv:
 	rm -rf $(VENV)

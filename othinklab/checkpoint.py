@@ -173,14 +173,14 @@ def load_weights(model: Any, ckpt: str | Path) -> None:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise UserError(f"checkpoint {str(folder)!r} holds no weights; {_previous_hint(Path(ckpt))}")
-    try:
-        tensors: dict[str, torch.Tensor] = {}
-        for f in files:
+    tensors: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
             tensors.update(load_file(f))
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(
-            f"checkpoint weights in {str(folder)!r} are corrupt ({exc}); {_previous_hint(Path(ckpt))}"
-        ) from None
+        except Exception as exc:  # noqa: BLE001 - any failure to read means a corrupt or truncated file
+            raise UserError(
+                f"checkpoint weights file {str(f)!r} is corrupt or truncated ({exc}); {_previous_hint(Path(ckpt))}"
+            ) from None
     if hasattr(model, "peft_config"):
         from peft import set_peft_model_state_dict
 

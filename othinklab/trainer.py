@@ -368,6 +368,7 @@ def train(
                     cfg.kl.estimator,
                     cfg.grpo.aggregation,
                 )
+                stats["loss/total"] = loss.item()
                 stats = _reduce_stats(stats, r.completion_mask, ddp, cfg.grpo.aggregation)
                 if ddp.enabled and cfg.grpo.aggregation == "token":
                     # DDP averages gradients over ranks; a token mean over the whole batch needs this weight
@@ -476,7 +477,6 @@ def _reduce_stats(
 ) -> dict[str, float]:
     """This batch's loss stats over every rank, weighted as one process over the whole batch would."""
     out = dict(stats)
-    out["loss/total"] = stats["loss/policy"] + stats["loss/kl"]
     if not ddp.enabled:
         return out
     tokens = float(mask.sum())

@@ -1,0 +1,302 @@
+"""Faults provoked for real: kills (also mid-save), NaN/inf steps, failing rewards, corrupt checkpoints,
+out-of-memory. Nothing the user made is lost, and each message says what to do."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from othinklab import checkpoint as ckpt_io
+from othinklab import trainer as trainer_mod
+from othinklab.cli import main
+from othinklab.config import load_config
+from othinklab.errors import TrainingError, UserError
+from othinklab.metrics import read_jsonl, read_metrics, read_rollouts, truncate_from_step
+from othinklab.trainer import train
+
+SMALL = [
+    "grpo.prompts_per_step=2",
+    "grpo.num_generations=4",
+    "grpo.max_completion_length=40",
+    "train.threads=1",
+]
+
+
+def _cfg(tmp_path, *extra):
+    return load_config(None, [*SMALL, f"train.output_dir={tmp_path}", *extra])
+
+
+def _lora_weights(model) -> torch.Tensor:
+    return torch.cat([p.detach().flatten().clone() for p in model.parameters() if p.requires_grad])
+
+
+def _assert_no_torn_lines(path):
+    for i, line in enumerate(path.read_text().splitlines()):
+        json.loads(line), f"{path.name} line {i + 1} is torn"
+
+
+# --------------------------------------------------------------------------- kills
+KILLABLE = textwrap.dedent(
+    """
+    import os, sys, time
+    from othinklab import checkpoint
+    from othinklab.cli import main
+
+    real = checkpoint._fsync_tree
+    def slow_fsync(path):  # the save has written its files into the temporary directory: stall right here
+        real(path)
+        if os.environ.get("STALL_IN_SAVE"):
+            open(os.environ["STALL_IN_SAVE"], "w").close()
+            time.sleep(120)
+    checkpoint._fsync_tree = slow_fsync
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def _popen(tmp_path, args, stall_marker=None):
+    script = tmp_path / "killable.py"
+    script.write_text(KILLABLE)
+    env = None
+    if stall_marker is not None:
+        import os
+
+        env = {**os.environ, "STALL_IN_SAVE": str(stall_marker)}
+    return subprocess.Popen(
+        [sys.executable, str(script), "train", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_mid_save_and_at_random_points_then_resume(tmp_path, base_dir):
+    common = [*SMALL, "train.total_steps=6", "train.save_every=1", f"train.output_dir={tmp_path}"]
+    want = read_metrics(train(load_config(None, [*common, "train.run_name=straight"]), progress=False).run_dir)
+    args = [*common, "train.run_name=killed"]
+    run, ckpts = tmp_path / "killed", tmp_path / "killed" / "checkpoints"
+
+    # 1. killed inside a checkpoint save (files written, not yet renamed into place)
+    marker = tmp_path / "in-save"
+    proc = _popen(tmp_path, args, stall_marker=marker)
+    deadline = time.time() + 300
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert marker.exists(), proc.stderr.read()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = list(ckpts.glob(".step-*"))
+    assert partial, "the kill must leave a half-finished save behind"
+    assert ckpt_io.latest_checkpoint(ckpts) is None or (ckpt_io.latest_checkpoint(ckpts) / "state.json").exists()
+    for name in ("metrics.jsonl", "rollouts.jsonl"):
+        _assert_no_torn_lines(run / name)
+
+    # 2. resumed, then killed again at seeded random moments (sometimes mid-step, sometimes mid-save)
+    rng = random.Random(0)
+    for _ in range(2):
+        done_before = len(read_jsonl(run / "metrics.jsonl"))
+        proc = _popen(tmp_path, ["--resume", *args])
+        deadline = time.time() + 300
+        while time.time() < deadline and len(read_jsonl(run / "metrics.jsonl")) <= done_before:
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        latest = ckpt_io.latest_checkpoint(ckpts)
+        ckpt_io.load_state(latest)  # the latest complete checkpoint always loads
+        read_metrics(run), read_rollouts(run)  # and the logs always read
+
+    # 3. the final resume finishes the run, cleans the half-saves, and matches the uninterrupted run
+    proc = _popen(tmp_path, ["--resume", *args])
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
+    assert not list(ckpts.glob(".step-*"))
+    got = read_metrics(run)
+    assert list(got["step"]) == list(range(6))
+    for c in [c for c in want.columns if not c.startswith("time/")]:
+        assert got[c].tolist() == pytest.approx(want[c].tolist(), rel=1e-6, abs=1e-7), c
+    for name in ("metrics.jsonl", "rollouts.jsonl"):
+        _assert_no_torn_lines(run / name)
+
+
+def test_readers_and_resume_tolerate_a_torn_last_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 0, "a": 1}\n{"step": 1, "a": 2}\n{"step": 2, "a"')
+    assert [r["step"] for r in read_jsonl(path)] == [0, 1]
+    assert truncate_from_step(path, 1) == 1
+    assert path.read_text() == '{"step": 0, "a": 1}\n'
+
+
+# --------------------------------------------------------------------------- NaN / inf
+class _InfGrad(torch.autograd.Function):
+    """Identity forward, infinite gradient backward: a finite loss whose gradient blows up."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("inf")
+
+
+def _faulty_loss(monkeypatch, bad_calls: dict[int, str]):
+    real = trainer_mod.grpo_loss
+    calls = {"n": 0}
+
+    def loss_fn(logp, *args, **kw):
+        n = calls["n"]
+        calls["n"] += 1
+        kind = bad_calls.get(n)
+        if kind == "inf-grad":
+            logp = _InfGrad.apply(logp)
+        loss, stats = real(logp, *args, **kw)
+        if kind == "nan-loss":
+            loss = loss * float("nan")
+        return loss, stats
+
+    monkeypatch.setattr(trainer_mod, "grpo_loss", loss_fn)
+
+
+@pytest.mark.slow
+def test_nonfinite_steps_are_skipped_and_counted(tmp_path, base_dir, monkeypatch):
+    _faulty_loss(monkeypatch, {1: "nan-loss", 2: "inf-grad"})
+    snapshots = []
+    cfg = _cfg(
+        tmp_path,
+        "train.total_steps=4",
+        "train.max_nonfinite_steps=2",
+        "grpo.prompts_per_step=4",
+        "grpo.num_generations=8",
+    )
+    model, processor = trainer_mod.load_policy(cfg)
+    res = train(
+        cfg,
+        progress=False,
+        callbacks=[lambda row: snapshots.append(_lora_weights(model))],
+        model_and_processor=(model, processor),
+    )
+    m = read_metrics(res.run_dir)
+    assert m["skipped/nonfinite"].tolist() == [0, 1, 1, 0]
+    assert m["grad/norm"].isna().tolist() == [False, True, True, False] and m["loss/total"].isna()[1]
+    assert (m["advantage/abs_mean"] > 0).all()  # every step has a learning signal
+    assert not torch.equal(snapshots[0], snapshots[3])  # good steps update
+    assert torch.equal(snapshots[0], snapshots[1]) and torch.equal(snapshots[1], snapshots[2])  # bad ones do not
+    assert torch.isfinite(snapshots[3]).all()
+
+
+@pytest.mark.slow
+def test_too_many_nonfinite_steps_in_a_row_stop_with_a_clear_message(tmp_path, base_dir, monkeypatch, capsys):
+    _faulty_loss(monkeypatch, {n: "nan-loss" for n in range(1, 10)})
+    args = ["train", *SMALL, f"train.output_dir={tmp_path}", "train.total_steps=8", "train.save_every=1"]
+    assert main([*args, "train.max_nonfinite_steps=2"]) == 2
+    err = capsys.readouterr().err
+    assert "NaN/inf in 3 steps in a row" in err and "train.max_nonfinite_steps=2" in err
+    assert "train.learning_rate" in err and "Traceback" not in err
+    run = next(tmp_path.glob("counting-*"))
+    assert read_metrics(run)["skipped/nonfinite"].tolist() == [0, 1, 1, 1]
+    latest = ckpt_io.latest_checkpoint(run / "checkpoints")
+    assert f"Last complete checkpoint: {latest}" in err
+    state, _ = ckpt_io.load_state(latest)
+    assert state["nonfinite_in_a_row"] <= 2  # never a checkpoint taken after the stop
+
+
+# --------------------------------------------------------------------------- rewards
+FLAKY_REWARD = textwrap.dedent(
+    """
+    from othinklab.rewards import accuracy_reward
+
+    def flaky(completion, solution):
+        if len(completion) % 3 == 0:
+            raise ValueError("parser choked on " + repr(completion[:10]))
+        if len(completion) % 3 == 1:
+            return "n/a"
+        return accuracy_reward(completion, solution)
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_failing_reward_function_scores_zero_and_is_logged(tmp_path, base_dir):
+    f = tmp_path / "flaky.py"
+    f.write_text(FLAKY_REWARD)
+    cfg = _cfg(tmp_path, "train.total_steps=2", f"reward.accuracy_function={f}:flaky")
+    res = train(cfg, progress=False)
+    m, r = read_metrics(res.run_dir), read_rollouts(res.run_dir)
+    errors = read_jsonl(res.run_dir / "reward_errors.jsonl")
+    assert len(m) == 2  # training went on
+    failing = r[r["completion"].str.len() % 3 != 2]
+    assert len(failing) > 0 and (failing["reward"] == 0).all() and failing["reward_error"].notna().all()
+    assert int(m["reward/errors"].sum()) == len(failing) == len(errors)
+    kinds = {e["error"].split(":")[0] for e in errors}
+    assert kinds <= {"ValueError", "accuracy function returned 'n/a', not a finite number"}
+    assert all(e["completion"] in set(failing["completion"]) for e in errors)
+    ok = r[r["completion"].str.len() % 3 == 2]
+    assert ok["reward_error"].isna().all()
+
+
+# --------------------------------------------------------------------------- corrupt checkpoints
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", ["model/adapter_model.safetensors", "training.pt", "state.json"])
+def test_corrupt_checkpoint_names_the_file_and_offers_the_previous(tmp_path, base_dir, capsys, victim):
+    args = ["train", *SMALL, f"train.output_dir={tmp_path}", "train.total_steps=4", "train.save_every=2"]
+    assert main(args) == 0
+    run = next(tmp_path.glob("counting-*"))
+    broken = run / "checkpoints" / "step-000004" / victim
+    broken.write_bytes(broken.read_bytes()[: len(broken.read_bytes()) // 2])
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert victim.split("/")[-1] in err and "step-000002" in err and "Traceback" not in err
+    if victim.startswith("model/"):  # evaluation needs only the weights, and names them too
+        assert main(["eval", "--run", str(run), "--n", "2", "--samples", "1"]) == 2
+        err = capsys.readouterr().err
+        assert victim.split("/")[-1] in err and "step-000002" in err
+    # following the advice (move the broken one aside) resumes from the previous checkpoint
+    shutil.move(str(broken.parent.parent if "/" in victim else broken.parent), str(tmp_path / "broken-step"))
+    assert main([*args, "--resume"]) == 0
+    assert list(read_metrics(run)["step"]) == [0, 1, 2, 3]
+
+
+# --------------------------------------------------------------------------- out of memory
+@pytest.mark.slow
+def test_out_of_memory_names_the_knobs_and_keeps_what_was_made(tmp_path, base_dir, monkeypatch, capsys):
+    real = trainer_mod.sample_groups
+    calls = {"n": 0}
+
+    def oom_on_third(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(trainer_mod, "sample_groups", oom_on_third)
+    args = ["train", *SMALL, f"train.output_dir={tmp_path}", "train.total_steps=4", "train.save_every=1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    for knob in (
+        "grpo.num_generations",
+        "grpo.max_completion_length",
+        "model.load_in_4bit",
+        "model.gradient_checkpointing",
+        "model.max_pixels",
+    ):
+        assert knob in err
+    assert "while sampling completions" in err and "step 2" in err and "Traceback" not in err
+    run = next(tmp_path.glob("counting-*"))
+    assert list(read_metrics(run)["step"]) == [0, 1]
+    assert ckpt_io.latest_checkpoint(run / "checkpoints").name == "step-000002"
+    monkeypatch.setattr(trainer_mod, "sample_groups", real)
+    assert main([*args, "--resume"]) == 0
+    assert list(read_metrics(run)["step"]) == [0, 1, 2, 3]
+
+
+def test_training_error_is_a_user_error():
+    assert issubclass(TrainingError, UserError)

@@ -13,6 +13,7 @@ that emits `<|image_pad|>` would crash the next forward ("image features and ima
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -180,44 +181,53 @@ def _sample_groups(
     G = int(num_generations)
     enc = encode_prompts(processor, samples, device)
     check_context(model, enc, samples, max_new_tokens)
-    stop = torch.tensor(token_ids(processor, STOP_TOKENS), device=device, dtype=torch.long)
-    banned = token_ids(processor, NEVER_SAMPLED) + ([] if stop_at_eos else stop.tolist())
+    stop_ids = token_ids(processor, STOP_TOKENS)
+    stop = torch.tensor(stop_ids, device=device, dtype=torch.long)
+    banned = token_ids(processor, NEVER_SAMPLED) + ([] if stop_at_eos else stop_ids)
+    banned_t = torch.tensor(banned, device=device, dtype=torch.long) if banned else None
     pad_id = processor.tokenizer.pad_token_id
 
     backbone.rope_deltas = None  # stale deltas from an earlier batch must not leak in
     out = backbone(**enc, use_cache=True)
     cache = out.past_key_values
-    hidden = out.last_hidden_state[:, -1:]
     # Share the prefill: repeat the cache, the mask and the rotary offsets G times.
     cache.batch_repeat_interleave(G)
-    attn = enc["attention_mask"].repeat_interleave(G, dim=0)
+    prompt_mask = enc["attention_mask"].repeat_interleave(G, dim=0)
     deltas = backbone.rope_deltas.repeat_interleave(G, dim=0)
-    hidden = hidden.repeat_interleave(G, dim=0)
-    rows = attn.shape[0]
-    done = torch.zeros(rows, dtype=torch.bool, device=device)
-    tokens = []
+    hidden = out.last_hidden_state[:, -1].repeat_interleave(G, dim=0)
+    backbone.rope_deltas = None
+    rows, P = prompt_mask.shape
+    step = _DecodeStep(backbone, cache, prompt_mask, max_new_tokens)
+    # Qwen2-VL's text positions count real (unpadded) tokens, offset by the prefill's rope deltas:
+    # generated token t sits at (real prompt tokens + t + delta) on all three rotary axes.
+    base = (prompt_mask.sum(dim=1, keepdim=True) + deltas).view(1, rows, 1)
+    ids = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    done = torch.zeros(rows, dtype=torch.bool, device=device) if stop_at_eos else None
+    # A host sync per token is cheap on CPU; on an accelerator check for "all done" every few tokens.
+    check_every = 1 if device.type == "cpu" or shard is not None else 8
+    n = max_new_tokens
     for t in range(max_new_tokens):
-        logits = lm_head(hidden[:, -1]).float()
-        if banned:
-            logits[:, banned] = float("-inf")
+        logits = lm_head(hidden)
+        if logits.dtype != torch.float32:
+            logits = logits.float()
+        if banned_t is not None:
+            logits.index_fill_(1, banned_t, float("-inf"))
         if greedy:
             nxt = logits.argmax(dim=-1)
         else:
-            probs = torch.softmax(_filter_logits(logits, temperature, top_k, top_p), dim=-1)
-            nxt = _draw(probs, generator, shard)
-        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-        tokens.append(nxt)
-        done = done | torch.isin(nxt, stop)
-        if (shard.all_done(done) if shard else bool(done.all())) or t == max_new_tokens - 1:
+            nxt = _draw(_probs(logits, temperature, top_k, top_p), generator, shard)
+        if done is not None:
+            nxt.masked_fill_(done, pad_id)
+            done |= torch.isin(nxt, stop)
+        ids[:, t] = nxt
+        if t == max_new_tokens - 1:
             break
-        attn = torch.cat([attn, (~done | torch.isin(nxt, stop)).long()[:, None]], dim=1)
-        # Qwen2-VL's text positions count real (unpadded) tokens, offset by the prefill's rope deltas.
-        pos = (attn.sum(dim=1, keepdim=True) - 1 + deltas).view(1, rows, 1).expand(3, rows, 1)
-        out = backbone(
-            input_ids=nxt[:, None], attention_mask=attn, past_key_values=cache, position_ids=pos, use_cache=True
-        )
-        hidden = out.last_hidden_state
-    ids = torch.stack(tokens, dim=1)
+        if done is not None and (t + 1) % check_every == 0:
+            if shard.all_done(done) if shard else bool(done.all()):
+                n = t + 1
+                break
+        hidden = step(nxt, base + t, t)
+    ids = ids[:, :n]
     is_stop = torch.isin(ids, stop)
     # mask = tokens up to and including the first stop token
     after_stop = (is_stop.long().cumsum(dim=1) - is_stop.long()) > 0
@@ -225,7 +235,6 @@ def _sample_groups(
     ids = ids.masked_fill(after_stop, pad_id)
     truncated = ~is_stop.any(dim=1)
     texts = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
-    backbone.rope_deltas = None
     return Rollout(enc, ids, mask, texts, truncated, G)
 
 
@@ -246,17 +255,108 @@ def check_context(model: Any, enc: dict[str, torch.Tensor], samples: list[Sample
             )
 
 
-def _draw(probs: torch.Tensor, generator: torch.Generator | None, shard: RowShard | None) -> torch.Tensor:
-    """One token per row from `probs`; with a shard, from this shard's rows of the whole batch's noise.
+class _DecodeStep:
+    """One decoding step of the text model on the shared, repeated KV cache: `step(tokens, pos, t)`.
 
-    `torch.multinomial(probs, 1)` is an exponential race, `argmax(probs / E)` with `E ~ Exp(1)` drawn
-    for every row in order; drawing `E` for all `shard.total` rows and keeping ours reproduces it.
+    Calls the language model directly (the multimodal wrapper has nothing to add after the prefill)
+    with a key mask allocated once for all steps: under SDPA the boolean 4-D mask that transformers
+    would rebuild every step is a slice of it; other attention kernels get the 2-D mask slice.
     """
-    if shard is None:
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
-    noise = torch.empty((shard.total, probs.shape[1]), device=probs.device, dtype=probs.dtype)
-    noise.exponential_(1.0, generator=generator)
-    return (probs / noise[shard.start : shard.start + probs.shape[0]]).argmax(dim=-1)
+
+    def __init__(self, backbone: Any, cache: Any, prompt_mask: torch.Tensor, max_new_tokens: int):
+        rows, P = prompt_mask.shape
+        self.text = getattr(backbone, "language_model", None)
+        self.backbone = backbone
+        self.cache = cache
+        self.P = P
+        mask = torch.ones(rows, P + max_new_tokens, dtype=prompt_mask.dtype, device=prompt_mask.device)
+        mask[:, :P] = prompt_mask
+        self.mask2d = mask
+        config = getattr(self.text, "config", None)
+        layer_types = set(getattr(config, "layer_types", None) or ())
+        self.mask4d = None
+        if getattr(config, "_attn_implementation", None) == "sdpa" and layer_types == {"full_attention"}:
+            self.mask4d = mask.bool()[:, None, None, :]
+
+    def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, t: int) -> torch.Tensor:
+        rows = tokens.shape[0]
+        kv = self.P + t + 1  # keys after this token is added
+        position_ids = pos.expand(3, rows, 1)
+        if self.text is None:
+            out = self.backbone(
+                input_ids=tokens[:, None],
+                attention_mask=self.mask2d[:, :kv],
+                past_key_values=self.cache,
+                position_ids=position_ids,
+                use_cache=True,
+            )
+        else:
+            mask = {"full_attention": self.mask4d[..., :kv]} if self.mask4d is not None else self.mask2d[:, :kv]
+            out = self.text(
+                input_ids=tokens[:, None],
+                attention_mask=mask,
+                past_key_values=self.cache,
+                position_ids=position_ids,
+                use_cache=True,
+            )
+        return out.last_hidden_state[:, -1]
+
+
+def _probs(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """Sampling distribution from `logits` (modified in place; they are this step's own)."""
+    if temperature != 1.0:
+        logits.div_(temperature)
+    if top_k or top_p < 1.0:
+        logits = _filter_logits(logits, 1.0, top_k, top_p)
+    return torch.softmax(logits, dim=-1)
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator | None, shard: RowShard | None) -> torch.Tensor:
+    """One token per row from `probs` by inverting its CDF with one uniform number per row.
+
+    Why not `torch.multinomial`: it draws an exponential random number for *every* vocabulary entry
+    (the race `argmax(p / E)`), 152k per row per token with Qwen's vocabulary, which dominated
+    sampling time; this draws one per row. With a shard, the uniforms of the whole batch (`shard.total`
+    rows) are drawn and this shard's rows kept, so N processes draw exactly what one process does.
+    """
+    rows = probs.shape[0]
+    total, start = (shard.total, shard.start) if shard is not None else (rows, 0)
+    u = torch.rand((total, 1), generator=generator, device=probs.device, dtype=torch.float64)
+    return _inverse_cdf(probs, u[start : start + rows])
+
+
+def _block_size(vocab: int) -> int:
+    """Block length for the two-level CDF: the vocabulary itself when small, else a divisor near sqrt."""
+    if vocab <= 4096:
+        return vocab
+    for k in range(math.isqrt(vocab), 4097):
+        if vocab % k == 0:
+            return k
+    return 1024  # no convenient divisor: pad
+
+
+def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Index `i` with `cdf[i-1] <= u * total < cdf[i]` per row (`u` in [0, 1), shape (rows, 1)).
+
+    Two levels (block sums, then the chosen block's cumulative sum, in float64) keep it to one cheap
+    pass over the vocabulary. A zero-probability token is never returned: the search takes the first
+    index whose cumulative sum *exceeds* the target, and the target is kept below the block's total.
+    """
+    rows, vocab = probs.shape
+    k = _block_size(vocab)
+    nb = -(-vocab // k)
+    if nb * k != vocab:
+        probs = torch.nn.functional.pad(probs, (0, nb * k - vocab))
+    blocks = probs.view(rows, nb, k)
+    cum = blocks.sum(dim=-1).double().cumsum(dim=-1)  # (rows, nb)
+    target = u * cum[:, -1:]
+    b = torch.searchsorted(cum, target, right=True).clamp_(max=nb - 1)  # (rows, 1)
+    before = torch.where(b > 0, cum.gather(1, (b - 1).clamp(min=0)), torch.zeros_like(target))
+    inside = blocks.gather(1, b[:, :, None].expand(rows, 1, k)).squeeze(1).double().cumsum(dim=-1)
+    last = inside[:, -1:]
+    x = torch.minimum((target - before).clamp(min=0), torch.nextafter(last, torch.zeros_like(last)))
+    j = torch.searchsorted(inside, x, right=True).clamp_(max=k - 1)
+    return (b * k + j).squeeze(1)
 
 
 def repeat_prompt(prompt: dict[str, torch.Tensor], group_size: int) -> dict[str, torch.Tensor]:
@@ -284,11 +384,71 @@ def completion_logprobs(
 ) -> torch.Tensor:
     """Per-token log-probs `(B*G, T)` of `completion_ids` after their prompts; differentiable.
 
-    `prompt` has B rows and is repeated `group_size` times. `disable_adapter=True` gives the reference
-    model's log-probs under LoRA (same weights, adapters off, no second copy). The LM head runs on
-    `chunk_size` rows at a time over the completion positions only.
+    `prompt` has B rows, each followed by `group_size` completions. `disable_adapter=True` gives the
+    reference model's log-probs under LoRA (same weights, adapters off, no second copy).
+
+    The prompt (image included) runs once per group, not once per completion: its KV cache is repeated
+    G times and the completions attend to it (gradients flow back through the repeat into the shared
+    prompt), as sampling does. Under gradient checkpointing in training mode transformers drops the
+    cache, so there the prompt is repeated and the full sequences run. The LM head runs on `chunk_size`
+    rows at a time over the completion positions only; with gradients, a chunk's full-vocabulary
+    logits are recomputed in the backward pass instead of being kept for the whole batch.
     """
     backbone, lm_head = _text_model_parts(model)
+    ctx = model.disable_adapter() if disable_adapter else nullcontext()
+    with ctx:
+        if _can_share_prefix(model, backbone):
+            hidden = _completion_hidden_shared(backbone, prompt, completion_ids, group_size)
+        else:
+            hidden = _completion_hidden_full(backbone, prompt, completion_ids, completion_mask, group_size)
+        return token_logprobs_from_hidden(lm_head, hidden, completion_ids, chunk_size)
+
+
+def _can_share_prefix(model: Any, backbone: Any) -> bool:
+    text = getattr(backbone, "language_model", None)
+    checkpointing = any(getattr(m, "gradient_checkpointing", False) for m in (backbone, text) if m is not None)
+    return text is not None and not (checkpointing and model.training and torch.is_grad_enabled())
+
+
+def _completion_hidden_shared(
+    backbone: Any, prompt: dict[str, torch.Tensor], completion_ids: torch.Tensor, group_size: int
+) -> torch.Tensor:
+    """Hidden states `(B*G, T, H)` that predict each completion token: prompt once, completions on its cache."""
+    G, T = int(group_size), completion_ids.shape[1]
+    backbone.rope_deltas = None
+    out = backbone(**prompt, use_cache=True)
+    deltas = backbone.rope_deltas
+    backbone.rope_deltas = None
+    cache = out.past_key_values
+    last = out.last_hidden_state[:, -1:]  # predicts completion token 0
+    prompt_mask = prompt["attention_mask"]
+    if G > 1:
+        cache.batch_repeat_interleave(G)
+        last = last.repeat_interleave(G, dim=0)
+        prompt_mask = prompt_mask.repeat_interleave(G, dim=0)
+        deltas = deltas.repeat_interleave(G, dim=0)
+    if T == 1:
+        return last
+    rows = prompt_mask.shape[0]
+    # Completion tokens 0..T-2 predict tokens 1..T-1; positions as in sampling (real prompt tokens + t + delta).
+    # Tokens after a stop token are attended only by later ones, which are masked out of the loss too.
+    mask = torch.cat([prompt_mask, prompt_mask.new_ones(rows, T - 1)], dim=1)
+    steps = torch.arange(T - 1, device=prompt_mask.device)
+    pos = (prompt_mask.sum(dim=1, keepdim=True) + deltas + steps).view(1, rows, T - 1).expand(3, rows, T - 1)
+    h = backbone.language_model(
+        input_ids=completion_ids[:, :-1], attention_mask=mask, past_key_values=cache, position_ids=pos, use_cache=True
+    ).last_hidden_state
+    return torch.cat([last, h], dim=1)
+
+
+def _completion_hidden_full(
+    backbone: Any,
+    prompt: dict[str, torch.Tensor],
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    group_size: int,
+) -> torch.Tensor:
+    """The same hidden states from full sequences (prompt repeated G times), for gradient checkpointing."""
     full = repeat_prompt(prompt, group_size) if group_size > 1 else dict(prompt)
     P = full["input_ids"].shape[1]
     T = completion_ids.shape[1]
@@ -300,14 +460,82 @@ def completion_logprobs(
         full["mm_token_type_ids"] = torch.cat(
             [full["mm_token_type_ids"], torch.zeros_like(completion_ids, dtype=full["mm_token_type_ids"].dtype)], dim=1
         )
-    ctx = model.disable_adapter() if disable_adapter else nullcontext()
-    with ctx:
-        backbone.rope_deltas = None
-        hidden = backbone(**full, use_cache=False).last_hidden_state[:, P - 1 : P + T - 1]
-        backbone.rope_deltas = None
-        out = []
-        for start in range(0, hidden.shape[0], max(1, chunk_size)):
-            logits = lm_head(hidden[start : start + chunk_size]).float()
-            labels = completion_ids[start : start + chunk_size].unsqueeze(-1)
-            out.append(logits.gather(-1, labels).squeeze(-1) - torch.logsumexp(logits, dim=-1))
+    backbone.rope_deltas = None
+    hidden = backbone(**full, use_cache=False).last_hidden_state[:, P - 1 : P + T - 1]
+    backbone.rope_deltas = None
+    return hidden
+
+
+def token_logprobs_from_hidden(
+    lm_head: Any, hidden: torch.Tensor, labels: torch.Tensor, chunk_size: int = 8
+) -> torch.Tensor:
+    """`log softmax(lm_head(hidden))[labels]`, `(N, T)`, `chunk_size` rows of full-vocabulary logits at a time.
+
+    With gradients and a plain linear head, `_ChunkedLogprobs` keeps only the hidden states and the
+    log-normalisers and recomputes each chunk's logits in the backward pass; otherwise autograd keeps
+    every chunk's logits (LoRA or quantised heads) or none are kept (no gradients).
+    """
+    chunk = max(1, int(chunk_size))
+    plain = type(lm_head) is torch.nn.Linear
+    if torch.is_grad_enabled() and plain and (hidden.requires_grad or lm_head.weight.requires_grad):
+        return _ChunkedLogprobs.apply(hidden, lm_head.weight, lm_head.bias, labels, chunk)
+    out = []
+    for start in range(0, hidden.shape[0], chunk):
+        logits = _at_least_f32(lm_head(hidden[start : start + chunk]))
+        lab = labels[start : start + chunk].unsqueeze(-1)
+        out.append(logits.gather(-1, lab).squeeze(-1) - torch.logsumexp(logits, dim=-1))
     return torch.cat(out, dim=0)
+
+
+def _at_least_f32(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits in float32 for the log-softmax; float32/float64 as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+class _ChunkedLogprobs(torch.autograd.Function):
+    """Token log-probs through a linear head without keeping full-vocabulary logits for the backward.
+
+    Forward: per row chunk, logits -> `logit[label] - logsumexp`; saves hidden states and logsumexps.
+    Backward: per chunk, recompute logits, `dlogits = g * (onehot(label) - softmax)`, then the hidden and
+    weight (and bias) gradients; one extra head matmul buys the memory of the whole batch's logits.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, chunk):  # noqa: ANN001, ANN205
+        out, lses = [], []
+        with torch.no_grad():
+            for start in range(0, hidden.shape[0], chunk):
+                logits = _at_least_f32(torch.nn.functional.linear(hidden[start : start + chunk], weight, bias))
+                lse = torch.logsumexp(logits, dim=-1)
+                out.append(logits.gather(-1, labels[start : start + chunk].unsqueeze(-1)).squeeze(-1) - lse)
+                lses.append(lse)
+        ctx.save_for_backward(hidden, weight, bias, labels, torch.cat(lses, dim=0))
+        ctx.chunk = chunk
+        return torch.cat(out, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: ANN001, ANN205
+        hidden, weight, bias, labels, lse = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        grad_h = torch.empty_like(hidden) if need_h else None
+        acc = torch.promote_types(weight.dtype, torch.float32)
+        grad_w = torch.zeros_like(weight, dtype=acc) if need_w else None
+        grad_b = torch.zeros_like(bias, dtype=acc) if need_b and bias is not None else None
+        for start in range(0, hidden.shape[0], ctx.chunk):
+            sl = slice(start, start + ctx.chunk)
+            h = hidden[sl]
+            logits = _at_least_f32(torch.nn.functional.linear(h, weight, bias))
+            g = grad_out[sl].to(logits.dtype)
+            # d logp[label] / d logits = onehot(label) - softmax, scaled by the incoming gradient
+            dlogits = logits.sub_(lse[sl].unsqueeze(-1)).exp_().mul_(-g.unsqueeze(-1))
+            dlogits.scatter_add_(-1, labels[sl].unsqueeze(-1), g.unsqueeze(-1))
+            d = dlogits.to(weight.dtype)
+            if need_h:
+                grad_h[sl] = (d @ weight).to(hidden.dtype)
+            if need_w:
+                grad_w.addmm_(dlogits.flatten(0, -2).t().to(acc), h.flatten(0, -2).to(acc))
+            if grad_b is not None:
+                grad_b.add_(dlogits.flatten(0, -2).sum(dim=0).to(acc))
+        grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
+        grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
+        return grad_h, grad_w, grad_b, None, None

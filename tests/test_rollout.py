@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from othinklab.rollout import NEVER_SAMPLED, completion_logprobs, encode_prompts, sample_groups, token_ids
+from othinklab.rollout import NEVER_SAMPLED, STOP_TOKENS, completion_logprobs, encode_prompts, sample_groups, token_ids
 from othinklab.tasks import make_task
 
 
@@ -63,7 +64,7 @@ def test_sampling_is_seeded_and_never_emits_control_tokens(untrained):
 
 def test_mask_stops_after_stop_token(untrained):
     model, processor = untrained
-    stop = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    stop = token_ids(processor, STOP_TOKENS)  # either ends a completion
     r = sample_groups(
         model,
         processor,
@@ -76,7 +77,7 @@ def test_mask_stops_after_stop_token(untrained):
     for ids, mask, trunc in zip(r.completion_ids, r.completion_mask, r.truncated):
         n = int(mask.sum())
         assert mask[:n].all() and not mask[n:].any()
-        assert bool(trunc) == (ids[n - 1] != stop)
+        assert bool(trunc) == (int(ids[n - 1]) not in stop)
 
 
 def test_top_k_one_equals_greedy(untrained):
@@ -116,3 +117,77 @@ def test_sharded_sampling_draws_what_one_process_draws(untrained):
     n = whole.completion_ids.shape[1]
     assert torch.equal(got[:, :n], whole.completion_ids)
     assert torch.equal(torch.cat([p.completion_mask for p in parts])[:, :n], whole.completion_mask)
+
+
+@pytest.mark.parametrize("vocab", [640, 5000, 4099])  # one block; blocks of a divisor; padded blocks
+def test_inverse_cdf_draws_each_token_in_proportion(vocab):
+    """Evenly spaced uniforms land on each token in proportion to its probability (to one draw), never
+    on a zero-probability token, also at u = 0 and u just below 1."""
+    from othinklab.rollout import _inverse_cdf
+
+    n = 2000
+    g = torch.Generator().manual_seed(vocab)
+    p = torch.rand(vocab, generator=g) ** 4
+    p[torch.randperm(vocab, generator=g)[: vocab // 3]] = 0.0  # banned tokens
+    p[0] = p[-1] = 0.0
+    p = p / p.sum()
+    u = ((torch.arange(n, dtype=torch.float64) + 0.5) / n).unsqueeze(1)
+    drawn = _inverse_cdf(p.expand(n, vocab).contiguous(), u)
+    counts = torch.bincount(drawn, minlength=vocab).double()
+    assert (counts[p == 0] == 0).all()
+    assert (counts - n * p.double()).abs().max() <= 1.0 + 1e-6
+    ends = _inverse_cdf(p.expand(2, vocab).contiguous(), torch.tensor([[0.0], [1.0 - 2**-53]], dtype=torch.float64))
+    nonzero = p.nonzero().squeeze(1)
+    assert ends.tolist() == [int(nonzero[0]), int(nonzero[-1])]
+
+
+def test_chunked_logprobs_gradients_match_autograd():
+    """The recomputing head function gives the log-probs and gradients of plain log_softmax + gather."""
+    from othinklab.rollout import token_logprobs_from_hidden
+
+    g = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=True).double()
+    hidden = torch.randn(5, 7, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 50, (5, 7), generator=g)
+    weights = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    got = token_logprobs_from_hidden(head, hidden, labels, chunk_size=2)
+    (got * weights).sum().backward()
+    grads = [hidden.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone()]
+    for t in (hidden, head.weight, head.bias):
+        t.grad = None
+    want = head(hidden).log_softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    (want * weights).sum().backward()
+    assert torch.allclose(got, want)
+    for a, b in zip(grads, [hidden.grad, head.weight.grad, head.bias.grad]):
+        assert torch.allclose(a, b)
+
+
+def test_shared_prompt_logprobs_and_gradients_equal_full_sequences(untrained):
+    """The prompt run once per group (KV cache repeated) gives the full-sequence log-probs and gradients."""
+    from othinklab import rollout
+
+    model, processor = untrained
+    samples = _samples()[:3]
+    r = sample_groups(model, processor, samples, 4, 10, generator=torch.Generator().manual_seed(2))
+    backbone, head = rollout._text_model_parts(model)
+    model.train()
+    try:
+        results = []
+        for shared in (True, False):
+            model.zero_grad(set_to_none=True)
+            if shared:
+                hidden = rollout._completion_hidden_shared(backbone, r.prompt, r.completion_ids, 4)
+            else:
+                hidden = rollout._completion_hidden_full(backbone, r.prompt, r.completion_ids, r.completion_mask, 4)
+            lp = rollout.token_logprobs_from_hidden(head, hidden, r.completion_ids, 3)
+            (lp * r.completion_mask).sum().backward()
+            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+            results.append((lp.detach() * r.completion_mask, grads))
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+    (a, ga), (b, gb) = results
+    assert torch.allclose(a, b, atol=1e-5)
+    assert ga.keys() == gb.keys() and any("visual" in n for n in ga)
+    for n in ga:
+        assert torch.allclose(ga[n], gb[n], atol=1e-4, rtol=1e-3), n

@@ -190,6 +190,7 @@ def test_rollout_inspector_in_jupyterlab(lab, tmp_path):
             no_news = page.get_by_role("button", name="No", exact=True)  # JupyterLab's "notify about news?" toast
             if no_news.count():
                 no_news.first.click()
+                page.wait_for_timeout(1500)  # let the toast slide away before the screenshot
             page.locator(".othinklab-rollout-inspector").first.scroll_into_view_if_needed()
             page.screenshot(path=str(shot))
         finally:

@@ -197,6 +197,7 @@ def _sample_groups(
     hidden = out.last_hidden_state[:, -1].repeat_interleave(G, dim=0)
     backbone.rope_deltas = None
     rows, P = prompt_mask.shape
+    _preallocate(cache, max_new_tokens)
     step = _DecodeStep(backbone, cache, prompt_mask, max_new_tokens)
     # Qwen2-VL's text positions count real (unpadded) tokens, offset by the prefill's rope deltas:
     # generated token t sits at (real prompt tokens + t + delta) on all three rotary axes.
@@ -253,6 +254,46 @@ def check_context(model: Any, enc: dict[str, torch.Tensor], samples: list[Sample
                 f"tokens it exceeds the model's context of {limit} tokens: shorten the question, lower "
                 "model.max_pixels or grpo.max_completion_length"
             )
+
+
+def _preallocate(cache: Any, extra: int) -> None:
+    """Give each growing KV-cache layer room for `extra` more tokens, written in place.
+
+    transformers' `DynamicLayer` concatenates every step, copying the whole cache (quadratic in the
+    completion length: half of a long rollout's time on the tiny model); here each step writes its keys
+    and values into a buffer allocated once and attention reads a view of the filled part.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    class _Preallocated(DynamicLayer):
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+            super().__init__()
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+            self.length = keys.shape[-2]
+            shape = (*keys.shape[:-2], self.length + extra, keys.shape[-1])
+            self.kbuf = keys.new_empty(shape)
+            self.vbuf = values.new_empty((*shape[:-1], values.shape[-1]))
+            self.kbuf[..., : self.length, :] = keys
+            self.vbuf[..., : self.length, :] = values
+            self.keys, self.values = self.kbuf[..., : self.length, :], self.vbuf[..., : self.length, :]
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+            n = key_states.shape[-2]
+            self.kbuf[..., self.length : self.length + n, :] = key_states
+            self.vbuf[..., self.length : self.length + n, :] = value_states
+            self.length += n
+            self.keys, self.values = self.kbuf[..., : self.length, :], self.vbuf[..., : self.length, :]
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.length
+
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return
+    for i, layer in enumerate(layers):
+        if type(layer) is DynamicLayer and layer.is_initialized and layer.keys is not None and layer.keys.numel():
+            layers[i] = _Preallocated(layer.keys, layer.values)
 
 
 class _DecodeStep:

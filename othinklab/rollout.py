@@ -2,9 +2,13 @@
 
 Why: sampling dominates a GRPO step. `sample_groups` encodes each prompt's image and prefills its prompt
 **once**, repeats the KV cache G times and decodes the G continuations together, instead of pushing G
-copies of the same image through the vision tower as `generate(num_return_sequences=G)` does.
-`completion_logprobs` computes per-token log-probs of the completions from hidden states, applying the
-LM head a few rows at a time, so full-vocabulary float32 logits never exist for the whole batch.
+copies of the same image through the vision tower as `generate(num_return_sequences=G)` does. The
+decode loop writes into a KV cache allocated once (no per-token copy of the cache), builds the key mask
+once, and draws each token by inverting the CDF with one random number per row (not one per vocabulary
+entry, as `torch.multinomial` does). `completion_logprobs` runs each prompt once per group too (its KV
+cache repeated for the G completions, gradients flowing back through it) and applies the LM head a few
+rows at a time, recomputing those logits in the backward pass, so full-vocabulary float32 logits never
+exist for the whole batch, not even for the gradient.
 
 Simplified versus `transformers.generate`: only temperature / top-k / top-p sampling and greedy decoding
 (no beams, no repetition penalties). Qwen's vision and role control tokens are never sampled: a model

@@ -185,9 +185,15 @@ if RUN_DIR is None:
     assert len(live.frame()) == STEPS and live.redraws >= 1 and live.image.value[:4] == b"\\x89PNG"
     assert live.frame()["reward/total"].tolist() == metrics["reward/total"].tolist()
 # per-token logs line up with the completion
+import re
+
 for _, r in rollouts.iterrows():
     assert len(r["tokens"]) == len(r["token_logprobs"]) == len(r["token_kl"]) == r["length"]
-    assert "".join(r["tokens"]).startswith(r["completion"])
+    # the text is decoded without special tokens (and joined decoding may tidy spaces): compare without them;
+    # a byte-level token that is part of a multi-byte character decodes alone as U+FFFD, so skip those
+    joined = re.sub(r"<\\|[a-z_]+\\|>", "", "".join(r["tokens"])).replace(" ", "")
+    if "\\ufffd" not in joined:
+        assert joined.startswith(r["completion"].replace(" ", "")), (r["tokens"], r["completion"])
     assert max(r["token_logprobs"]) <= 0 and min(r["token_kl"]) >= 0
 assert all(max(k) == 0 for k in rollouts.loc[rollouts["step"] == steps[0], "token_kl"])  # policy = reference at step 0
 assert max(top["token_kl"]) > 0                                                    # ... not after the updates

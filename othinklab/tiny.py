@@ -35,8 +35,9 @@ IMAGE_SIZE = 112
 """Side of the square images the tiny processor expects (pixels); 112 = 4 grid cells of 28."""
 VOCAB_SIZE = 640
 """Target size of the trained BPE vocabulary, special tokens included."""
-BUILD_VERSION = "v1"
-"""Bump when the build recipe changes, so stale caches are never loaded."""
+BUILD_VERSION = "v2"
+"""Bump when the build recipe changes, so stale caches are never loaded (v2: the base is warmed up
+through the shared-prompt, recomputing log-prob path, which trains to a different, equally seeded base)."""
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",

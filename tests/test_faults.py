@@ -101,15 +101,20 @@ def test_sigkill_mid_save_and_at_random_points_then_resume(tmp_path, base_dir):
     # 2. resumed, then killed again at seeded random moments (sometimes mid-step, sometimes mid-save)
     rng = random.Random(0)
     for _ in range(2):
+        if len(read_jsonl(run / "metrics.jsonl")) == 6:
+            break  # a fast machine may finish the run before a kill lands
         done_before = len(read_jsonl(run / "metrics.jsonl"))
         proc = _popen(tmp_path, ["--resume", *args])
         deadline = time.time() + 300
         while time.time() < deadline and len(read_jsonl(run / "metrics.jsonl")) <= done_before:
-            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            if proc.poll() is not None:
+                break
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 1.0))
-        proc.send_signal(signal.SIGKILL)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
         proc.wait()
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr.read()[-2000:]
         latest = ckpt_io.latest_checkpoint(ckpts)
         ckpt_io.load_state(latest)  # the latest complete checkpoint always loads
         read_metrics(run), read_rollouts(run)  # and the logs always read

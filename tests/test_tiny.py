@@ -82,7 +82,7 @@ def test_base_is_partly_competent(base_dir):
         samples = make_task(task).samples(100, split=split, seed=10_000)
         table = evaluate(model, processor, samples, num_samples=2).set_index("mode")
         greedy = table.loc["greedy"]
-        assert 0.15 <= greedy["accuracy"] <= 0.8, (task, greedy["accuracy"])
+        assert 0.1 <= greedy["accuracy"] <= 0.8, (task, greedy["accuracy"])  # right sometimes, far from ceiling
         assert greedy["format"] >= 0.5
         sampled = table.iloc[1]
         assert 0.3 <= sampled["format"] < 0.95, (task, sampled["format"])  # imperfect: format reward can teach

@@ -54,13 +54,13 @@ class Dist:
         dist.all_gather_object(out, obj)
         return out
 
-    def sum(self, value: float) -> float:
-        """The sum of a float over ranks."""
+    def sum(self, values: list[float]) -> list[float]:
+        """Each float summed over ranks (one collective for the list)."""
         if not self.enabled:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
-        return float(t.item())
+        return t.tolist()
 
     def all_true(self, flag: bool) -> bool:
         """True when `flag` holds on every rank (keeps ranks in lockstep, e.g. decoding until all are done)."""

@@ -353,7 +353,6 @@ def train(
             model.train()
             optimizer.zero_grad(set_to_none=True)
             stats_acc: dict[str, float] = {}
-            loss_total = 0.0
             for b in batches:
                 r = b["rollout"]
                 logp = policy(r.prompt, r.completion_ids, r.completion_mask, G, chunk)
@@ -369,14 +368,12 @@ def train(
                     cfg.grpo.aggregation,
                 )
                 stats["loss/total"] = loss.item()
-                stats = _reduce_stats(stats, r.completion_mask, ddp, cfg.grpo.aggregation)
+                stats, total_tokens = _reduce_stats(stats, r.completion_mask, ddp, cfg.grpo.aggregation)
                 if ddp.enabled and cfg.grpo.aggregation == "token":
                     # DDP averages gradients over ranks; a token mean over the whole batch needs this weight
-                    tokens = float(r.completion_mask.sum())
-                    loss = loss * tokens * ddp.world / max(ddp.sum(tokens), 1.0)
+                    loss = loss * float(r.completion_mask.sum()) * ddp.world / max(total_tokens, 1.0)
                 (loss / len(batches)).backward()
                 b["logp"] = logp.detach()
-                loss_total += stats["loss/total"] / len(batches)
                 for k, v in stats.items():
                     stats_acc[k] = stats_acc.get(k, 0.0) + v / len(batches)
             times["policy"] = time.perf_counter() - t0
@@ -389,7 +386,7 @@ def train(
                 )
             )
             lr = scheduler.get_last_lr()[0]
-            finite = math.isfinite(loss_total) and math.isfinite(grad_norm)
+            finite = math.isfinite(stats_acc["loss/total"]) and math.isfinite(grad_norm)
             if finite:
                 optimizer.step()
                 nonfinite_in_a_row = 0
@@ -406,7 +403,16 @@ def train(
             everyone = ddp.gather(summaries)
             merged = [_merge([rank_s[i] for rank_s in everyone]) for i in range(len(batches))]
             row = _metrics_row(
-                step, beta, merged, G, stats_acc, loss_total, grad_norm, lr, times, time.perf_counter() - t_step
+                step,
+                beta,
+                merged,
+                G,
+                stats_acc,
+                stats_acc["loss/total"],
+                grad_norm,
+                lr,
+                times,
+                time.perf_counter() - t_step,
             )
             row["skipped/nonfinite"] = 0.0 if finite else 1.0
             log_this = cfg.train.log_rollouts and (step % cfg.grpo.num_iterations == 0)
@@ -474,19 +480,17 @@ TOKEN_WEIGHTED = ("kl/value", "clip/fraction", "ratio/mean")
 
 def _reduce_stats(
     stats: dict[str, float], mask: torch.Tensor, ddp: distributed.Dist, aggregation: str
-) -> dict[str, float]:
-    """This batch's loss stats over every rank, weighted as one process over the whole batch would."""
-    out = dict(stats)
-    if not ddp.enabled:
-        return out
+) -> tuple[dict[str, float], float]:
+    """This batch's loss stats over every rank, weighted as one process over the whole batch would, and
+    the batch's completion-token count over every rank (one collective for all of them)."""
     tokens = float(mask.sum())
-    total_tokens = ddp.sum(tokens)
-    for k in out:
-        if k in TOKEN_WEIGHTED or (aggregation == "token" and k.startswith("loss/")):
-            out[k] = ddp.sum(out[k] * tokens) / max(total_tokens, 1.0)
-        else:
-            out[k] = ddp.sum(out[k]) / ddp.world
-    return out
+    if not ddp.enabled:
+        return dict(stats), tokens
+    keys = list(stats)
+    weighted = [k in TOKEN_WEIGHTED or (aggregation == "token" and k.startswith("loss/")) for k in keys]
+    *sums, total_tokens = ddp.sum([stats[k] * tokens if w else stats[k] for k, w in zip(keys, weighted)] + [tokens])
+    out = {k: v / max(total_tokens, 1.0) if w else v / ddp.world for k, v, w in zip(keys, sums, weighted)}
+    return out, total_tokens
 
 
 def _batch_summary(b: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,176 @@
+"""Paired statistics for the grid: hierarchical bootstrap intervals, verdicts, seed spread and power.
+
+Why: two methods trained from the same seed see the same prompt stream and are scored on the same eval
+prompts, so the honest comparison is the *paired* difference per (seed, prompt), not two intervals of
+means that may or may not overlap. The seed-to-seed spread of a small-scale RL run is large (one seed
+can land 25 points above another), so an interval that only counts eval prompts as random would
+overstate certainty; the bootstrap here resamples seeds *and* prompts (the two are crossed: every seed
+is scored on the same prompts). A verdict is read off the interval only, never off the point estimate.
+
+Everything here is pure numpy on arrays shaped `(seeds, prompts)` of per-prompt correctness (0/1 for
+greedy decoding, the fraction of correct samples for sampled accuracy).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+HOLDS, REVERSED, NOT_SEPARABLE = "holds", "reversed", "not separable"
+"""The three verdicts: interval entirely on the claimed side of 0, entirely on the other, or neither."""
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """`better - worse` in accuracy points with its 95% interval and verdict."""
+
+    diff: float
+    """Point estimate: mean over seeds and prompts of the paired difference (points, 0-100 scale)."""
+    lo: float
+    """Lower end of the percentile bootstrap interval (points)."""
+    hi: float
+    """Upper end (points)."""
+    verdict: str
+    """`holds`, `reversed` or `not separable` (from the interval only)."""
+    n_seeds: int
+    n_prompts: int
+
+
+def _as_matrix(x: np.ndarray | list, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=float)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2 or a.size == 0:
+        raise ValueError(f"{name} must be a non-empty (seeds, prompts) array, got shape {a.shape}")
+    return a
+
+
+def paired_matrix(better: np.ndarray | list, worse: np.ndarray | list) -> np.ndarray:
+    """`better - worse` per (seed, prompt) in points; a single-row side (the base: one model whatever
+    the seed) is broadcast over the other's seeds.
+
+    >>> paired_matrix([[1, 0], [1, 1]], [[0, 0]]).tolist()
+    [[100.0, 0.0], [100.0, 100.0]]
+    """
+    a, b = _as_matrix(better, "better"), _as_matrix(worse, "worse")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"the two sides were scored on different prompt counts ({a.shape[1]} vs {b.shape[1]})")
+    if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):
+        raise ValueError(f"the two sides have different seed counts ({a.shape[0]} vs {b.shape[0]})")
+    return 100.0 * (a - b)
+
+
+def verdict(lo: float, hi: float) -> str:
+    """`holds` if the interval of (claimed better - claimed worse) is entirely above 0, `reversed` if
+    entirely below, else `not separable`.
+
+    >>> verdict(1.0, 4.0), verdict(-3.0, -0.5), verdict(-1.0, 2.0), verdict(0.0, 0.0)
+    ('holds', 'reversed', 'not separable', 'not separable')
+    """
+    if lo > 0:
+        return HOLDS
+    if hi < 0:
+        return REVERSED
+    return NOT_SEPARABLE
+
+
+def bootstrap_means(d: np.ndarray, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    """`n_boot` bootstrap replicates of the mean of `d` (seeds x prompts), resampling seeds and prompts
+    independently with replacement (crossed design). One seed: prompts only.
+
+    >>> bootstrap_means(np.full((3, 4), 7.0), n_boot=5).tolist()
+    [7.0, 7.0, 7.0, 7.0, 7.0]
+    """
+    d = _as_matrix(d, "d")
+    S, P = d.shape
+    rng = np.random.default_rng(seed)
+    ws = rng.multinomial(S, np.full(S, 1.0 / S), size=n_boot).astype(float)  # seed weights (counts)
+    wp = rng.multinomial(P, np.full(P, 1.0 / P), size=n_boot).astype(float)  # prompt weights (counts)
+    return np.einsum("bs,sp,bp->b", ws, d, wp) / (S * P)
+
+
+def paired_difference(
+    better: np.ndarray | list, worse: np.ndarray | list, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> PairedDifference:
+    """Paired difference `better - worse` in accuracy points, its percentile bootstrap interval and verdict.
+
+    >>> r = paired_difference([[1, 1, 0, 0]] * 3, [[0, 1, 0, 0]] * 3)
+    >>> r.diff, r.verdict
+    (25.0, 'not separable')
+    """
+    d = paired_matrix(better, worse)
+    reps = bootstrap_means(d, n_boot=n_boot, seed=seed)
+    alpha = (1 - level) / 2
+    lo, hi = (float(x) for x in np.quantile(reps, [alpha, 1 - alpha]))
+    lo, hi = round(lo, 9), round(hi, 9)  # a constant shift gives exactly its value, not 9.999999999
+    return PairedDifference(
+        diff=float(d.mean()), lo=lo, hi=hi, verdict=verdict(lo, hi), n_seeds=d.shape[0], n_prompts=d.shape[1]
+    )
+
+
+@dataclass(frozen=True)
+class VarianceComponents:
+    """Two-way (seed x prompt) random-effects decomposition of a paired-difference matrix (points^2)."""
+
+    seed: float
+    """Variance of the per-seed true difference (what more seeds average away)."""
+    prompt: float
+    """Variance of the per-prompt difference shared by all seeds (what more eval prompts average away)."""
+    residual: float
+    """Seed-by-prompt interaction and sampling noise (averaged away by either)."""
+    n_seeds: int
+    n_prompts: int
+
+    def halfwidth(self, n_seeds: int | None = None, n_prompts: int | None = None, z: float = 1.96) -> float:
+        """Approximate 95% half-width (points) of the mean difference with this many seeds and prompts."""
+        S, P = n_seeds or self.n_seeds, n_prompts or self.n_prompts
+        return z * math.sqrt(self.seed / S + self.prompt / P + self.residual / (S * P))
+
+    def seeds_for(self, target: float = 5.0, n_prompts: int | None = None, max_seeds: int = 10_000) -> int | None:
+        """Fewest seeds whose half-width is at most `target` points with `n_prompts` prompts; None if the
+        prompt term alone exceeds it (more eval prompts are needed first)."""
+        P = n_prompts or self.n_prompts
+        for S in range(1, max_seeds + 1):
+            if self.halfwidth(S, P) <= target:
+                return S
+        return None
+
+
+def variance_components(d: np.ndarray) -> VarianceComponents:
+    """Method-of-moments estimate (two-way ANOVA, one observation per cell) of the seed, prompt and
+    residual variance of `d` (seeds x prompts). The seed term needs at least two seeds (0 with one).
+
+    >>> v = variance_components(np.array([[10.0, 10.0], [0.0, 0.0], [10.0, 10.0], [0.0, 0.0]]))
+    >>> round(v.seed, 1), v.prompt, v.residual
+    (33.3, 0.0, 0.0)
+    """
+    d = _as_matrix(d, "d")
+    S, P = d.shape
+    row, col, grand = d.mean(axis=1), d.mean(axis=0), d.mean()
+    resid = d - row[:, None] - col[None, :] + grand
+    ms_e = float((resid**2).sum() / ((S - 1) * (P - 1))) if S > 1 and P > 1 else 0.0
+    ms_s = float(P * row.var(ddof=1)) if S > 1 else 0.0
+    if S > 1:
+        ms_p = float(S * col.var(ddof=1)) if P > 1 else 0.0
+        prompt = max(0.0, (ms_p - ms_e) / S)
+    else:  # one seed: prompt and residual are confounded; attribute it all to prompts
+        prompt = float(d[0].var(ddof=1)) if P > 1 else 0.0
+    return VarianceComponents(seed=max(0.0, (ms_s - ms_e) / P), prompt=prompt, residual=ms_e, n_seeds=S, n_prompts=P)
+
+
+def seed_spread(per_seed_accuracy: np.ndarray | list) -> dict[str, float]:
+    """Seed-to-seed spread of one cell's accuracy (points): mean, sample sd, min, max, count.
+
+    >>> seed_spread([0.5, 0.7, 0.6])
+    {'mean': 60.0, 'sd': 10.0, 'min': 50.0, 'max': 70.0, 'n_seeds': 3}
+    """
+    a = 100.0 * np.asarray(per_seed_accuracy, dtype=float)
+    return {
+        "mean": round(float(a.mean()), 6),
+        "sd": round(float(a.std(ddof=1)), 6) if len(a) > 1 else float("nan"),
+        "min": round(float(a.min()), 6),
+        "max": round(float(a.max()), 6),
+        "n_seeds": int(len(a)),
+    }

@@ -74,7 +74,10 @@ class GRPOConfig:
     prompts_per_step: int = 8
     """Prompts per generation batch (each yields G completions)."""
     epsilon: float = 0.2
-    """eps of Eq. 4's ratio clipping; inert while `num_iterations` is 1 (ratio = 1)."""
+    """eps of Eq. 4's ratio clipping (the lower bound 1 - eps); inert while `num_iterations` is 1 (ratio = 1)."""
+    epsilon_high: float = 0.0
+    """Upper clip bound 1 + epsilon_high (DAPO's clip-higher, e.g. 0.28); 0 = same as `epsilon` (the
+    paper's symmetric clip). Inert while `num_iterations` is 1, like all clipping."""
     num_iterations: int = 1
     """Policy updates per generation batch (TRL's name); above 1, ratio and clipping become active."""
     temperature: float = 1.0
@@ -86,7 +89,14 @@ class GRPOConfig:
     max_completion_length: int = 48
     """Longest completion, in tokens; longer ones are truncated (and logged as such)."""
     aggregation: str = "sequence"
-    """`sequence`: Eq. 4's per-completion token mean, then mean; `token`: sum over tokens / token count."""
+    """`sequence`: Eq. 4's per-completion token mean, then mean; `token`: sum over tokens / token count
+    (DAPO; one global count over processes and accumulation steps); `dr_grpo`: sum over tokens /
+    (completions x max_completion_length) (Dr. GRPO, no length normalisation)."""
+    scale_rewards: str = "group"
+    """Advantage scaling: `group` divides by each group's reward std (the paper's Eq. 2); `batch` by the
+    std of the whole generation batch; `none` only subtracts the group mean (Dr. GRPO)."""
+    mask_truncated_completions: bool = False
+    """Give completions that hit max_completion_length without a stop token zero loss weight (DAPO)."""
     logprob_chunk: int = 8
     """Rows per chunk when turning logits into log-probs (bounds float32 full-vocab memory)."""
 
@@ -153,6 +163,14 @@ class TrainConfig:
     """Append every sampled completion to `rollouts.jsonl`."""
     threads: int = 0
     """torch CPU threads; 0 = torch's default."""
+    report_to: tuple[str, ...] = ()
+    """Trackers that also get every metrics row: any of `tensorboard`, `trackio`, `wandb`, `mlflow` (TRL's
+    `report_to`; empty or `none` = none). `metrics.jsonl` stays the source of truth; see othinklab.trackers."""
+    eval_every: int = 0
+    """Evaluate greedy and sampled accuracy on `eval_prompts` held-out prompts every this many optimizer
+    steps (and after the last), logged as `eval/...` keys of that step's metrics row; 0 = off."""
+    eval_prompts: int = 32
+    """Held-out prompts evaluated during training (the first ones of the eval split; at most task.num_eval)."""
 
 
 @dataclass(frozen=True)
@@ -200,12 +218,15 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "task.name": ("counting", "geometry"),
-    "grpo.aggregation": ("sequence", "token"),
+    "grpo.aggregation": ("sequence", "token", "dr_grpo"),
+    "grpo.scale_rewards": ("group", "batch", "none"),
     "kl.schedule": ("none", "constant", "linear", "cosine", "grpo_d", "adaptive"),
     "kl.estimator": ("k1", "k2", "k3"),
     "train.lr_schedule": ("constant", "linear", "cosine"),
 }
 """Fields restricted to a fixed set of values."""
+TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")
+"""Experiment trackers `train.report_to` may name (each an optional extra: `pip install othinklab[NAME]`)."""
 
 
 def _validate(cfg: Config, where: str) -> None:
@@ -223,6 +244,7 @@ def _validate(cfg: Config, where: str) -> None:
         ("grpo.num_generations", cfg.grpo.num_generations >= 2, "G must be at least 2"),
         ("grpo.prompts_per_step", cfg.grpo.prompts_per_step >= 1, "must be at least 1"),
         ("grpo.epsilon", 0 < cfg.grpo.epsilon < 1, "must be in (0, 1)"),
+        ("grpo.epsilon_high", cfg.grpo.epsilon_high >= 0, "must be >= 0 (0 = same as grpo.epsilon)"),
         ("grpo.num_iterations", cfg.grpo.num_iterations >= 1, "must be at least 1"),
         ("grpo.temperature", cfg.grpo.temperature > 0, "must be > 0"),
         ("grpo.top_p", 0 < cfg.grpo.top_p <= 1, "must be in (0, 1]"),
@@ -244,6 +266,9 @@ def _validate(cfg: Config, where: str) -> None:
         ("train.save_every", cfg.train.save_every >= 0, "must be >= 0"),
         ("train.keep_checkpoints", cfg.train.keep_checkpoints >= 1, "must be at least 1"),
         ("train.max_nonfinite_steps", cfg.train.max_nonfinite_steps >= 0, "must be >= 0"),
+        ("train.report_to", set(cfg.train.report_to) <= set(TRACKERS) | {"none"}, f"choose from {', '.join(TRACKERS)}"),
+        ("train.eval_every", cfg.train.eval_every >= 0, "must be >= 0 (0 = off)"),
+        ("train.eval_prompts", cfg.train.eval_prompts >= 1, "must be at least 1"),
         ("task.num_train", cfg.task.num_train >= 0, "must be >= 0"),
         ("task.num_eval", cfg.task.num_eval >= 1, "must be at least 1"),
         ("eval.num_samples", cfg.eval.num_samples >= 1, "must be at least 1"),

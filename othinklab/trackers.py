@@ -1,0 +1,214 @@
+"""Experiment trackers (`train.report_to`): every metrics row also goes to TensorBoard, trackio, W&B or MLflow.
+
+Why: users from TRL and EasyR1 watch runs in the tracker they already use (TensorBoard where W&B is blocked).
+`metrics.jsonl` stays the source of truth: trackers get a copy of each row, a tracker that fails mid-run is
+warned about once and dropped (training goes on), and plots read the JSONL as before.
+
+Names are mapped to TRL's `GRPOTrainer` names where TRL logs the same quantity, so a dashboard built for a
+TRL run lines up; like transformers' callbacks, training keys get a `train/` prefix and `eval/` keys keep
+theirs. Keys without a TRL counterpart keep their own name (`train/kl/beta`, `train/advantage/max`, ...).
+The x axis is the row's `step` (optimizer steps completed before the row's update), as in the JSONL.
+
+| othinklab (`metrics.jsonl`) | tracker key (TRL name)              |
+|-----------------------------|-------------------------------------|
+| reward/total                | train/reward                        |
+| reward/std                  | train/reward_std                    |
+| reward/accuracy             | train/rewards/accuracy/mean         |
+| reward/format               | train/rewards/format/mean           |
+| groups/zero_spread          | train/frac_reward_zero_std          |
+| kl/value                    | train/kl                            |
+| completion/length           | train/completions/mean_length       |
+| completion/truncated        | train/completions/clipped_ratio     |
+| clip/fraction               | train/clip_ratio/region_mean        |
+| loss/total                  | train/loss                          |
+| loss/policy                 | train/policy_loss                   |
+| grad/norm                   | train/grad_norm                     |
+| lr                          | train/learning_rate                 |
+| eval/...                    | eval/... (unchanged)                |
+| anything else, e.g. kl/beta | train/kl/beta                       |
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from othinklab.errors import UserError
+
+log = logging.getLogger("othinklab")
+
+TRL_NAMES: dict[str, str] = {
+    "reward/total": "reward",
+    "reward/std": "reward_std",
+    "reward/accuracy": "rewards/accuracy/mean",
+    "reward/format": "rewards/format/mean",
+    "groups/zero_spread": "frac_reward_zero_std",
+    "kl/value": "kl",
+    "completion/length": "completions/mean_length",
+    "completion/truncated": "completions/clipped_ratio",
+    "clip/fraction": "clip_ratio/region_mean",
+    "loss/total": "loss",
+    "loss/policy": "policy_loss",
+    "grad/norm": "grad_norm",
+    "lr": "learning_rate",
+}
+"""Our metric name -> TRL GRPOTrainer's name for the same quantity (the table above)."""
+
+PACKAGES = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb", "mlflow": "mlflow"}
+"""Tracker -> the module that must be importable (each is an extra of the same name)."""
+
+
+def tracker_key(name: str) -> str:
+    """The key a metrics-row entry is logged under in trackers.
+
+    >>> tracker_key("reward/total"), tracker_key("kl/beta"), tracker_key("eval/greedy_accuracy")
+    ('train/reward', 'train/kl/beta', 'eval/greedy_accuracy')
+    """
+    if name.startswith("eval/"):
+        return name
+    return "train/" + TRL_NAMES.get(name, name)
+
+
+def tracker_scalars(row: dict[str, Any]) -> dict[str, float]:
+    """The finite numeric entries of a metrics row under their tracker keys (`step` is the x axis, not a value)."""
+    out = {}
+    for k, v in row.items():
+        if k == "step" or isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            continue
+        out[tracker_key(k)] = float(v)
+    return out
+
+
+def check_installed(names: tuple[str, ...] | list[str]) -> list[str]:
+    """The chosen trackers (`none` dropped); a missing package is a `UserError` naming the extra to install."""
+    chosen = [n for n in names if n != "none"]
+    for name in chosen:
+        if name not in PACKAGES:
+            raise UserError(f"train.report_to: unknown tracker {name!r}; choose from {', '.join(PACKAGES)}")
+        if importlib.util.find_spec(PACKAGES[name]) is None:
+            raise UserError(
+                f"train.report_to includes {name!r} but the {PACKAGES[name]} package is not installed; install it "
+                f"with `pip install 'othinklab[{name}]'` (or `pip install {PACKAGES[name]}`), or drop it from "
+                "train.report_to"
+            )
+    return chosen
+
+
+class _TensorBoard:
+    def __init__(self, run_dir: Path, run_name: str, config: dict[str, Any]):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.logdir = run_dir / "tensorboard"
+        self.writer = SummaryWriter(log_dir=str(self.logdir))
+
+    def log(self, scalars: dict[str, float], step: int) -> None:
+        for k, v in scalars.items():
+            self.writer.add_scalar(k, v, global_step=step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _Trackio:
+    def __init__(self, run_dir: Path, run_name: str, config: dict[str, Any]):
+        import trackio
+
+        self.trackio = trackio
+        project = os.environ.get("TRACKIO_PROJECT", "othinklab")
+        self.run = trackio.init(project=project, name=run_name, config=config, resume="allow")
+
+    def log(self, scalars: dict[str, float], step: int) -> None:
+        self.trackio.log(scalars, step=step)
+
+    def close(self) -> None:
+        self.trackio.finish()
+
+
+class _Wandb:
+    def __init__(self, run_dir: Path, run_name: str, config: dict[str, Any]):
+        import wandb
+
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "othinklab"),
+            name=run_name,
+            config=config,
+            dir=str(run_dir),
+            reinit="finish_previous",
+        )
+
+    def log(self, scalars: dict[str, float], step: int) -> None:
+        self.run.log(scalars, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class _MLflow:
+    def __init__(self, run_dir: Path, run_name: str, config: dict[str, Any]):
+        import mlflow
+
+        self.mlflow = mlflow
+        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "othinklab"))
+        self.run = mlflow.start_run(run_name=run_name)
+        flat = {f"{s}.{k}": str(v)[:500] for s, sec in config.items() for k, v in sec.items()}
+        mlflow.log_params(flat)
+
+    def log(self, scalars: dict[str, float], step: int) -> None:
+        self.mlflow.log_metrics(scalars, step=step)
+
+    def close(self) -> None:
+        self.mlflow.end_run()
+
+
+_BACKENDS = {"tensorboard": _TensorBoard, "trackio": _Trackio, "wandb": _Wandb, "mlflow": _MLflow}
+
+
+class Trackers:
+    """The chosen trackers of one run: `log(row)` per metrics row, `close()` at the end (also on errors).
+
+    Where each one writes: TensorBoard event files in `<run_dir>/tensorboard/`; trackio its local store
+    (project `$TRACKIO_PROJECT`, default `othinklab`); W&B project `$WANDB_PROJECT` (default `othinklab`,
+    `WANDB_MODE=offline` writes under `<run_dir>/wandb/`); MLflow `$MLFLOW_TRACKING_URI` (default `./mlruns`),
+    experiment `$MLFLOW_EXPERIMENT_NAME` (default `othinklab`).
+    """
+
+    def __init__(self, names: tuple[str, ...] | list[str], run_dir: str | Path, run_name: str, config: dict[str, Any]):
+        self.names = check_installed(names)
+        self.active: dict[str, Any] = {}
+        try:
+            for name in self.names:
+                self.active[name] = _BACKENDS[name](Path(run_dir), run_name, config)
+        except UserError:
+            self.close()
+            raise
+        except Exception as exc:  # noqa: BLE001 - a tracker that cannot start is the user's setup to fix
+            self.close()
+            raise UserError(f"train.report_to: {name} could not start ({type(exc).__name__}: {exc})") from None
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Send one metrics row; a tracker that raises is warned about once and dropped."""
+        if not self.active:
+            return
+        scalars, step = tracker_scalars(row), int(row.get("step", 0))
+        for name in list(self.active):
+            try:
+                self.active[name].log(scalars, step)
+            except Exception as exc:  # noqa: BLE001 - metrics.jsonl already has the row
+                log.warning("tracker %s failed at step %d (%s); it is dropped, metrics.jsonl goes on", name, step, exc)
+                self._close_one(name)
+
+    def _close_one(self, name: str) -> None:
+        backend = self.active.pop(name)
+        try:
+            backend.close()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("tracker %s did not close cleanly (%s)", name, exc)
+
+    def close(self) -> None:
+        for name in list(self.active):
+            self._close_one(name)

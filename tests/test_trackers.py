@@ -1,0 +1,113 @@
+"""Trackers (`train.report_to`): rows written to each tracker and read back from its own store, offline."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from othinklab.errors import UserError
+from othinklab.trackers import TRL_NAMES, Trackers, check_installed, tracker_key, tracker_scalars
+
+ROWS = [
+    {"step": 0, "reward/total": 0.5, "kl/beta": 0.04, "kl/value": 0.0, "lr": 1e-4, "grad/norm": float("nan")},
+    {"step": 1, "reward/total": 0.75, "kl/beta": 0.05, "kl/value": 0.01, "lr": 1e-4, "eval/greedy_accuracy": 0.25},
+]
+CONFIG = {"train": {"total_steps": 2, "report_to": ["tensorboard"]}, "kl": {"schedule": "grpo_d"}}
+
+
+def test_tracker_keys_follow_trl():
+    assert tracker_key("reward/total") == "train/reward"
+    assert tracker_key("kl/value") == "train/kl"
+    assert tracker_key("completion/truncated") == "train/completions/clipped_ratio"
+    assert tracker_key("kl/beta") == "train/kl/beta"
+    assert tracker_key("eval/sampled_accuracy") == "eval/sampled_accuracy"
+    # every mapped name is a real metric name
+    from othinklab.metrics import METRICS
+
+    assert set(TRL_NAMES) <= set(METRICS)
+    s = tracker_scalars({"step": 3, "reward/total": 1, "grad/norm": float("inf"), "x": None, "flag": True})
+    assert s == {"train/reward": 1.0}
+
+
+def test_missing_package_names_the_extra(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "wandb" else real(n, *a))
+    with pytest.raises(UserError, match=r"othinklab\[wandb\]"):
+        check_installed(("wandb",))
+    assert check_installed(("none",)) == []
+
+
+def test_tensorboard_scalars_read_back(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    t = Trackers(["tensorboard"], tmp_path, "run", CONFIG)
+    for row in ROWS:
+        t.log(row)
+    t.close()
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/reward", "train/kl/beta", "train/kl", "train/learning_rate", "eval/greedy_accuracy"} <= tags
+    assert "train/grad_norm" not in tags  # the only value was NaN: not logged
+    rewards = [(e.step, e.value) for e in acc.Scalars("train/reward")]
+    assert rewards == [(0, 0.5), (1, 0.75)]
+    assert [(e.step, e.value) for e in acc.Scalars("eval/greedy_accuracy")] == [(1, 0.25)]
+
+
+def test_trackio_offline(tmp_path, monkeypatch):
+    pytest.importorskip("trackio")
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRACKIO_PROJECT", "othinklab-test")
+    t = Trackers(["trackio"], tmp_path, "run-a", CONFIG)
+    for row in ROWS:
+        t.log(row)
+    t.close()
+    from trackio.sqlite_storage import SQLiteStorage
+
+    logs = SQLiteStorage.get_logs(project="othinklab-test", run="run-a")
+    assert [r["train/reward"] for r in logs] == [0.5, 0.75]
+
+
+def test_wandb_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    t = Trackers(["wandb"], tmp_path, "run-w", CONFIG)
+    for row in ROWS:
+        t.log(row)
+    run = t.active["wandb"].run
+    t.close()
+    assert run.summary["train/reward"] == 0.75
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_mlflow_local_file_store(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    t = Trackers(["mlflow"], tmp_path, "run-m", CONFIG)
+    run_id = t.active["mlflow"].run.info.run_id
+    for row in ROWS:
+        t.log(row)
+    t.close()
+    history = mlflow.MlflowClient().get_metric_history(run_id, "train/reward")
+    assert [(m.step, m.value) for m in history] == [(0, 0.5), (1, 0.75)]
+
+
+def test_failing_tracker_is_dropped_not_fatal(tmp_path, caplog):
+    pytest.importorskip("tensorboard")
+    t = Trackers(["tensorboard"], tmp_path, "run", CONFIG)
+    t.active["tensorboard"].writer.close()
+
+    def boom(*a, **k):
+        raise OSError("disk gone")
+
+    t.active["tensorboard"].log = boom
+    t.log(ROWS[0])
+    assert t.active == {}
+    assert "dropped" in caplog.text
+    t.close()

@@ -1,4 +1,4 @@
-"""GRPO's core math: group advantages (Eq. 2), per-token log-probs, the clipped surrogate loss (Eq. 4).
+"""GRPO's core math: group advantages (Eq. 2) and the clipped surrogate loss (Eq. 4); log-probs are in `logprobs`.
 
 Why: this is the whole algorithm minus generation and rewards, kept separate from the training loop
 (spinningup style) so each piece is testable alone on tiny tensors.
@@ -8,8 +8,14 @@ Simplified versus the paper / R1-V:
   unbiased std (`torch.std`), so a constant-reward group gets zero advantages.
 - `old_logp=None` means one policy update per generation batch (R1-V): the ratio is 1 in value but
   keeps its gradient, so the surrogate's gradient is `A * grad logp`.
-- `aggregation="token"` (DAPO-style sum over all tokens / number of tokens) is offered next to the
+- `aggregation="token"` (DAPO-style sum over all tokens / number of tokens) and `"dr_grpo"` (Dr. GRPO:
+  sum over tokens / (completions x max completion length), no length bias) are offered next to the
   paper's per-sequence mean.
+- `scale="batch"` / `"none"` in `group_advantages` (Dr. GRPO drops the std division, which up-weights
+  near-constant groups) next to the paper's per-group std; `epsilon_high` (DAPO's clip-higher) lets the
+  upper ratio bound differ from the lower one.
+- Clipping does nothing while `num_iterations` is 1: the ratio is exactly 1 then, so `epsilon` and
+  `epsilon_high` only matter when a generation batch is reused for several updates.
 """
 
 from __future__ import annotations
@@ -18,20 +24,35 @@ import torch
 
 from othinklab.kl import kl_estimate
 
-AGGREGATIONS = ("sequence", "token")
+AGGREGATIONS = ("sequence", "token", "dr_grpo")
+SCALES = ("group", "batch", "none")
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
-    """`(r - mean_g) / (std_g + eps)` within consecutive groups of `group_size` (Eq. 2).
+def group_advantages(
+    rewards: torch.Tensor, group_size: int, eps: float = 1e-4, scale: str = "group"
+) -> torch.Tensor:
+    """`(r - mean_g) / (std + eps)` within consecutive groups of `group_size` (Eq. 2).
+
+    `scale`: `"group"` divides by each group's std (the paper's, Eq. 2); `"batch"` by the std of all of
+    `rewards` (one number, so groups keep their relative spread); `"none"` only centres (Dr. GRPO).
 
     >>> [round(a, 4) for a in group_advantages(torch.tensor([1.0, 1.0, 0.0, 2.0]), 2).tolist()]
     [0.0, 0.0, -0.7071, 0.7071]
+    >>> group_advantages(torch.tensor([1.0, 1.0, 0.0, 2.0]), 2, scale="none").tolist()
+    [0.0, 0.0, -1.0, 1.0]
     """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     rewards = torch.as_tensor(rewards, dtype=torch.float32).flatten()
     if group_size < 1 or rewards.numel() % group_size != 0:
         raise ValueError(f"rewards ({rewards.numel()}) must split into groups of group_size={group_size}")
     grouped = rewards.view(-1, group_size)
     mean = grouped.mean(dim=1, keepdim=True)
+    if scale == "none":
+        return (grouped - mean).flatten()
+    if scale == "batch":
+        std = rewards.std() if rewards.numel() > 1 else torch.zeros(())
+        return ((grouped - mean) / (std + eps)).flatten()
     std = grouped.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)
     return ((grouped - mean) / (std + eps)).flatten()
 
@@ -52,32 +73,54 @@ def zero_spread_fraction(rewards: torch.Tensor, group_size: int) -> float:
     return same.float().mean().item()
 
 
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, chunk_size: int = 4) -> torch.Tensor:
-    """`log_softmax(logits)[labels]` in float32, `chunk_size` rows at a time; differentiable.
+def token_mean_weights(local_tokens: list[float], global_tokens: float, world: int = 1) -> list[float]:
+    """Weights `w_b` that turn per-part token means into one global token mean (`aggregation="token"`).
 
-    Never materialises a full-vocabulary float32 tensor for the whole batch: only for one chunk.
+    A batch split over `world` processes (DDP averages their gradients) and over accumulation steps
+    (whose losses are summed) gives each part the mean over *its* tokens; `sum_b w_b * loss_b`, averaged
+    over processes, equals the mean over all `global_tokens` when `w_b = n_b * world / global_tokens`.
 
-    >>> logits = torch.tensor([[[0.0, 0.0]]]); token_logprobs(logits, torch.tensor([[1]])).tolist()
-    [[-0.6931471824645996]]
+    >>> token_mean_weights([3.0, 1.0], 4.0)
+    [0.75, 0.25]
     """
-    if logits.shape[:-1] != labels.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} do not match")
-    chunk_size = max(1, int(chunk_size))
-    out = []
-    for start in range(0, logits.shape[0], chunk_size):
-        chunk = logits[start : start + chunk_size].float()
-        idx = labels[start : start + chunk_size].long().unsqueeze(-1)
-        out.append(chunk.gather(-1, idx).squeeze(-1) - torch.logsumexp(chunk, dim=-1))
-    if not out:
-        return logits.new_zeros(labels.shape, dtype=torch.float32)
-    return torch.cat(out, dim=0)
+    total = max(float(global_tokens), 1.0)
+    return [float(n) * world / total for n in local_tokens]
 
 
-def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, aggregation: str) -> torch.Tensor:
-    """Masked mean: per-sequence then over sequences ("sequence", Eq. 4) or over all tokens ("token")."""
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean of `values` over the tokens where `mask` is 1 (0.0 when there are none), e.g. policy entropy.
+
+    >>> masked_mean(torch.tensor([[1.0, 3.0], [5.0, 7.0]]), torch.tensor([[1, 1], [1, 0]]))
+    3.0
+    """
+    m = mask.to(values.dtype)
+    return float((values * m).sum() / m.sum().clamp(min=1.0))
+
+
+def loss_mask(completion_mask: torch.Tensor, truncated: torch.Tensor, mask_truncated: bool = False) -> torch.Tensor:
+    """The tokens that carry loss: `completion_mask`, with truncated completions zeroed when asked (DAPO).
+
+    A completion cut at the length limit never reached its answer, so its reward says little about its
+    tokens; masking it keeps it out of the gradient (it still counts as a completion in the group).
+
+    >>> loss_mask(torch.ones(2, 2), torch.tensor([False, True]), True).tolist()
+    [[1.0, 1.0], [0.0, 0.0]]
+    """
+    if not mask_truncated:
+        return completion_mask
+    keep = (~truncated.bool()).to(completion_mask.dtype).unsqueeze(1)
+    return completion_mask * keep
+
+
+def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, aggregation: str, max_length: int | None) -> torch.Tensor:
+    """Masked reduction: per-sequence mean then mean ("sequence", Eq. 4), sum over all tokens / token count
+    ("token"), or sum over all tokens / (rows x max_length) ("dr_grpo")."""
     if aggregation == "sequence":
         per_seq = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         return per_seq.mean()
+    if aggregation == "dr_grpo":
+        length = mask.shape[1] if max_length is None else max_length
+        return (per_token * mask).sum() / max(1, mask.shape[0] * length)
     return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
 
 
@@ -91,16 +134,22 @@ def grpo_loss(
     epsilon: float = 0.2,
     kl_kind: str = "k3",
     aggregation: str = "sequence",
+    epsilon_high: float | None = None,
+    max_length: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO loss (Eq. 4, to minimise) and float stats.
 
-    Per token: `-(min(rho * A, clip(rho, 1 - eps, 1 + eps) * A) - beta * KL)` with `rho =
+    Per token: `-(min(rho * A, clip(rho, 1 - eps, 1 + eps_high) * A) - beta * KL)` with `rho =
     exp(logp - old_logp)`; `logp, old_logp, ref_logp, mask` are `(B, T)`, `advantages` is `(B,)`.
-    Stats: `loss/policy`, `loss/kl` (beta * KL part), `kl/value` (mean masked per-token KL, whenever
-    `ref_logp` is given), `clip/fraction` (masked tokens where clipping is active), `ratio/mean`.
+    `epsilon_high=None` means `epsilon` (symmetric, the paper's); `max_length` is the `dr_grpo`
+    denominator's length (the configured maximum; `None` = `T`). Stats: `loss/policy`, `loss/kl`
+    (beta * KL part), `kl/value` (mean masked per-token KL, whenever `ref_logp` is given),
+    `clip/fraction` (masked tokens where clipping is active) split into `clip/low_fraction` (rho below
+    1 - eps with A < 0) and `clip/high_fraction` (rho above 1 + eps_high with A > 0), `ratio/mean`.
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    eps_high = epsilon if epsilon_high is None else epsilon_high
     if ref_logp is None and beta != 0:
         raise ValueError(f"ref_logp is required when beta != 0 (beta={beta!r})")
     if logp.dim() != 2 or mask.shape != logp.shape or advantages.shape != logp.shape[:1]:
@@ -113,9 +162,9 @@ def grpo_loss(
         old_logp = logp.detach()
     adv = advantages.to(logp.dtype).unsqueeze(1)
     ratio = torch.exp(logp - old_logp)
-    clipped_ratio = torch.clamp(ratio, 1 - epsilon, 1 + epsilon)
+    clipped_ratio = torch.clamp(ratio, 1 - epsilon, 1 + eps_high)
     surrogate = torch.min(ratio * adv, clipped_ratio * adv)
-    policy_loss = _aggregate(-surrogate, mask, aggregation)
+    policy_loss = _aggregate(-surrogate, mask, aggregation, max_length)
 
     kl_value = 0.0
     kl_loss = torch.zeros((), dtype=logp.dtype, device=logp.device)
@@ -124,19 +173,22 @@ def grpo_loss(
         with torch.no_grad():
             kl_value = ((kl * mask).sum() / mask.sum().clamp(min=1.0)).item()
         if beta != 0:
-            kl_loss = beta * _aggregate(kl, mask, aggregation)
+            kl_loss = beta * _aggregate(kl, mask, aggregation, max_length)
     loss = policy_loss + kl_loss
 
     with torch.no_grad():
         n_tok = mask.sum().clamp(min=1.0)
-        # Clipping is active where the clipped term is the smaller one: rho > 1+eps with A > 0, rho < 1-eps
+        # Clipping is active where the clipped term is the smaller one: rho > 1+eps_high with A > 0, rho < 1-eps
         # with A < 0 (there the gradient through rho is zero).
-        is_clipped = ((ratio > 1 + epsilon) & (adv > 0)) | ((ratio < 1 - epsilon) & (adv < 0))
+        high = ((ratio > 1 + eps_high) & (adv > 0)).to(mask.dtype) * mask
+        low = ((ratio < 1 - epsilon) & (adv < 0)).to(mask.dtype) * mask
         stats = {
             "loss/policy": policy_loss.item(),
             "loss/kl": kl_loss.item(),
             "kl/value": kl_value,
-            "clip/fraction": ((is_clipped.to(mask.dtype) * mask).sum() / n_tok).item(),
+            "clip/fraction": ((high + low).sum() / n_tok).item(),
+            "clip/low_fraction": (low.sum() / n_tok).item(),
+            "clip/high_fraction": (high.sum() / n_tok).item(),
             "ratio/mean": ((ratio * mask).sum() / n_tok).item(),
         }
     return loss, stats

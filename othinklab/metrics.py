@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from othinklab.runs import atomic_write
+
 METRICS: dict[str, str] = {
     "step": "optimizer steps completed before this row's update (s in Eq. 3, from 0)",
     "kl/beta": "beta(s) used in this step's loss",
@@ -26,9 +28,13 @@ METRICS: dict[str, str] = {
     "advantage/abs_mean": "mean |A_i| over completions (0 when every group is constant)",
     "advantage/max": "largest advantage in the step",
     "groups/zero_spread": "fraction of groups whose G rewards are all equal (no learning signal)",
+    "groups/zero_spread_accuracy": "fraction of groups whose G accuracy rewards are all equal (all right or all wrong: no accuracy signal)",
     "completion/length": "mean completion length in tokens (stop token included)",
     "completion/truncated": "fraction of completions cut at grpo.max_completion_length",
     "clip/fraction": "fraction of completion tokens where the ratio clip is active (0 while num_iterations=1)",
+    "clip/low_fraction": "fraction of completion tokens clipped at 1 - epsilon (ratio below it, negative advantage)",
+    "clip/high_fraction": "fraction of completion tokens clipped at 1 + epsilon_high (ratio above it, positive advantage)",
+    "policy/entropy": "mean per-token entropy (nats) of the policy's next-token distribution over completion tokens, from the loss pass",
     "ratio/mean": "mean pi_theta / pi_old over tokens (1 while num_iterations=1)",
     "loss/total": "the minimised loss of Eq. 4",
     "loss/policy": "the clipped-surrogate part of the loss",
@@ -116,11 +122,5 @@ def truncate_from_step(path: str | Path, step: int) -> int:
     if not p.exists():
         return 0
     kept = [r for r in read_jsonl(p) if int(r.get("step", -1)) < step]
-    tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r in kept:
-            fh.write(json.dumps(r, default=_json_default) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, p)
+    atomic_write(p, "".join(json.dumps(r, default=_json_default) + "\n" for r in kept), fsync=True)
     return len(kept)

@@ -5,15 +5,23 @@ here is pure (no I/O, no randomness) and never raises on model output: a reward 
 on a weird completion would kill a training run at step 140.
 
 Simplified versus R1-V / the paper:
-- accuracy compares the *extracted* `<answer>` contents (last complete tag wins) with the solution's,
-  first by normalised string, then by cheap float comparison, then by math-verify (symbolic); R1-V
-  tries math-verify on the whole completion first. Answers longer than `MAX_SYMBOLIC_CHARS` are only
-  string-compared, and any math-verify error or timeout counts as "not equal".
+- accuracy compares the *extracted* `<answer>` contents with the solution's, first by normalised string,
+  then by cheap float comparison, then by math-verify (symbolic); R1-V tries math-verify on the whole
+  completion first. Answers longer than `MAX_SYMBOLIC_CHARS` are only string-compared, and any
+  math-verify error or timeout counts as "not equal".
+- when a completion holds several `<answer>` tags, the **last** complete one counts (R1-V's
+  `re.search` takes the first). R1-V's format check accepts such completions (its `.*?` can span a
+  closing tag), so one tag has to be chosen; the last is the model's final word when it restates or
+  corrects itself, which is what a human grader would read as its answer.
+- both sides are normalised before comparing (`normalize_answer`): R1-V's GeoQA test writes roots as
+  `√{3}` (about 60 of its 754 gold answers), π as a symbol and lengths with units (`8cm`, `9米`); a
+  model writing `2\\sqrt{3}`, `2\\pi` or `8` is right and scores 1.
 - math-verify's timeouts use `signal.alarm`, which only works in the main thread; off the main thread
   (data-loader workers, thread pools) we parse without a timeout and rely on cheap guards instead:
   answers that are long, deeply nested, power towers or factorials are string-compared only.
-- format uses R1-V's regex with `re.fullmatch` on the stripped completion, so trailing text after
-  `</answer>` fails (R1-V's `re.match` accepts it).
+- format: R1-V's regex matched against the *whole* completion, as R1-V does since 2025-02-07
+  (`re.fullmatch`; before that `re.match` accepted trailing text). We strip surrounding whitespace
+  first, which R1-V does not.
 """
 
 from __future__ import annotations
@@ -42,6 +50,13 @@ _DECORATIONS = re.compile(
     re.IGNORECASE,
 )
 _TEXT_WRAPPERS = re.compile(r"\\(?:text|mathrm|mbox)\s*\{([^{}]*)\}")
+_UNITS = re.compile(
+    r"(?:(?<=[\d}\)π])|(?<=\\pi))\s*(?:平方米|平方厘米|厘米|千米|公里|海里|小时|分钟|米|秒|km|cm|mm|dm|m)"
+    r"(?:\^\{?[23]\}?\^?|[²³])?$"
+)
+"""A length/area/time unit ending a numeric answer (GeoQA writes `8cm`, `9米`, `27cm^{2}`, `2√{15}米`)."""
+_ROOT_BRACED = re.compile(r"√\s*\{")
+_ROOT_BARE = re.compile(r"(?:√|\\sqrt)\s*(\d+(?:\.\d+)?)")
 
 
 def extract_answer(text: Any) -> str | None:
@@ -76,12 +91,24 @@ def format_reward(text: Any) -> float:
 
 
 @functools.lru_cache(maxsize=65536)
-def _clean(s: str) -> str:
-    """Whitespace-collapsed answer without `$`, `\\text{}`, degree signs or a trailing full stop."""
+def normalize_answer(s: str) -> str:
+    """One spelling per answer: no `$`, `\\text{}`, degree signs, trailing units or full stop; roots as
+    `\\sqrt{..}`, π as `\\pi`, `\\dfrac` as `\\frac`; whitespace collapsed.
+
+    >>> normalize_answer("2√{3}"), normalize_answer("√5"), normalize_answer("2\\\\sqrt 3 cm")
+    ('2\\\\sqrt{3}', '\\\\sqrt{5}', '2\\\\sqrt{3}')
+    >>> normalize_answer("27cm^{2}"), normalize_answer("(√{3}+1)小时"), normalize_answer("65π"), normalize_answer("40°")
+    ('27', '(\\\\sqrt{3}+1)', '65\\\\pi', '40')
+    """
     s = _TEXT_WRAPPERS.sub(r"\1", s.strip())
     s = _DECORATIONS.sub("", s)
     s = s.replace("$", "").strip().rstrip(".").strip()
+    s = _UNITS.sub("", s).strip()
+    s = _ROOT_BRACED.sub(r"\\sqrt{", s)
+    s = _ROOT_BARE.sub(r"\\sqrt{\1}", s)
+    s = s.replace("π", "\\pi").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     return " ".join(s.split())
+
 
 
 @functools.lru_cache(maxsize=65536)
@@ -142,8 +169,8 @@ def answers_equal(pred: str, gold: str) -> bool:
     """
     if len(pred) > MAX_SYMBOLIC_CHARS or len(gold) > MAX_SYMBOLIC_CHARS:  # no cache, no parser
         return " ".join(pred.lower().split()) == " ".join(gold.lower().split())
-    p, g = _clean(pred), _clean(gold)
-    if p.lower() == g.lower():
+    p, g = normalize_answer(pred), normalize_answer(gold)
+    if p.lower() == g.lower() or p.replace(" ", "").lower() == g.replace(" ", "").lower():
         return True
     if not p or not g or not (_parser_safe(p) and _parser_safe(g)):
         return False

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,7 @@ from othinklab.rewards import (
     answers_equal,
     extract_answer,
     format_reward,
+    normalize_answer,
     score,
     total_reward,
 )
@@ -188,3 +191,42 @@ def test_works_off_main_thread():
     thread.start()
     thread.join()
     assert results == [1.0, 1.0, 0.0, 0.0, 0.0]
+
+
+# Real gold answers from R1-V's GeoQA test file (row number and `ground_truth`), and how a model may spell them.
+GEOQA_GOLD = {
+    json.loads(line)["ground_truth"]: json.loads(line)["row"]
+    for line in (Path(__file__).parent / "data" / "geoqa_test_gold_excerpt.jsonl").read_text().splitlines()
+}
+SPELLINGS = {
+    "2√{3}": ["2\\sqrt{3}", "2 \\sqrt{3}", "\\sqrt{12}", "2\\sqrt 3"],
+    "√{3}": ["\\sqrt{3}", "\\sqrt3"],
+    "\\frac{√{3}}{2}": ["\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt{3}"],
+    "2√{15}米": ["2\\sqrt{15}", "2\\sqrt{15} m"],
+    "9πcm^{2}": ["9\\pi", "9π", "9\\pi cm^2"],
+    "16π平方米": ["16\\pi"],
+    "8cm": ["8", "8 cm", "8.0"],
+    "9米": ["9", "9m"],
+    "(√{3}+1)小时": ["\\sqrt{3}+1", "1+\\sqrt{3}"],
+    "\\frac{24}{5}cm": ["\\frac{24}{5}", "4.8", "\\dfrac{24}{5}"],
+    "140°": ["140", "140^\\circ"],
+    "5cm^2^": ["5"],
+    "400cm²": ["400"],
+    "\\frac{2√{5}}{5}": ["\\frac{2\\sqrt{5}}{5}", "\\frac{2}{\\sqrt{5}}"],
+    "6√{3}海里": ["6\\sqrt{3}"],
+    "2π": ["2\\pi"],
+}
+WRONG = {"2√{3}": "3\\sqrt{2}", "8cm": "9", "2π": "2", "16π平方米": "16", "\\frac{24}{5}cm": "24", "√{3}": "3"}
+
+
+@pytest.mark.parametrize("gold", sorted(SPELLINGS))
+def test_geoqa_notations_score_like_their_value(gold):
+    assert gold in GEOQA_GOLD  # every case is a real GeoQA test answer
+    for pred in SPELLINGS[gold] + [gold]:
+        assert accuracy_reward(f"<think>.</think><answer>{pred}</answer>", f"<answer>{gold}</answer>") == 1.0, pred
+    if gold in WRONG:
+        assert accuracy_reward(f"<answer>{WRONG[gold]}</answer>", gold) == 0.0
+
+
+def test_units_are_only_stripped_after_a_number():
+    assert normalize_answer("8cm") == "8" and normalize_answer("am") == "am" and normalize_answer("x m") == "x m"

@@ -28,8 +28,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format othinklab tests benchmarks
 	$(VENV)/bin/ruff check --fix othinklab tests benchmarks
 
-notebooks: $(STAMP)  # rewrite notebooks 03-05 (stripped) from notebooks/make_notebooks.py
-	$(PY) notebooks/make_notebooks.py
+# notebooks/NN_*.py (jupytext percent format) are the sources; the .ipynb beside each is generated from it and
+# stripped of outputs. --update keeps the cells' ids, so an unchanged source gives an unchanged .ipynb.
+notebooks: $(STAMP)
+	$(VENV)/bin/jupytext --update --to ipynb notebooks/[0-9]*.py
+	$(VENV)/bin/jupyter nbconvert --clear-output --inplace notebooks/[0-9]*.ipynb
 
 clean-venv:
 	rm -rf $(VENV)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+NOTEBOOK_DIR = Path(__file__).parent.parent / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9]*.py"))
 
 
 def test_notebooks_exist_and_are_stripped():
@@ -22,7 +24,7 @@ def test_notebooks_exist_and_are_stripped():
 
 def test_notebooks_follow_the_house_layout():
     """Each says at the top what it teaches, its CPU time and what changes on a GPU; ends with asserts that
-    print "all checks passed", then "try this" exercises; 03-05 match their generator."""
+    print "all checks passed", then "try this" exercises."""
     import nbformat
 
     names = [p.name for p in NOTEBOOKS]
@@ -35,14 +37,35 @@ def test_notebooks_follow_the_house_layout():
         assert "assert " in checks and checks.rstrip().endswith('print("all checks passed")'), path.name
         assert last.startswith("## Try this"), path.name
 
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_notebooks", NOTEBOOKS[0].parent / "make_notebooks.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    for name, cells in gen.NOTEBOOKS.items():
-        nb = nbformat.read(NOTEBOOKS[0].parent / name, as_version=4)
-        assert [c.source for c in nb.cells] == [c.source for c in cells], f"{name} differs from make_notebooks.py"
+def _cells(nb) -> list[tuple[str, str]]:
+    """What a reader sees of a notebook: each cell's kind and source (ids, metadata and outputs are noise)."""
+    return [(c.cell_type, c.source) for c in nb.cells]
+
+
+def test_every_notebook_is_generated_from_its_py_source():
+    """The percent-format .py is the file people edit and review; its .ipynb must be what jupytext makes of it.
+    When this fails, run `make notebooks` (or edit the .py, not the .ipynb)."""
+    import jupytext
+    import nbformat
+
+    assert [p.stem for p in SOURCES] == [p.stem for p in NOTEBOOKS], "every notebook needs a paired .py source"
+    for src in SOURCES:
+        assert src.read_text(encoding="utf-8").startswith("# ---\n# jupyter:\n"), f"{src.name}: no jupytext header"
+        want = jupytext.read(src, fmt="py:percent")
+        have = nbformat.read(src.with_suffix(".ipynb"), as_version=4)
+        assert _cells(have) == _cells(want), f"{src.with_suffix('.ipynb').name} drifted from {src.name}: make notebooks"
+        assert have.metadata.get("kernelspec") == want.metadata.get("kernelspec"), src.name
+
+
+def test_the_drift_check_sees_an_edit(tmp_path):
+    """A changed line in the .py alone makes the pair differ (so the check above can fail)."""
+    import jupytext
+
+    src = SOURCES[0]
+    edited = tmp_path / src.name
+    edited.write_text(src.read_text(encoding="utf-8").replace("SEED = 0", "SEED = 1", 1), encoding="utf-8")
+    assert _cells(jupytext.read(edited)) != _cells(jupytext.read(src))
 
 
 @pytest.mark.notebook

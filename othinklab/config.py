@@ -52,7 +52,8 @@ class TaskConfig:
     name: str = "counting"
     """Training task: `counting` or `geometry`."""
     data_path: str = ""
-    """Empty: the seeded synthetic generator. Otherwise an R1-V dataset (save_to_disk dir, parquet, JSONL)."""
+    """Empty: the seeded synthetic generator. Otherwise an R1-V dataset: save_to_disk dir, parquet, JSONL, or a
+    hub id `owner/name[:config][@split]` (e.g. leonardPKU/clevr_cogen_a_train; HF cache and offline mode apply)."""
     image_root: str = ""
     """Directory that relative `image_path` entries of a JSONL dataset are resolved against."""
     num_train: int = 0
@@ -60,11 +61,16 @@ class TaskConfig:
     eval_split: str = ""
     """Split evaluated before and after training; empty = the paper's (counting `ood`, geometry `test`)."""
     eval_data_path: str = ""
-    """R1-V test file (SuperCLEVR-200, GeoQA test) used instead of the synthetic eval split."""
+    """R1-V test file (SuperCLEVR-200, GeoQA test) or hub id (as `data_path`) used instead of the synthetic eval split."""
     num_eval: int = 200
     """Number of held-out prompts evaluated (the paper's SuperCLEVR-200 has 200)."""
     seed: int = 0
     """Seed of the synthetic data stream and of few-shot selection."""
+    prompt: str = "think"
+    """Instruction after each question, in training and evaluation: `think` (R1-V's, the paper's: reason in
+    `<think>`, answer in `<answer>`) or `direct` (the answer alone in `<answer>`). The format reward checks
+    R1-V's `<think>` format, which `direct` asks the model not to write, so `direct` needs
+    `reward.format_weight=0`."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,7 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "task.name": ("counting", "geometry"),
+    "task.prompt": ("think", "direct"),
     "grpo.aggregation": ("sequence", "token", "dr_grpo"),
     "grpo.scale_rewards": ("group", "batch", "none"),
     "kl.schedule": ("none", "constant", "linear", "cosine", "grpo_d", "adaptive"),
@@ -258,6 +265,11 @@ def _validate(cfg: Config, where: str) -> None:
         ("kl.target_kl", cfg.kl.target_kl > 0, "must be > 0"),
         ("kl.horizon", cfg.kl.horizon > 0, "must be > 0"),
         ("reward.format_weight", cfg.reward.format_weight >= 0, "alpha must be >= 0"),
+        (
+            "reward.format_weight",
+            cfg.task.prompt != "direct" or cfg.reward.format_weight == 0,
+            "task.prompt=direct asks for no <think> block, which the format reward would punish; set it to 0",
+        ),
         ("train.total_steps", cfg.train.total_steps >= 1, "must be at least 1"),
         ("train.learning_rate", cfg.train.learning_rate > 0, "must be > 0"),
         ("train.warmup_steps", cfg.train.warmup_steps >= 0, "must be >= 0"),

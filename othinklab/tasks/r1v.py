@@ -98,6 +98,11 @@ def _open_saved_dataset(path: Path) -> _Source:
         raise DataError(
             f"{path}: directory is not a saved dataset (no dataset_dict.json, dataset_info.json or state.json)"
         )
+    return _dataset_source(path, ds)
+
+
+def _dataset_source(path: Path, ds: Any) -> _Source:
+    """A loaded `datasets.Dataset` (saved to disk or from the hub) as a row source."""
     raw = ds.with_format("arrow")  # rows as arrow: image structs stay undecoded bytes
 
     def get(indices: list[int]) -> list[dict[str, Any]]:
@@ -236,7 +241,8 @@ def load_r1v(
     seed: int = 0,
     skip_bad_rows: bool = False,
 ) -> list[Sample]:
-    """Load an R1-V dataset (save_to_disk dir, .parquet or .jsonl) as `Sample`s for `task`.
+    """Load an R1-V dataset (save_to_disk dir, .parquet, .jsonl, or a hub id `owner/name[:config][@split]`
+    through `othinklab.tasks.hub`) as `Sample`s for `task`.
 
     `task` is "counting" or "geometry" and decides answer validation. Relative `image_path`s resolve
     against `image_root`, else the directory holding `path`. `limit` keeps a seeded random subset
@@ -246,8 +252,15 @@ def load_r1v(
         raise DataError(f"unknown R1-V task {task!r}; choose one of {list(TASK_NAMES)}")
     if limit is not None and limit <= 0:
         raise DataError(f"limit must be a positive number of rows, got {limit}")
-    path = Path(path).expanduser()
-    source = _open_source(path)
+    from othinklab.tasks import hub
+
+    if hub.is_hub_id(str(path)):  # `owner/name[:config][@split]` that is not a local path
+        spec = hub.parse_hub_id(str(path))
+        path = Path(str(spec))
+        source = _dataset_source(path, hub.load_hub_dataset(spec))
+    else:
+        path = Path(path).expanduser()
+        source = _open_source(path)
     if source.n_rows == 0:
         raise DataError(f"{path}: dataset is empty (no rows)")
     if source.columns:  # known schema: check columns up front (JSONL rows are also checked one by one)

@@ -1,4 +1,4 @@
-"""`othinklab {demo,train,sft,grid,eval,build-base}`: a thin shim over the package.
+"""`othinklab {demo,train,sft,grid,eval,estimate,build-base}`: a thin shim over the package.
 
 User errors (bad config, bad data, missing files) print one paragraph and exit with code 2, never a
 traceback; anything else is a bug and keeps its traceback.
@@ -107,7 +107,6 @@ def _load_for_eval(run: str | None, model_name: str) -> tuple[Any, Any]:
     from othinklab import checkpoint as ckpt_io
     from othinklab.config import load_config
     from othinklab.models import load_model
-    from othinklab.trainer import load_policy
 
     if not run:
         return load_model(model_name)
@@ -118,9 +117,20 @@ def _load_for_eval(run: str | None, model_name: str) -> tuple[Any, Any]:
     latest = ckpt_io.latest_checkpoint(run_dir / "checkpoints")
     if latest is None:
         raise UserError(f"--run {run!r} has no complete checkpoint yet")
-    model, processor = load_policy(cfg)
+    model, processor = load_model(cfg.model)
     ckpt_io.load_weights(model, latest)
     return model.eval(), processor
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from othinklab.budget import DEVICES, describe, estimate
+    from othinklab.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    est = estimate(cfg, image_size=args.image_size, world_size=args.world_size)
+    print(f"estimate for {args.config or 'the defaults'} (model {cfg.model.name}); nothing loaded or downloaded")
+    print("\n".join(describe(est, DEVICES[args.device] if args.device else None)))
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -131,6 +141,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from othinklab.budget import DEVICES  # no torch: the parser stays quick to build
+
     p = argparse.ArgumentParser(
         prog="othinklab", description="GRPO with dynamic KL (GRPO-D) for vision-language models."
     )
@@ -172,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--image-root", default=None, help="directory the --data file's image_path entries are relative to")
     e.add_argument("--samples", type=int, default=4, help="samples per prompt for sampled accuracy")
     e.set_defaults(func=cmd_eval)
+
+    x = sub.add_parser("estimate", help="peak memory and step time of a config, before loading anything")
+    x.add_argument("--config", default=None, help="YAML file (partial override of the defaults)")
+    x.add_argument("--device", default=None, choices=sorted(DEVICES), help="also say whether it fits and how long")
+    x.add_argument("--image-size", type=int, default=None, help="processed image side in pixels (default: from config)")
+    x.add_argument("--world-size", type=int, default=1, help="processes the prompts are split over")
+    x.add_argument("overrides", nargs="*", help="section.field=value overrides")
+    x.set_defaults(func=cmd_estimate)
 
     b = sub.add_parser("build-base", help="build (or rebuild with --force) the cached tiny base")
     b.add_argument("--seed", type=int, default=0)

@@ -26,7 +26,9 @@ class ModelConfig:
     """`tiny` (embedded partly competent base), `tiny-init` (untrained), a hub id such as
     `Qwen/Qwen2-VL-2B-Instruct`, or a local directory (a saved model or run)."""
     dtype: str = "float32"
-    """Weights and compute dtype: `float32` (CPU), `bfloat16` (GPU, the paper's), `float16`."""
+    """Weights and compute dtype: `float32` (CPU), `bfloat16` (GPU, the paper's), `float16` (GPUs without
+    bfloat16, e.g. T4; needs `lora: true`: adapters, their AdamW state, log-probs and loss stay float32 and
+    the loss is scaled, see `train.loss_scaling`). 4-bit layers compute in this dtype."""
     load_in_4bit: bool = False
     """Quantise the base weights to 4-bit NF4 with bitsandbytes (QLoRA); needs `lora: true`."""
     lora: bool = True
@@ -163,6 +165,9 @@ class TrainConfig:
     """Checkpoint every this many optimizer steps (and at the end); 0 = only at the end."""
     keep_checkpoints: int = 2
     """Complete checkpoints kept on disk (oldest removed only after a newer one is complete)."""
+    loss_scaling: bool = True
+    """Dynamic loss scaling (`torch.amp.GradScaler`) under `model.dtype: float16`, so small gradients do not
+    underflow to 0 in half precision; an overflowing step is skipped and the scale halved. No effect otherwise."""
     max_nonfinite_steps: int = 3
     """Steps in a row whose loss or gradient is NaN/inf that are skipped (no update) before training stops."""
     log_rollouts: bool = True
@@ -287,6 +292,12 @@ def _validate(cfg: Config, where: str) -> None:
         ("eval.max_new_tokens", cfg.eval.max_new_tokens >= 1, "must be at least 1"),
         ("model.lora_r", cfg.model.lora_r >= 1, "must be at least 1"),
         ("model.load_in_4bit", not (cfg.model.load_in_4bit and not cfg.model.lora), "4-bit weights need lora: true"),
+        (
+            "model.dtype",
+            not (cfg.model.dtype == "float16" and not cfg.model.lora),
+            "float16 full fine-tuning would keep weights, gradients and AdamW moments in float16 (updates round "
+            "to 0, moments overflow); use lora: true (adapters stay float32), or bfloat16/float32",
+        ),
         ("sft.steps", cfg.sft.steps >= 1, "must be at least 1"),
     ]
     for key, ok, why in checks:

@@ -1,0 +1,68 @@
+"""Half precision that stays numerically safe: float32 adapters and optimizer state, scaled float16 losses.
+
+Why: GPUs without bfloat16 (the free T4) train in float16, whose range ends at 65,504 and whose smallest
+normal number is 6e-5. The model's weights and activations may be float16; three things must not be:
+- the trainable parameters (LoRA A/B) and hence their gradients and AdamW moments: a float16 update of
+  lr x 1e-3 rounds to nothing next to a weight of 1 (peft already keeps adapters float32; `upcast_trainable`
+  makes sure of it for any model);
+- the log-probs and the loss: `othinklab.logprobs` computes log-softmax in float32 (kept as it is);
+- the gradients flowing back through float16 activations, which underflow to 0 when small: the loss is
+  multiplied by a dynamic scale before `backward` and the gradients divided by it before clipping
+  (`torch.amp.GradScaler`); a step whose scaled gradients overflow is skipped and the scale halved.
+Under float32 and bfloat16 (bfloat16 has float32's range) every function here is a no-op, so those runs
+are bit-identical to runs without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from othinklab.config import Config
+
+
+def upcast_trainable(model: Any) -> int:
+    """Cast trainable float16/bfloat16 parameters to float32 in place; returns how many were cast."""
+    n = 0
+    for p in model.parameters():
+        if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16):
+            p.data = p.data.float()
+            n += 1
+    return n
+
+
+def uses_loss_scaling(cfg: Config) -> bool:
+    """Loss scaling is on for float16 (unless `train.loss_scaling: false`), off for float32/bfloat16."""
+    return cfg.model.dtype == "float16" and cfg.train.loss_scaling
+
+
+def make_scaler(cfg: Config, device: torch.device | str) -> torch.amp.GradScaler:
+    """A GradScaler that is enabled only when `uses_loss_scaling(cfg)`; disabled it passes losses through
+    unchanged and `step` is a plain `optimizer.step()`."""
+    kind = torch.device(device).type
+    return torch.amp.GradScaler(kind, enabled=uses_loss_scaling(cfg))
+
+
+def counts_as_nonfinite(scaler: torch.amp.GradScaler, loss_finite: bool, grad_finite: bool) -> bool:
+    """Whether a skipped step counts towards `train.max_nonfinite_steps`.
+
+    A NaN/inf loss always does. Infinite gradients with a finite loss are, under loss scaling, usually
+    the scale being too high (the scaler halves it and the step is retried on the next batch); they count
+    only once the scale has fallen to 1 or below, where the gradients themselves must be infinite.
+    """
+    if not loss_finite:
+        return True
+    if grad_finite:
+        return False
+    return not (scaler.is_enabled() and scaler.get_scale() > 1.0)
+
+
+def trainable_dtypes(model: Any) -> dict[str, int]:
+    """Count of trainable parameters per dtype name (what `make gpu-check` and the tests inspect)."""
+    out: dict[str, int] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            key = str(p.dtype).replace("torch.", "")
+            out[key] = out.get(key, 0) + p.numel()
+    return out

@@ -1,6 +1,6 @@
 """Held-out evaluation: greedy accuracy (the paper's metric) next to sampled accuracy, with 95% intervals.
 
-Why: at small scale greedy accuracy swings by +-0.1 between evaluations (DESIGN §2), so a single greedy
+Why: at small scale greedy accuracy swings by +-0.1 between evaluations (docs/design.md), so a single greedy
 number hides whether RL moved the policy. Every figure here comes with its eval size and a Wilson
 interval, and sampled accuracy (k samples per prompt at the training temperature) is reported beside it.
 Per-sample records are returned so failures can be inspected.

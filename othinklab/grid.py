@@ -30,7 +30,7 @@ from othinklab.tasks import make_task
 
 EVAL_TASKS = {"counting": "ood", "geometry": "test"}
 KL_SETTINGS = {
-    # method -> train task -> overrides (the paper's settings, PAPER.md)
+    # method -> train task -> overrides (the paper's settings, docs/paper.md)
     "grpo": {
         "counting": ["kl.schedule=constant", "kl.beta=0.04"],
         "geometry": ["kl.schedule=constant", "kl.beta=0.01"],

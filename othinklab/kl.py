@@ -1,4 +1,4 @@
-"""KL-weight schedules beta(s) and per-token KL estimators (PAPER.md Eq. 3 and Eq. 5).
+"""KL-weight schedules beta(s) and per-token KL estimators (docs/paper.md, Eq. 3 and 5).
 
 Why: OThink-MR1's one change to GRPO is a *dynamic* KL weight (GRPO-D): beta falls from
 `(beta_min + beta_max) / 2` to `beta_min` over the first `w = explore_frac * t` steps (explore), then

@@ -1,4 +1,4 @@
-"""Rule-based rewards (PAPER.md Eq. 1): `R = R_acc + alpha * R_format`, as in R1-V.
+"""Rule-based rewards (docs/paper.md, Eq. 1): `R = R_acc + alpha * R_format`, as in R1-V.
 
 Why: GRPO needs a scalar per completion, and the paper uses R1-V's two verifiable rewards. Everything
 here is pure (no I/O, no randomness) and never raises on model output: a reward function that crashes

@@ -1,4 +1,4 @@
-"""GRPO math (PAPER.md Eq. 2 and 4) against hand computations on tiny tensors."""
+"""GRPO math (docs/paper.md, Eq. 2 and 4) against hand computations on tiny tensors."""
 
 from __future__ import annotations
 

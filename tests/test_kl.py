@@ -1,4 +1,4 @@
-"""KL schedules (PAPER.md Eq. 3) and per-token KL estimators (Eq. 5)."""
+"""KL schedules (docs/paper.md, Eq. 3) and per-token KL estimators (Eq. 5)."""
 
 from __future__ import annotations
 

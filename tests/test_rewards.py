@@ -1,4 +1,4 @@
-"""Rewards (PAPER.md Eq. 1): answer extraction, format, accuracy equality, and never raising."""
+"""Rewards (docs/paper.md, Eq. 1): answer extraction, format, accuracy equality, and never raising."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 PROMPT_SUFFIX = " Output the thinking process in <think> </think> and final answer (number) in <answer> </answer> tags."
-"""R1-V's instruction appended to every question (PAPER.md, Reward section)."""
+"""R1-V's instruction appended to every question (docs/paper.md, Reward)."""
 
 
 @dataclass

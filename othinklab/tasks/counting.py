@@ -2,7 +2,7 @@
 
 Simplified versus CLEVR / SuperCLEVR: flat 2-D shapes, each in its own cell of a grid whose cell equals
 one merged visual token of Qwen2-VL (28x28 pixels), because a ~1M-parameter vision tower measurably
-fails to count freely placed objects (DESIGN §2). The `ood` split shifts object size, colour shade,
+fails to count freely placed objects (docs/design.md). The `ood` split shifts object size, colour shade,
 background and question mix, standing in for SuperCLEVR-200.
 """
 

@@ -4,7 +4,7 @@ GeoQA questions state their numbers in text and the figure shows the configurati
 that split, so a small model must *read the figure* to pick the rule (triangle sum, exterior angle,
 supplementary, complementary, vertical angles, isosceles apex, midpoint, square perimeter) and then
 do the arithmetic. Reading angle sizes off pixels is not required: a ~1M-parameter vision tower
-measurably cannot (DESIGN §2). Answers are numbers (degrees or lengths), as in GeoQA's test set.
+measurably cannot (docs/design.md). Answers are numbers (degrees or lengths), as in GeoQA's test set.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ warned about once and dropped (training goes on), and plots read the JSONL as be
 
 Names are mapped to TRL's `GRPOTrainer` names where TRL logs the same quantity, so a dashboard built for a
 TRL run lines up; like transformers' callbacks, training keys get a `train/` prefix and `eval/` keys keep
-theirs. Keys without a TRL counterpart keep their own name (`train/kl/beta`, `train/advantage/max`, ...).
-The x axis is the row's `step` (optimizer steps completed before the row's update), as in the JSONL.
+theirs. Keys without a TRL counterpart keep their name with `/` turned into `_` (`train/advantage_max`,
+`train/loss_kl`), so no key is ever a folder of another (MLflow's file store and W&B panels need that; TRL's
+`kl` and our `kl/beta` would clash). The x axis is the row's `step` (optimizer steps completed before the row's update), as in the JSONL.
 
 | othinklab (`metrics.jsonl`) | tracker key (TRL name)              |
 |-----------------------------|-------------------------------------|
@@ -24,8 +25,9 @@ The x axis is the row's `step` (optimizer steps completed before the row's updat
 | loss/policy                 | train/policy_loss                   |
 | grad/norm                   | train/grad_norm                     |
 | lr                          | train/learning_rate                 |
+| kl/beta                     | train/beta (as othinklab's TRL callback logs it) |
 | eval/...                    | eval/... (unchanged)                |
-| anything else, e.g. kl/beta | train/kl/beta                       |
+| anything else, e.g. loss/kl | train/loss_kl                       |
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ TRL_NAMES: dict[str, str] = {
     "loss/policy": "policy_loss",
     "grad/norm": "grad_norm",
     "lr": "learning_rate",
+    "kl/beta": "beta",
 }
 """Our metric name -> TRL GRPOTrainer's name for the same quantity (the table above)."""
 
@@ -65,12 +68,12 @@ PACKAGES = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"
 def tracker_key(name: str) -> str:
     """The key a metrics-row entry is logged under in trackers.
 
-    >>> tracker_key("reward/total"), tracker_key("kl/beta"), tracker_key("eval/greedy_accuracy")
-    ('train/reward', 'train/kl/beta', 'eval/greedy_accuracy')
+    >>> tracker_key("reward/total"), tracker_key("reward/errors"), tracker_key("eval/greedy_accuracy")
+    ('train/reward', 'train/reward_errors', 'eval/greedy_accuracy')
     """
     if name.startswith("eval/"):
-        return name
-    return "train/" + TRL_NAMES.get(name, name)
+        return "eval/" + name[5:].replace("/", "_")
+    return "train/" + TRL_NAMES.get(name, name.replace("/", "_"))
 
 
 def tracker_scalars(row: dict[str, Any]) -> dict[str, float]:

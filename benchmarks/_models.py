@@ -39,6 +39,7 @@ def ensure_realvocab() -> Path:
     from transformers import AutoModelForImageTextToText
 
     from othinklab import tiny
+    from othinklab.rng import seed_everything
 
     s = REALVOCAB_SPEC
     tokenizer = tiny.build_tokenizer(tiny.SEED)
@@ -47,7 +48,7 @@ def ensure_realvocab() -> Path:
     config.text_config.vocab_size = s["vocab_size"]
     head_dim = s["hidden"] // config.text_config.num_attention_heads  # 64: rotary sections must sum to 32
     config.text_config.rope_parameters["mrope_section"] = [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]
-    tiny.seed_everything(s["seed"])
+    seed_everything(s["seed"])
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -58,7 +59,7 @@ def ensure_realvocab() -> Path:
 def model_path(name: str) -> str:
     """What `othinklab.models.load_model` takes for a benchmark model name."""
     if name == "tiny":
-        from othinklab.tiny import ensure_base
+        from othinklab.warmup import ensure_base
 
         return str(ensure_base())
     if name == "realvocab":
@@ -102,6 +103,7 @@ def ensure_qwen2vl_2b(image_size: int = 448, device: str = "cuda") -> Path:
     from transformers import AutoModelForImageTextToText, Qwen2VLConfig
 
     from othinklab import tiny
+    from othinklab.rng import seed_everything
 
     raw = {k: v for k, v in json.loads(QWEN2VL_2B_CONFIG.read_text()).items() if not k.startswith("_")}
     tokenizer = tiny.build_tokenizer(tiny.SEED)
@@ -118,7 +120,7 @@ def ensure_qwen2vl_2b(image_size: int = 448, device: str = "cuda") -> Path:
         video_token_id=ids["<|video_pad|>"],
     )
     config = Qwen2VLConfig.from_dict(raw)
-    tiny.seed_everything(0)
+    seed_everything(0)
     with torch.device(device):
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
     model.generation_config.eos_token_id = ids["<|im_end|>"]

@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _models import describe, model_path  # noqa: E402
 
+from othinklab.logprobs import repeat_prompt  # noqa: E402
 from othinklab.models import load_model  # noqa: E402
-from othinklab.rollout import (  # noqa: E402
+from othinklab.sampling import (  # noqa: E402
     NEVER_SAMPLED,
     STOP_TOKENS,
     encode_prompts,
-    repeat_prompt,
     sample_groups,
     token_ids,
 )

@@ -131,15 +131,14 @@ def worker_othinklab(w: dict) -> dict:
 
     import torch
 
-    import othinklab.trainer as trainer_mod
-    from othinklab import rollout
+    from othinklab.sampling import sample_groups
     from othinklab.trainer import train
 
     torch.set_num_threads(w["threads"])
     warmup, total = w["warmup"], w["warmup"] + w["steps"]
     model, processor = _load(w)
     # Force full-length completions (stop tokens masked out), as TRL's min_new_tokens does on its side.
-    trainer_mod.sample_groups = functools.partial(rollout.sample_groups, stop_at_eos=False)
+    full_length = functools.partial(sample_groups, stop_at_eos=False)
     rows, rss = [], [0.0]
 
     def on_step(row: dict) -> None:
@@ -149,7 +148,7 @@ def worker_othinklab(w: dict) -> dict:
 
     with tempfile.TemporaryDirectory() as out:
         cfg = _othinklab_config(w, out)
-        train(cfg, model_and_processor=(model, processor), progress=False, callbacks=[on_step])
+        train(cfg, model_and_processor=(model, processor), progress=False, callbacks=[on_step], sample_fn=full_length)
     measured = rows[warmup:]
     lengths = [r["completion/length"] for r in measured]
     assert all(n == w["tokens"] for n in lengths), f"completions not forced to full length: {lengths}"
@@ -167,8 +166,8 @@ def worker_trl(w: dict) -> dict:
     from transformers import TrainerCallback
 
     from othinklab.rewards import load_reward_function, safe_score
-    from othinklab.rollout import NEVER_SAMPLED, STOP_TOKENS, messages_for, token_ids
-    from othinklab.trainer import PromptStream
+    from othinklab.runs import PromptStream
+    from othinklab.sampling import NEVER_SAMPLED, STOP_TOKENS, messages_for, token_ids
 
     torch.set_num_threads(w["threads"])
     warmup, total = w["warmup"], w["warmup"] + w["steps"]

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from othinklab.errors import UserError
+from othinklab.metrics import truncate_from_step
+from othinklab.rng import rng_state, set_rng_state
+from othinklab.runs import atomic_write
 
 STATE_FILE = "state.json"
 TRAINING_FILE = "training.pt"
@@ -43,22 +44,6 @@ def _fsync_tree(path: Path) -> None:
             with open(p, "rb") as fh:
                 os.fsync(fh.fileno())
     _fsync_dir(path)
-
-
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states (CUDA too when present)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(
@@ -101,9 +86,7 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    pointer = root / "latest.tmp"
-    pointer.write_text(final.name)
-    os.replace(pointer, root / "latest")
+    atomic_write(root / "latest", final.name)
     _fsync_dir(root)
     for old in complete_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -192,3 +175,62 @@ def load_weights(model: Any, ckpt: str | Path) -> None:
             raise UserError(
                 f"checkpoint {str(folder)!r} does not match the model (missing {real_missing[:3]}, unexpected {unexpected[:3]})"
             )
+
+
+# --------------------------------------------------------------------------- a GRPO run's resume
+RUN_LOGS = ("metrics.jsonl", "rollouts.jsonl", "reward_errors.jsonl")
+"""Append-only logs of a GRPO run; a resume cuts them back to the checkpoint's step."""
+
+
+def save_training(
+    ckpt_root: str | Path,
+    step: int,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+    kl_schedule: Any,
+    counters: dict[str, int],
+    keep: int = 2,
+) -> Path:
+    """Checkpoint everything a GRPO run needs to continue exactly: weights, optimizer, LR and KL
+    schedules, every RNG (the sampling generator too) and the run's counters (`batch_index`, ...)."""
+    extra = {**counters, "kl_schedule": kl_schedule.state_dict(), "torch": {"generator": generator.get_state()}}
+    return save_checkpoint(ckpt_root, step, model, optimizer, scheduler, extra, keep=keep)
+
+
+def resume_training(
+    run: Path,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+    kl_schedule: Any,
+    is_main: bool = True,
+) -> dict[str, int]:
+    """Load the run's latest complete checkpoint into the given objects; returns its counters
+    (`step`, `batch_index`, `nonfinite_in_a_row`; zeros when there is none yet).
+
+    The main process also deletes saves that were cut off and drops log rows written after the
+    checkpoint, so the resumed run appends exactly the rows an uninterrupted run would have.
+    """
+    counters = {"step": 0, "batch_index": 0, "nonfinite_in_a_row": 0}
+    latest = latest_checkpoint(run / "checkpoints")
+    if latest is not None:
+        state, training = load_state(latest)
+        load_weights(model, latest)
+        optimizer.load_state_dict(training["optimizer"])
+        scheduler.load_state_dict(training["scheduler"])
+        set_rng_state(training["rng"])
+        generator.set_state(training["generator"])
+        kl_schedule.load_state_dict(state["kl_schedule"])
+        counters = {
+            "step": state["step"],
+            "batch_index": state["batch_index"],
+            "nonfinite_in_a_row": state.get("nonfinite_in_a_row", 0),
+        }
+    if is_main:
+        remove_partial(run / "checkpoints")
+        for name in RUN_LOGS:
+            truncate_from_step(run / name, counters["step"])
+    return counters

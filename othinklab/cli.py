@@ -33,9 +33,9 @@ def _quiet() -> None:
 
 
 def cmd_build_base(args: argparse.Namespace) -> int:
-    from othinklab import tiny
+    from othinklab import warmup
 
-    path = tiny.ensure_base(seed=args.seed, force=args.force)
+    path = warmup.ensure_base(seed=args.seed, force=args.force)
     info = json.loads((path / "othinklab.json").read_text())
     print(
         f"tiny base ready at {path} (built in {info.get('build_seconds', '?')} s, warm-up loss {info.get('final_loss', float('nan')):.3f})"
@@ -66,7 +66,7 @@ def _leave_process_group() -> None:
 
 def cmd_sft(args: argparse.Namespace) -> int:
     from othinklab.config import load_config
-    from othinklab.sft import run_sft
+    from othinklab.sft_run import run_sft
 
     cfg = load_config(args.config, args.overrides)
     res = run_sft(cfg)

@@ -45,13 +45,15 @@ def run_demo(
     seed: int = 0, steps: int | None = None, output_dir: str = "runs", num_eval: int | None = None
 ) -> dict[str, Any]:
     """Build or load the base, evaluate, train GRPO-D, evaluate again; print and return the figures."""
-    from othinklab import tiny
+    from othinklab import warmup
     from othinklab.config import load_config
     from othinklab.evaluate import evaluate, format_summary
     from othinklab.metrics import read_metrics
+    from othinklab.models import load_model
     from othinklab.plots import training_curves
+    from othinklab.runs import eval_samples
     from othinklab.tasks import make_task
-    from othinklab.trainer import eval_samples, load_policy, train
+    from othinklab.trainer import train
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     t_all = time.perf_counter()
@@ -65,9 +67,9 @@ def run_demo(
 
     print("1/4 the partly competent tiny base (built once from a seed, then cached) ...", flush=True)
     t0 = time.perf_counter()
-    path = tiny.ensure_base()
+    path = warmup.ensure_base()
     print(f"    {path}  ({time.perf_counter() - t0:.0f} s)")
-    model, processor = load_policy(cfg)
+    model, processor = load_model(cfg.model)
     samples = eval_samples(cfg)
     ev = dict(
         num_samples=cfg.eval.num_samples,

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from othinklab.errors import UserError
+from othinklab.sampling import RowShard
 
 
 @dataclass(frozen=True)
@@ -104,3 +105,43 @@ def model_device(info: Dist) -> str | None:
     if info.enabled and torch.cuda.is_available():
         return f"cuda:{info.local_rank}"
     return None
+
+
+# --------------------------------------------------------------------------- the training step's data-parallel parts
+def wrap_policy(policy: torch.nn.Module, ddp: Dist, device: torch.device) -> torch.nn.Module:
+    """The policy forward wrapped in `DistributedDataParallel` under several processes (as it is in one)."""
+    if not ddp.enabled:
+        return policy
+    return torch.nn.parallel.DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def row_shard(ddp: Dist, rows: int, total: int) -> RowShard | None:
+    """This rank's rows of a sampled batch, so N processes draw exactly the tokens one would."""
+    return RowShard(ddp.rank * rows, total, ddp.all_done) if ddp.enabled else None
+
+
+TOKEN_WEIGHTED = ("kl/value", "clip/fraction", "ratio/mean")
+"""Stats that are means over completion tokens (the rest are means over completions, or the loss)."""
+
+
+def reduce_stats(
+    stats: dict[str, float], mask: torch.Tensor, ddp: Dist, aggregation: str
+) -> tuple[dict[str, float], float]:
+    """This batch's loss stats over every rank, weighted as one process over the whole batch would, and
+    the batch's completion-token count over every rank (one collective for all of them)."""
+    tokens = float(mask.sum())
+    if not ddp.enabled:
+        return dict(stats), tokens
+    keys = list(stats)
+    weighted = [k in TOKEN_WEIGHTED or (aggregation == "token" and k.startswith("loss/")) for k in keys]
+    *sums, total_tokens = ddp.sum([stats[k] * tokens if w else stats[k] for k, w in zip(keys, weighted)] + [tokens])
+    out = {k: v / max(total_tokens, 1.0) if w else v / ddp.world for k, v, w in zip(keys, sums, weighted)}
+    return out, total_tokens
+
+
+def token_weight(mask: torch.Tensor, ddp: Dist, aggregation: str, total_tokens: float) -> float:
+    """DDP averages gradients over ranks; a token mean over the whole batch needs each rank's loss
+    weighted by its share of the batch's tokens (1 in one process or under sequence aggregation)."""
+    if ddp.enabled and aggregation == "token":
+        return float(mask.sum()) * ddp.world / max(total_tokens, 1.0)
+    return 1.0

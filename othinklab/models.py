@@ -45,17 +45,17 @@ def _processor_for(path: str | Path, max_pixels: int | None = None) -> Any:
 
 def _resolve(name_or_path: str) -> str:
     """The tiny names map to their cache directories (built on first use); others pass through."""
-    from othinklab import tiny
+    from othinklab import tiny, warmup
 
     if name_or_path == "tiny":
-        return str(tiny.ensure_base())
+        return str(warmup.ensure_base())
     if name_or_path == "tiny-init":
         return str(tiny.ensure_untrained())
     return name_or_path
 
 
 def load_model(
-    name_or_path: str = "tiny",
+    name_or_path: str | Any = "tiny",
     dtype: str = "float32",
     load_in_4bit: bool = False,
     lora: bool = False,
@@ -68,8 +68,29 @@ def load_model(
     max_pixels: int | None = None,
     device: str | torch.device | None = None,
 ) -> tuple[Any, Any]:
-    """`(model, processor)` for the tiny default, a hub id or a local directory, optionally LoRA / 4-bit."""
+    """`(model, processor)` for the tiny default, a hub id or a local directory, optionally LoRA / 4-bit.
+
+    `load_model(cfg.model)` takes every setting from a `ModelConfig` (the keyword arguments are then
+    ignored, except `device`).
+    """
     from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+
+    if not isinstance(name_or_path, str | Path):
+        m = name_or_path
+        return load_model(
+            m.name,
+            dtype=m.dtype,
+            load_in_4bit=m.load_in_4bit,
+            lora=m.lora,
+            lora_r=m.lora_r,
+            lora_alpha=m.lora_alpha,
+            lora_dropout=m.lora_dropout,
+            lora_target_modules=m.lora_target_modules,
+            lora_include_vision=m.lora_include_vision,
+            gradient_checkpointing=m.gradient_checkpointing,
+            max_pixels=m.max_pixels,
+            device=device,
+        )
 
     if dtype not in DTYPES:
         raise UserError(f"model.dtype={dtype!r} is invalid: choose one of {', '.join(DTYPES)}")

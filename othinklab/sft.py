@@ -5,6 +5,9 @@ reasoning traces in the same format), the loss covers completion tokens only, an
 (left-padded prompt, then right-padded completion) is exactly the one the GRPO policy pass uses, so
 the two methods differ only in their objective.
 
+The run (config in, run directory out) is `sft_run.run_sft`; this module is only the objective and the loop,
+so the tiny base's warm-up (`warmup`) can use it below the model loader.
+
 Simplified versus R1-V's SFT: AdamW at a constant learning rate (R1-V: cosine with 10% warm-up), and a
 token-mean negative log-likelihood over the batch.
 """
@@ -18,7 +21,8 @@ from typing import Any
 
 import torch
 
-from othinklab.rollout import completion_logprobs, encode_prompts
+from othinklab.logprobs import completion_logprobs
+from othinklab.sampling import encode_prompts
 from othinklab.tasks.base import Sample
 
 
@@ -104,52 +108,3 @@ def mixed_stream(tasks: list[Any], batch_size: int, split: str = "train", seed: 
             batch += task.samples(n, split=split, seed=seed * 1_000_003 + step)
         step += 1
         yield batch
-
-
-def run_sft(cfg: Any, progress: bool = True, model_and_processor: tuple[Any, Any] | None = None) -> Any:
-    """The SFT baseline as a run: same data stream, LoRA / 4-bit options and run-directory layout as GRPO.
-
-    With `sft.batch_size` equal to `grpo.prompts_per_step` and `sft.steps` equal to `train.total_steps`,
-    SFT sees exactly the prompts the GRPO run sees (the same seeded `PromptStream`), with the sample's
-    reasoning as target. Writes `config.yaml`, `metrics.jsonl` (step, loss, lr, time) and a final checkpoint.
-    """
-    from tqdm.auto import tqdm
-
-    from othinklab import checkpoint as ckpt_io
-    from othinklab.metrics import JsonlWriter
-    from othinklab.tiny import seed_everything
-    from othinklab.trainer import PromptStream, TrainResult, load_policy, prepare_run_dir
-
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    run = prepare_run_dir(cfg, resume=False)
-    seed_everything(cfg.train.seed)
-    model, processor = model_and_processor or load_policy(cfg)
-    data = PromptStream(cfg, per_batch=cfg.sft.batch_size)
-    batches = (data.batch(i) for i in range(cfg.sft.steps))
-    log = JsonlWriter(run / "metrics.jsonl")
-    bar = tqdm(total=cfg.sft.steps, desc=run.name, disable=not progress, dynamic_ncols=True)
-    last = [time.perf_counter()]
-
-    def on_step(step: int, loss: float) -> None:
-        now = time.perf_counter()
-        log.write({"step": step, "loss/total": loss, "lr": cfg.sft.learning_rate, "time/step_s": now - last[0]})
-        log.flush()
-        last[0] = now
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}")
-
-    try:
-        result = train_sft(
-            model, processor, batches, cfg.sft.steps, cfg.sft.learning_rate, cfg.train.max_grad_norm, on_step
-        )
-    finally:
-        bar.close()
-        log.close()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.sft.learning_rate)  # state not kept: SFT runs are not resumed
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    ckpt_io.save_checkpoint(
-        run / "checkpoints", cfg.sft.steps, model, opt, sched, {"method": "sft", "batch_index": cfg.sft.steps}
-    )
-    return TrainResult(run, model, processor, cfg.sft.steps, result.seconds)

@@ -11,23 +11,21 @@ chat template, image tokens, multimodal rotary positions, `generate`) that fits 
 Simplified versus the real checkpoints: the vocabulary is ~600 tokens instead of 151,646, and no video
 processor is attached (it needs torchvision, which does not import beside the CPU torch wheel);
 `TinyQwen2VLProcessor` tolerates its absence. The partly competent *base* (the untrained network after
-a short seeded supervised warm-up) is made in `othinklab.warmup`.
+a short seeded supervised warm-up) is made in `othinklab.warmup`, above `sft`; its cache directory is `base_dir`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from othinklab.tasks.base import Sample
+from othinklab.rng import seed_everything
 
 SEED = 0
 """Seed of the tiny model's tokenizer corpus and weights; the cache key includes it."""
@@ -79,13 +77,6 @@ def home() -> Path:
     if env:
         return Path(env).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "othinklab"
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -278,76 +269,7 @@ def ensure_untrained(seed: int = SEED) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- the partly competent base
-WARMUP = {"steps": 480, "batch_size": 32, "learning_rate": 5e-4, "untagged_frac": 0.25, "seed": SEED}
-"""The base's supervised warm-up on both tasks. 480 steps leave it partly competent on each (like the
-paper's Qwen2-VL-2B base: 42.5% counting, 15.5% geometry), with a quarter of its targets written without
-the `<think>/<answer>` tags so that its format is imperfect and the format reward has something to teach."""
-
-
-def untagged_target(sample: Sample, seed: int = SEED) -> str:
-    """The sample's target, except for a seeded `untagged_frac` of samples: plain prose, no tags."""
-    import zlib
-
-    if zlib.crc32(f"{seed}:{sample.id}".encode()) % 1000 < WARMUP["untagged_frac"] * 1000:
-        return f"{sample.reasoning} The answer is {sample.answer}."
-    return sample.target()
-
-
+# --------------------------------------------------------------------------- where the base is cached
 def base_dir(seed: int = SEED) -> Path:
     """Cache directory of the warmed-up tiny base."""
     return home() / f"tiny-base-{BUILD_VERSION}-seed{seed}"
-
-
-def build_base(seed: int = SEED, progress: bool = True) -> Path:
-    """Warm the untrained tiny model up on both tasks (seeded) and cache it; returns its directory.
-
-    One command rebuilds it from scratch: `othinklab build-base --force`.
-    """
-    import time
-
-    from tqdm.auto import tqdm
-
-    from othinklab.sft import mixed_stream, train_sft
-    from othinklab.tasks import make_task
-
-    start = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # reduction order depends on the thread count: pin it for bit-identical rebuilds
-    model, processor = build_untrained(seed)
-    seed_everything(seed)
-    stream = mixed_stream([make_task("counting"), make_task("geometry")], WARMUP["batch_size"], seed=seed)
-    bar = tqdm(total=WARMUP["steps"], desc="warming up the tiny base", disable=not progress)
-
-    def on_step(step: int, loss: float) -> None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}")
-
-    result = train_sft(
-        model,
-        processor,
-        stream,
-        WARMUP["steps"],
-        learning_rate=WARMUP["learning_rate"],
-        on_step=on_step,
-        target_fn=lambda s: untagged_target(s, seed),
-    )
-    bar.close()
-    torch.set_num_threads(threads)
-    info = {
-        "kind": "tiny-base",
-        "seed": seed,
-        "version": BUILD_VERSION,
-        "warmup": WARMUP,
-        "final_loss": sum(result.losses[-20:]) / min(20, len(result.losses)),
-        "build_seconds": round(time.perf_counter() - start, 1),
-    }
-    return save_pretrained(model, processor, base_dir(seed), extra=info)
-
-
-def ensure_base(seed: int = SEED, force: bool = False, progress: bool = True) -> Path:
-    """The cached base's directory, building it first if it is missing (or `force`)."""
-    path = base_dir(seed)
-    if force or not (path / "othinklab.json").exists():
-        build_base(seed, progress=progress)
-    return path

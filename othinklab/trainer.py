@@ -1,8 +1,13 @@
-"""The GRPO(-D) training loop: sample prompts -> rollout -> rewards -> advantages -> beta(s) -> loss -> step.
+"""The GRPO(-D) training loop, in named phases: sample prompts -> rollout -> rewards -> advantages -> beta(s)
+-> loss -> step.
 
-Why: the whole algorithm should fit on one screen (nanoGPT style); the math lives in `grpo.py` and
-`kl.py`, sampling in `rollout.py`, rewards in `rewards.py`. Every optimizer step appends a row to
-`metrics.jsonl` and every completion to `rollouts.jsonl`; checkpoints are atomic and resumable.
+Why: the whole algorithm should read top to bottom on one screen (nanoGPT style), so one step is four
+phases, split as TRL splits `_generate_and_score_completions` from `compute_loss`:
+`generate_and_score` (completions, rewards, advantages, reference log-probs -> a `GenerationBatch`),
+`compute_loss` (Eq. 4 with beta(s), backward), `optimizer_step` and `log_step`. The math lives in `grpo.py`
+and `kl.py`, sampling in `sampling.py`, log-probs in `logprobs.py`, rewards in `rewards.py`, row building
+in `steplog.py`, run directories in `runs.py` and exact resume in `checkpoint.py`. Every optimizer step
+appends a row to `metrics.jsonl` and every completion to `rollouts.jsonl`; checkpoints are atomic.
 
 Simplified versus R1-V / TRL: data parallelism only (DDP; no model sharding); `num_iterations` reuses a
 generation batch for that many optimizer steps (TRL's semantics), with old log-probs computed once per
@@ -14,127 +19,33 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from othinklab import checkpoint as ckpt_io
 from othinklab import distributed
-from othinklab.config import Config, to_dict, to_yaml
-from othinklab.errors import TrainingError, UserError
-from othinklab.grpo import group_advantages, grpo_loss, zero_spread_fraction
-from othinklab.kl import kl_estimate, needs_reference, schedule_from_config
-from othinklab.metrics import JsonlWriter, truncate_from_step
+from othinklab.config import Config
+from othinklab.errors import TrainingError
+from othinklab.grpo import group_advantages, grpo_loss
+from othinklab.kl import Schedule, needs_reference, schedule_from_config
+from othinklab.logprobs import completion_logprobs
 from othinklab.models import is_lora, load_model, make_reference
-from othinklab.rewards import load_reward_function, safe_score
-from othinklab.rollout import RowShard, completion_logprobs, sample_groups
-from othinklab.tasks import EVAL_SPLITS, Sample, load_r1v, make_task
-from othinklab.tiny import seed_everything
-
-
-# --------------------------------------------------------------------------- data
-class PromptStream:
-    """Seeded prompt batches addressed by index, so a resumed run draws exactly the same prompts.
-
-    Fresh synthetic samples for every batch (`num_train == 0`), or a fixed pool (few-shot or a
-    dataset file) visited in a seeded order that is reshuffled every epoch.
-    """
-
-    def __init__(self, cfg: Config, per_batch: int | None = None):
-        self.cfg = cfg
-        self.per_batch = per_batch or cfg.grpo.prompts_per_step
-        self.task = make_task(cfg.task.name)
-        self.pool: list[Sample] | None = None
-        if cfg.task.data_path:
-            self.pool = load_r1v(
-                cfg.task.data_path,
-                cfg.task.name,
-                image_root=cfg.task.image_root or None,
-                limit=cfg.task.num_train or None,
-                seed=cfg.task.seed,
-            )
-        elif cfg.task.num_train:
-            self.pool = self.task.samples(cfg.task.num_train, split="train", seed=cfg.task.seed)
-        if self.pool is not None and len(self.pool) == 0:
-            raise UserError(f"task.data_path={cfg.task.data_path!r} holds no usable rows")
-
-    def batch(self, index: int) -> list[Sample]:
-        if self.pool is None:
-            return self.task.samples(self.per_batch, split="train", seed=self.cfg.task.seed * 1_000_003 + index + 1)
-        n = len(self.pool)
-        out = []
-        for k in range(index * self.per_batch, (index + 1) * self.per_batch):
-            epoch, pos = divmod(k, n)
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.task.seed * 7919 + epoch))
-            out.append(self.pool[int(order[pos])])
-        return out
-
-
-def eval_samples(cfg: Config) -> list[Sample]:
-    """The held-out prompts evaluated before and after training (never seen in training)."""
-    if cfg.task.eval_data_path:
-        return load_r1v(
-            cfg.task.eval_data_path,
-            cfg.task.name,
-            image_root=cfg.task.image_root or None,
-            limit=cfg.task.num_eval,
-            seed=cfg.task.seed,
-        )
-    split = cfg.task.eval_split or EVAL_SPLITS[cfg.task.name]
-    return make_task(cfg.task.name).samples(cfg.task.num_eval, split=split, seed=10_000 + cfg.task.seed)
-
-
-# --------------------------------------------------------------------------- run directory
-def run_dir_for(cfg: Config) -> Path:
-    name = cfg.train.run_name or f"{cfg.task.name}-{cfg.kl.schedule}-seed{cfg.train.seed}"
-    return Path(cfg.train.output_dir) / name
-
-
-def prepare_run_dir(cfg: Config, resume: bool) -> Path:
-    """Create the run directory; refuse to mix two configs or to overwrite a run without `--resume`."""
-    run = run_dir_for(cfg)
-    cfg_path = run / "config.yaml"
-    if cfg_path.exists():
-        existing = yaml.safe_load(cfg_path.read_text())
-        if existing != yaml.safe_load(to_yaml(cfg)):
-            diff = [
-                f"{s}.{k}" for s in existing for k in existing[s] if to_dict(cfg).get(s, {}).get(k) != existing[s][k]
-            ]
-            raise UserError(
-                f"run directory {str(run)!r} already holds a run with another config (differs in {', '.join(diff[:5]) or 'sections'}); "
-                "choose another train.run_name or delete that directory"
-            )
-        if not resume and (run / "metrics.jsonl").exists():
-            raise UserError(
-                f"run directory {str(run)!r} already holds this run; pass --resume to continue it, "
-                "or choose another train.run_name"
-            )
-    elif resume:
-        raise UserError(f"--resume: run directory {str(run)!r} has no config.yaml to resume from")
-    run.mkdir(parents=True, exist_ok=True)
-    if not cfg_path.exists():
-        tmp = cfg_path.with_suffix(".yaml.tmp")
-        tmp.write_text(to_yaml(cfg))
-        tmp.replace(cfg_path)
-    return run
-
-
-# --------------------------------------------------------------------------- the loop
-@dataclass
-class TrainResult:
-    run_dir: Path
-    model: Any
-    processor: Any
-    steps_done: int
-    seconds: float
+from othinklab.rewards import RewardBreakdown, load_reward_function, safe_score
+from othinklab.rng import seed_everything
+from othinklab.runs import PromptStream, TrainResult, prepare_run_dir, run_dir_for
+from othinklab.sampling import Rollout, sample_groups
+from othinklab.steplog import RunLog, batch_summary, error_rows, merge, metrics_row, rollout_rows
+from othinklab.tasks import Sample
 
 
 def lr_lambda(cfg: Config) -> Callable[[int], float]:
+    """The learning-rate multiplier per optimizer step: linear warm-up, then constant, linear or cosine."""
     total, warm = cfg.train.total_steps, cfg.train.warmup_steps
 
     def f(step: int) -> float:
@@ -148,38 +59,6 @@ def lr_lambda(cfg: Config) -> Callable[[int], float]:
         return 1.0
 
     return f
-
-
-def load_policy(cfg: Config, device: str | None = None) -> tuple[Any, Any]:
-    """The configured model and processor, with LoRA / 4-bit / checkpointing as the config says."""
-    m = cfg.model
-    return load_model(
-        m.name,
-        device=device,
-        dtype=m.dtype,
-        load_in_4bit=m.load_in_4bit,
-        lora=m.lora,
-        lora_r=m.lora_r,
-        lora_alpha=m.lora_alpha,
-        lora_dropout=m.lora_dropout,
-        lora_target_modules=m.lora_target_modules,
-        lora_include_vision=m.lora_include_vision,
-        gradient_checkpointing=m.gradient_checkpointing,
-        max_pixels=m.max_pixels,
-    )
-
-
-class _PolicyLogprobs(torch.nn.Module):
-    """The policy's gradient-carrying forward as one module, so `DistributedDataParallel` can wrap it
-    (it syncs gradients of the parameters used in *its* forward; the rollout and reference passes
-    need no sync and call the bare model)."""
-
-    def __init__(self, model: Any):
-        super().__init__()
-        self.model = model
-
-    def forward(self, prompt: dict, ids: torch.Tensor, mask: torch.Tensor, group_size: int, chunk: int) -> torch.Tensor:
-        return completion_logprobs(self.model, prompt, ids, mask, group_size, chunk)
 
 
 OOM_HELP = (
@@ -204,28 +83,85 @@ def oom_message(cfg: Config, where: str) -> str:
     )
 
 
-def train(
-    cfg: Config,
-    resume: bool = False,
-    callbacks: list[Callable[[dict[str, Any]], None]] | None = None,
-    progress: bool = True,
-    model_and_processor: tuple[Any, Any] | None = None,
-) -> TrainResult:
-    """Run GRPO with the configured KL schedule; returns the trained model and the run directory.
+# --------------------------------------------------------------------------- what a step uses
+class Stopwatch:
+    """Seconds spent in each part of the current step, and the part running now (named in an
+    out-of-memory error, so the user knows which knob to turn)."""
 
-    Under `torchrun`/`accelerate launch` each process takes its share of every batch's prompts (whole
-    groups); gradients are averaged by DDP and rank 0 alone writes logs, rollouts and checkpoints.
+    PARTS = ("rollout", "reference", "policy", "optimizer")
+
+    def __init__(self) -> None:
+        self.where = "before training"
+        self.start_step()
+
+    def start_step(self) -> None:
+        self.step_start = time.perf_counter()
+        self.seconds = dict.fromkeys(self.PARTS, 0.0)
+
+    @contextmanager
+    def part(self, key: str | None, where: str) -> Iterator[None]:
+        self.where = where
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if key is not None:
+                self.seconds[key] += time.perf_counter() - t0
+
+
+class _PolicyLogprobs(torch.nn.Module):
+    """The policy's gradient-carrying forward as one module, so `DistributedDataParallel` can wrap it
+    (it syncs gradients of the parameters used in *its* forward; the rollout and reference passes
+    need no sync and call the bare model)."""
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.model = model
+
+    def forward(self, prompt: dict, ids: torch.Tensor, mask: torch.Tensor, group_size: int, chunk: int) -> torch.Tensor:
+        return completion_logprobs(self.model, prompt, ids, mask, group_size, chunk)
+
+
+@dataclass
+class TrainParts:
+    """Everything a step uses that outlives the step: model, reference, optimizer, schedules, data, RNG.
+
+    `sample_fn` and `loss_fn` are the rollout and the loss (`sampling.sample_groups`, `grpo.grpo_loss`
+    by default): tests and benchmarks pass their own to `train` instead of patching module globals.
     """
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    ddp = distributed.setup()
-    accuracy_fn = load_reward_function(cfg.reward.accuracy_function)
-    if ddp.is_main:
-        run = prepare_run_dir(cfg, resume)
-    ddp.barrier()
-    run = run_dir_for(cfg)
-    seed_everything(cfg.train.seed)
-    model, processor = model_and_processor or load_policy(cfg, device=distributed.model_device(ddp))
+
+    cfg: Config
+    model: Any
+    processor: Any
+    ref_model: Any | None
+    """A frozen copy for full fine-tuning when beta is ever > 0; None under LoRA (adapter disabled instead)."""
+    has_reference: bool
+    use_lora: bool
+    policy: torch.nn.Module
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    schedule: Schedule
+    data: PromptStream
+    generator: torch.Generator
+    ddp: distributed.Dist = field(default_factory=distributed.Dist)
+    accuracy_fn: Callable[[str, str], float] | None = None
+    sample_fn: Callable[..., Rollout] = sample_groups
+    loss_fn: Callable[..., tuple[torch.Tensor, dict[str, float]]] = grpo_loss
+
+
+def build_parts(
+    cfg: Config,
+    model: Any,
+    processor: Any,
+    ddp: distributed.Dist | None = None,
+    sample_fn: Callable[..., Rollout] = sample_groups,
+    loss_fn: Callable[..., tuple[torch.Tensor, dict[str, float]]] = grpo_loss,
+    accuracy_fn: Callable[[str, str], float] | None = None,
+) -> TrainParts:
+    """Reference, optimizer, LR and KL schedules, prompt stream and sampling generator for `model`."""
+    ddp = ddp or distributed.Dist()
+    accuracy_fn = accuracy_fn or load_reward_function(cfg.reward.accuracy_function)
     device = next(model.parameters()).device
     schedule = schedule_from_config(cfg.kl, cfg.train.total_steps)
     use_lora = is_lora(model)
@@ -233,405 +169,307 @@ def train(
     has_reference = use_lora or needs_reference(schedule)
     ref_model = None if use_lora or not has_reference else make_reference(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    policy = _PolicyLogprobs(model)
-    if ddp.enabled:
-        policy = torch.nn.parallel.DistributedDataParallel(
-            policy, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    policy = distributed.wrap_policy(_PolicyLogprobs(model), ddp, device)
     optimizer = torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    data = PromptStream(cfg)
-    gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
-    step, batch_index, nonfinite_in_a_row = 0, 0, 0
-
-    logs = ("metrics.jsonl", "rollouts.jsonl", "reward_errors.jsonl")
-    if resume:
-        latest = ckpt_io.latest_checkpoint(run / "checkpoints")
-        if latest is not None:
-            state, training = ckpt_io.load_state(latest)
-            ckpt_io.load_weights(model, latest)
-            optimizer.load_state_dict(training["optimizer"])
-            scheduler.load_state_dict(training["scheduler"])
-            ckpt_io.set_rng_state(training["rng"])
-            gen.set_state(training["generator"])
-            schedule.load_state_dict(state["kl_schedule"])
-            step, batch_index = state["step"], state["batch_index"]
-            nonfinite_in_a_row = state.get("nonfinite_in_a_row", 0)
-        if ddp.is_main:
-            ckpt_io.remove_partial(run / "checkpoints")
-            for name in logs:
-                truncate_from_step(run / name, step)
-        ddp.barrier()
-
-    writers = {name: JsonlWriter(run / name) for name in logs} if ddp.is_main else {}
-    G, chunk = cfg.grpo.num_generations, cfg.grpo.logprob_chunk
-    bar = tqdm(
-        total=cfg.train.total_steps,
-        initial=step,
-        desc=run.name,
-        disable=not (progress and ddp.is_main),
-        dynamic_ncols=True,
+    return TrainParts(
+        cfg=cfg,
+        model=model,
+        processor=processor,
+        ref_model=ref_model,
+        has_reference=has_reference,
+        use_lora=use_lora,
+        policy=policy,
+        params=params,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg)),
+        schedule=schedule,
+        data=PromptStream(cfg),
+        generator=torch.Generator(device=device).manual_seed(cfg.train.seed),
+        ddp=ddp,
+        accuracy_fn=accuracy_fn,
+        sample_fn=sample_fn,
+        loss_fn=loss_fn,
     )
-    start = time.perf_counter()
-    batches: list[dict[str, Any]] = []
-    phase = "before training"
-    try:
-        while step < cfg.train.total_steps:
-            t_step = time.perf_counter()
-            times = {"rollout": 0.0, "reference": 0.0, "policy": 0.0, "optimizer": 0.0}
-            beta = schedule(step)
-            # 1. New generation batch every num_iterations optimizer steps (TRL's semantics).
-            if step % cfg.grpo.num_iterations == 0 or not batches:
-                batches = []
-                for _ in range(cfg.train.gradient_accumulation_steps):
-                    global_samples = data.batch(batch_index)
-                    samples = ddp.shard(global_samples)
-                    batch_index += 1
-                    phase = "while sampling completions"
-                    t0 = time.perf_counter()
-                    model.eval()
-                    r = sample_groups(
-                        model,
-                        processor,
-                        samples,
-                        G,
-                        cfg.grpo.max_completion_length,
-                        cfg.grpo.temperature,
-                        cfg.grpo.top_k,
-                        cfg.grpo.top_p,
-                        generator=gen,
-                        shard=RowShard(ddp.rank * len(samples) * G, len(global_samples) * G, ddp.all_done)
-                        if ddp.enabled
-                        else None,
-                    )
-                    times["rollout"] += time.perf_counter() - t0
-                    # 2. Rewards (Eq. 1) and group advantages (Eq. 2); a failing reward scores 0.
-                    scored = [
-                        safe_score(text, samples[i // G].solution, cfg.reward.format_weight, accuracy_fn)
-                        for i, text in enumerate(r.texts)
-                    ]
-                    scores = [s for s, _ in scored]
-                    rewards = torch.tensor([s.total for s in scores])
-                    adv = group_advantages(rewards, G)
-                    # 3. Reference (and old-policy) log-probs, once per generation batch.
-                    phase = "computing reference log-probs"
-                    t0 = time.perf_counter()
-                    with torch.no_grad():
-                        ref_logp = None
-                        if has_reference:
-                            ref_logp = completion_logprobs(
-                                model if use_lora else ref_model,
-                                r.prompt,
-                                r.completion_ids,
-                                r.completion_mask,
-                                G,
-                                chunk,
-                                disable_adapter=use_lora,
-                            )
-                        old_logp = None
-                        if cfg.grpo.num_iterations > 1:
-                            old_logp = completion_logprobs(
-                                model, r.prompt, r.completion_ids, r.completion_mask, G, chunk
-                            )
-                    times["reference"] += time.perf_counter() - t0
-                    batches.append(
-                        {
-                            "samples": samples,
-                            "rollout": r,
-                            "scores": scores,
-                            "errors": [e for _, e in scored],
-                            "rewards": rewards,
-                            "adv": adv,
-                            "ref_logp": ref_logp,
-                            "old_logp": old_logp,
-                            "group_offset": len(batches) * len(global_samples) + ddp.rank * len(samples),
-                        }
-                    )
-            # 4. The loss (Eq. 4) with beta(s), gradients accumulated over the generation batches.
-            phase = "in the policy forward/backward"
-            t0 = time.perf_counter()
-            model.train()
-            optimizer.zero_grad(set_to_none=True)
-            stats_acc: dict[str, float] = {}
-            for b in batches:
-                r = b["rollout"]
-                logp = policy(r.prompt, r.completion_ids, r.completion_mask, G, chunk)
-                loss, stats = grpo_loss(
-                    logp,
-                    b["old_logp"],
-                    b["ref_logp"],
-                    b["adv"],
-                    r.completion_mask,
-                    beta,
-                    cfg.grpo.epsilon,
-                    cfg.kl.estimator,
-                    cfg.grpo.aggregation,
-                )
-                stats["loss/total"] = loss.item()
-                stats, total_tokens = _reduce_stats(stats, r.completion_mask, ddp, cfg.grpo.aggregation)
-                if ddp.enabled and cfg.grpo.aggregation == "token":
-                    # DDP averages gradients over ranks; a token mean over the whole batch needs this weight
-                    loss = loss * float(r.completion_mask.sum()) * ddp.world / max(total_tokens, 1.0)
-                (loss / len(batches)).backward()
-                b["logp"] = logp.detach()
-                for k, v in stats.items():
-                    stats_acc[k] = stats_acc.get(k, 0.0) + v / len(batches)
-            times["policy"] = time.perf_counter() - t0
-            # 5. Optimizer step, skipped when the loss or the gradient is not finite.
-            phase = "in the optimizer step"
-            t0 = time.perf_counter()
-            grad_norm = float(
-                torch.nn.utils.clip_grad_norm_(
-                    params, cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else float("inf")
-                )
-            )
-            lr = scheduler.get_last_lr()[0]
-            finite = math.isfinite(stats_acc["loss/total"]) and math.isfinite(grad_norm)
-            if finite:
-                optimizer.step()
-                nonfinite_in_a_row = 0
-            else:
-                optimizer.zero_grad(set_to_none=True)
-                nonfinite_in_a_row += 1
-            scheduler.step()
-            if schedule.name == "adaptive" and math.isfinite(stats_acc["kl/value"]):
-                schedule.update(stats_acc["kl/value"])
-            times["optimizer"] = time.perf_counter() - t0
-            # 6. Log this step (rank 0, with every rank's completions), then checkpoint.
-            phase = "while logging"
-            summaries = [_batch_summary(b) for b in batches]
-            everyone = ddp.gather(summaries)
-            merged = [_merge([rank_s[i] for rank_s in everyone]) for i in range(len(batches))]
-            row = _metrics_row(
-                step,
+
+
+@dataclass
+class Counters:
+    """Where the run is: optimizer steps done, prompt batches drawn, non-finite steps in a row."""
+
+    step: int = 0
+    batch_index: int = 0
+    nonfinite_in_a_row: int = 0
+
+
+# --------------------------------------------------------------------------- phase 1: generate and score
+@dataclass
+class GenerationBatch:
+    """One generation batch: G completions per prompt, their rewards (Eq. 1), group advantages (Eq. 2)
+    and the reference and old-policy log-probs, all fixed for the `num_iterations` steps that reuse it."""
+
+    samples: list[Sample]
+    rollout: Rollout
+    scores: list[RewardBreakdown]
+    errors: list[str | None]
+    """The reward function's error per completion (None where it scored normally)."""
+    rewards: torch.Tensor
+    advantages: torch.Tensor
+    ref_logp: torch.Tensor | None
+    old_logp: torch.Tensor | None
+    group_offset: int
+    """Index of this batch's first group within the step (over every rank), for the rollout log."""
+    logp: torch.Tensor | None = None
+    """The policy's log-probs from the latest `compute_loss` (detached), for the rollout log."""
+
+
+def generate_and_score(
+    parts: TrainParts, global_samples: list[Sample], group_offset: int = 0, clock: Stopwatch | None = None
+) -> GenerationBatch:
+    """Sample G completions for this rank's share of `global_samples`, score them, and compute the
+    advantages and the reference (and, if `num_iterations` > 1, old-policy) log-probs."""
+    cfg, ddp, model, clock = parts.cfg, parts.ddp, parts.model, clock or Stopwatch()
+    G, chunk = cfg.grpo.num_generations, cfg.grpo.logprob_chunk
+    samples = ddp.shard(global_samples)
+    with clock.part("rollout", "while sampling completions"):
+        model.eval()
+        r = parts.sample_fn(
+            model,
+            parts.processor,
+            samples,
+            G,
+            cfg.grpo.max_completion_length,
+            cfg.grpo.temperature,
+            cfg.grpo.top_k,
+            cfg.grpo.top_p,
+            generator=parts.generator,
+            shard=distributed.row_shard(ddp, len(samples) * G, len(global_samples) * G),
+        )
+    # Rewards (Eq. 1) and group advantages (Eq. 2); a failing reward scores 0.
+    scored = [
+        safe_score(text, samples[i // G].solution, cfg.reward.format_weight, parts.accuracy_fn)
+        for i, text in enumerate(r.texts)
+    ]
+    scores = [s for s, _ in scored]
+    rewards = torch.tensor([s.total for s in scores])
+    adv = group_advantages(rewards, G)
+    with clock.part("reference", "computing reference log-probs"), torch.no_grad():
+        ref_logp = old_logp = None
+        if parts.has_reference:
+            ref_model = model if parts.use_lora else parts.ref_model
+            ids, mask = r.completion_ids, r.completion_mask
+            ref_logp = completion_logprobs(ref_model, r.prompt, ids, mask, G, chunk, disable_adapter=parts.use_lora)
+        if cfg.grpo.num_iterations > 1:
+            old_logp = completion_logprobs(model, r.prompt, r.completion_ids, r.completion_mask, G, chunk)
+    offset = group_offset + ddp.rank * len(samples)
+    return GenerationBatch(samples, r, scores, [e for _, e in scored], rewards, adv, ref_logp, old_logp, offset)
+
+
+def new_generation_batches(parts: TrainParts, counters: Counters, clock: Stopwatch) -> list[GenerationBatch]:
+    """`gradient_accumulation_steps` fresh generation batches from the next prompt batches of the stream."""
+    batches = []
+    for k in range(parts.cfg.train.gradient_accumulation_steps):
+        global_samples = parts.data.batch(counters.batch_index)
+        counters.batch_index += 1
+        batches.append(generate_and_score(parts, global_samples, k * len(global_samples), clock))
+    return batches
+
+
+# --------------------------------------------------------------------------- phase 2: the loss
+def compute_loss(
+    parts: TrainParts, batches: list[GenerationBatch], beta: float, clock: Stopwatch | None = None
+) -> dict[str, float]:
+    """Eq. 4 with weight `beta` on each batch, backpropagated (gradients averaged over the batches);
+    returns the loss stats averaged over batches (and ranks)."""
+    cfg, clock = parts.cfg, clock or Stopwatch()
+    G, chunk, aggregation = cfg.grpo.num_generations, cfg.grpo.logprob_chunk, cfg.grpo.aggregation
+    with clock.part("policy", "in the policy forward/backward"):
+        parts.model.train()
+        parts.optimizer.zero_grad(set_to_none=True)
+        stats_acc: dict[str, float] = {}
+        for b in batches:
+            r = b.rollout
+            logp = parts.policy(r.prompt, r.completion_ids, r.completion_mask, G, chunk)
+            loss, stats = parts.loss_fn(
+                logp,
+                b.old_logp,
+                b.ref_logp,
+                b.advantages,
+                r.completion_mask,
                 beta,
-                merged,
-                G,
-                stats_acc,
-                stats_acc["loss/total"],
-                grad_norm,
-                lr,
-                times,
-                time.perf_counter() - t_step,
+                cfg.grpo.epsilon,
+                cfg.kl.estimator,
+                aggregation,
             )
-            row["skipped/nonfinite"] = 0.0 if finite else 1.0
-            log_this = cfg.train.log_rollouts and (step % cfg.grpo.num_iterations == 0)
-            rows = [_rollout_rows(step, b, G, processor) if log_this else ([], {}) for b in batches]
-            errors = [_error_rows(step, b, G) for b in batches]
-            gathered = ddp.gather((rows, errors))
-            if ddp.is_main:
-                writers["metrics.jsonl"].write(row)
-                for rank_rows, rank_errors in gathered:
-                    for (rollout_rows, images), err_rows in zip(rank_rows, rank_errors):
-                        for name, image in images.items():
-                            _save_image(run / "images", name, image)
-                        for rr in rollout_rows:
-                            writers["rollouts.jsonl"].write(rr)
-                        for er in err_rows:
-                            writers["reward_errors.jsonl"].write(er)
-                for w in writers.values():
-                    w.flush()
-                for cb in callbacks or []:
-                    cb(row)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(reward=f"{row['reward/total']:.2f}", beta=f"{beta:.3f}", kl=f"{row['kl/value']:.3f}")
-            if nonfinite_in_a_row > cfg.train.max_nonfinite_steps:
-                latest = ckpt_io.latest_checkpoint(run / "checkpoints")
-                raise TrainingError(
-                    f"step {step - 1}: the loss or gradient was NaN/inf in {nonfinite_in_a_row} steps in a row "
-                    f"(more than train.max_nonfinite_steps={cfg.train.max_nonfinite_steps}); those updates were "
-                    "skipped. Lower train.learning_rate, keep train.max_grad_norm > 0, or use model.dtype "
-                    "float32/bfloat16 rather than float16. Last complete checkpoint: "
-                    f"{str(latest) if latest else 'none'}; logs are in {str(run)!r}"
-                )
-            if step == cfg.train.total_steps or (cfg.train.save_every and step % cfg.train.save_every == 0):
-                if step % cfg.grpo.num_iterations == 0:  # only at generation-batch boundaries (exact resume)
-                    phase = "while saving a checkpoint"
-                    if ddp.is_main:
-                        ckpt_io.save_checkpoint(
-                            run / "checkpoints",
-                            step,
-                            model,
-                            optimizer,
-                            scheduler,
-                            {
-                                "batch_index": batch_index,
-                                "kl_schedule": schedule.state_dict(),
-                                "nonfinite_in_a_row": nonfinite_in_a_row,
-                                "torch": {"generator": gen.get_state()},
-                            },
-                            keep=cfg.train.keep_checkpoints,
-                        )
-                    ddp.barrier()
-    except torch.OutOfMemoryError:
-        raise TrainingError(f"step {step}: " + oom_message(cfg, phase)) from None
-    finally:
-        bar.close()
-        for w in writers.values():
-            w.close()
-    model.eval()
-    return TrainResult(run, model, processor, step, time.perf_counter() - start)
+            stats["loss/total"] = loss.item()
+            stats, total_tokens = distributed.reduce_stats(stats, r.completion_mask, parts.ddp, aggregation)
+            weight = distributed.token_weight(r.completion_mask, parts.ddp, aggregation, total_tokens)
+            if weight != 1.0:
+                loss = loss * weight
+            (loss / len(batches)).backward()
+            b.logp = logp.detach()
+            for k, v in stats.items():
+                stats_acc[k] = stats_acc.get(k, 0.0) + v / len(batches)
+    return stats_acc
 
 
-TOKEN_WEIGHTED = ("kl/value", "clip/fraction", "ratio/mean")
-"""Stats that are means over completion tokens (the rest are means over completions, or the loss)."""
+# --------------------------------------------------------------------------- phase 3: the update
+@dataclass
+class StepOutcome:
+    grad_norm: float
+    """Global gradient norm before clipping."""
+    lr: float
+    """Learning rate this step used."""
+    finite: bool
+    """False when the loss or gradient was NaN/inf and the update was skipped."""
 
 
-def _reduce_stats(
-    stats: dict[str, float], mask: torch.Tensor, ddp: distributed.Dist, aggregation: str
-) -> tuple[dict[str, float], float]:
-    """This batch's loss stats over every rank, weighted as one process over the whole batch would, and
-    the batch's completion-token count over every rank (one collective for all of them)."""
-    tokens = float(mask.sum())
-    if not ddp.enabled:
-        return dict(stats), tokens
-    keys = list(stats)
-    weighted = [k in TOKEN_WEIGHTED or (aggregation == "token" and k.startswith("loss/")) for k in keys]
-    *sums, total_tokens = ddp.sum([stats[k] * tokens if w else stats[k] for k, w in zip(keys, weighted)] + [tokens])
-    out = {k: v / max(total_tokens, 1.0) if w else v / ddp.world for k, v, w in zip(keys, sums, weighted)}
-    return out, total_tokens
-
-
-def _batch_summary(b: dict[str, Any]) -> dict[str, Any]:
-    """What the metrics row needs from one generation batch, small enough to gather across ranks."""
-    r = b["rollout"]
-    return {
-        "rewards": b["rewards"],
-        "adv": b["adv"],
-        "accuracy": [s.accuracy for s in b["scores"]],
-        "format": [s.format for s in b["scores"]],
-        "lengths": r.lengths.cpu(),
-        "truncated": r.truncated.cpu(),
-        "errors": sum(e is not None for e in b["errors"]),
-    }
-
-
-def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Batch summaries of all ranks as one (rank order = the single-process order)."""
-    out: dict[str, Any] = {}
-    for k in parts[0]:
-        vals = [p[k] for p in parts]
-        if isinstance(vals[0], torch.Tensor):
-            out[k] = torch.cat(vals)
-        elif isinstance(vals[0], list):
-            out[k] = [x for v in vals for x in v]
+def optimizer_step(
+    parts: TrainParts, counters: Counters, stats: dict[str, float], clock: Stopwatch | None = None
+) -> StepOutcome:
+    """Clip and apply the gradients (skipped when the loss or gradient is not finite), advance the LR
+    schedule, and feed the measured KL to an adaptive KL schedule."""
+    cfg, clock = parts.cfg, clock or Stopwatch()
+    with clock.part("optimizer", "in the optimizer step"):
+        max_norm = cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(parts.params, max_norm))
+        lr = parts.scheduler.get_last_lr()[0]
+        finite = math.isfinite(stats["loss/total"]) and math.isfinite(grad_norm)
+        if finite:
+            parts.optimizer.step()
+            counters.nonfinite_in_a_row = 0
         else:
-            out[k] = sum(vals)
-    return out
+            parts.optimizer.zero_grad(set_to_none=True)
+            counters.nonfinite_in_a_row += 1
+        parts.scheduler.step()
+        if parts.schedule.name == "adaptive" and math.isfinite(stats["kl/value"]):
+            parts.schedule.update(stats["kl/value"])
+    return StepOutcome(grad_norm, lr, finite)
 
 
-def _metrics_row(
+# --------------------------------------------------------------------------- phase 4: logging
+def log_step(
+    parts: TrainParts,
+    log: RunLog,
     step: int,
     beta: float,
-    batches: list[dict],
-    G: int,
+    batches: list[GenerationBatch],
     stats: dict[str, float],
-    loss: float,
-    grad_norm: float,
-    lr: float,
-    times: dict[str, float],
-    step_s: float,
+    outcome: StepOutcome,
+    clock: Stopwatch,
 ) -> dict[str, Any]:
-    rewards = torch.cat([b["rewards"] for b in batches])
-    adv = torch.cat([b["adv"] for b in batches])
-    acc = [a for b in batches for a in b["accuracy"]]
-    fmt = [f for b in batches for f in b["format"]]
-    lengths = torch.cat([b["lengths"] for b in batches]).float()
-    truncated = torch.cat([b["truncated"] for b in batches]).float()
-    return {
-        "step": step,
-        "kl/beta": beta,
-        "kl/value": stats.get("kl/value", float("nan")),
-        "reward/total": rewards.mean().item(),
-        "reward/accuracy": sum(acc) / len(acc),
-        "reward/format": sum(fmt) / len(fmt),
-        "reward/std": rewards.view(-1, G).std(dim=1).mean().item(),
-        "reward/errors": sum(b["errors"] for b in batches),
-        "advantage/abs_mean": adv.abs().mean().item(),
-        "advantage/max": adv.max().item(),
-        "groups/zero_spread": zero_spread_fraction(rewards, G),
-        "completion/length": lengths.mean().item(),
-        "completion/truncated": truncated.mean().item(),
-        "clip/fraction": stats.get("clip/fraction", 0.0),
-        "ratio/mean": stats.get("ratio/mean", 1.0),
-        "loss/total": loss,
-        "loss/policy": stats.get("loss/policy", 0.0),
-        "loss/kl": stats.get("loss/kl", 0.0),
-        "grad/norm": grad_norm,
-        "lr": lr,
-        "time/step_s": step_s,
-        "time/rollout_s": times["rollout"],
-        "time/reference_s": times["reference"],
-        "time/policy_s": times["policy"],
-        "time/optimizer_s": times["optimizer"],
-    }
+    """Build the step's metrics row and rollout/error rows on every rank; rank 0 writes them all."""
+    cfg, ddp, G = parts.cfg, parts.ddp, parts.cfg.grpo.num_generations
+    clock.where = "while logging"
+    everyone = ddp.gather([batch_summary(b) for b in batches])
+    merged = [merge([rank_s[i] for rank_s in everyone]) for i in range(len(batches))]
+    step_s = time.perf_counter() - clock.step_start
+    row = metrics_row(step, beta, merged, G, stats, outcome.grad_norm, outcome.lr, clock.seconds, step_s, outcome.finite)
+    log_this = cfg.train.log_rollouts and (step % cfg.grpo.num_iterations == 0)
+    rows = [rollout_rows(step, b, G, parts.processor) if log_this else ([], {}) for b in batches]
+    errors = [error_rows(step, b, G) for b in batches]
+    log.write_step(row, ddp.gather((rows, errors)))
+    return row
 
 
-def _rollout_rows(step: int, b: dict[str, Any], G: int, processor: Any) -> tuple[list[dict], dict[str, Any]]:
-    """One row per completion, with its tokens, their log-probs and per-token KL to the reference (k3)
-    so the rollout inspector can colour them; and the prompt images by file name (saved once)."""
-    r = b["rollout"]
-    tok = processor.tokenizer
-    logp = b.get("logp")
-    ref = b.get("ref_logp")
-    kl = kl_estimate(logp, ref, "k3") if logp is not None and ref is not None else None
-    rows, images = [], {}
-    for i, text in enumerate(r.texts):
-        s, sc = b["samples"][i // G], b["scores"][i]
-        n = int(r.lengths[i])
-        name = _image_name(s)
-        images.setdefault(name, s.image)
-        rows.append(
-            {
-                "step": step,
-                "prompt_id": s.id,
-                "group": b["group_offset"] + i // G,
-                "sample": i % G,
-                "problem": s.problem,
-                "answer": s.answer,
-                "completion": text,
-                "reward": sc.total,
-                "accuracy": sc.accuracy,
-                "format": sc.format,
-                "advantage": float(b["adv"][i]),
-                "length": n,
-                "truncated": bool(r.truncated[i]),
-                "reward_error": b["errors"][i],
-                "image": f"images/{name}",
-                "tokens": tok.batch_decode([[t] for t in r.completion_ids[i, :n].tolist()]),
-                "token_logprobs": [round(float(v), 4) for v in logp[i, :n]] if logp is not None else None,
-                "token_kl": [round(float(v), 5) for v in kl[i, :n]] if kl is not None else None,
-            }
+# --------------------------------------------------------------------------- the loop
+def train(
+    cfg: Config,
+    resume: bool = False,
+    callbacks: list[Callable[[dict[str, Any]], None]] | None = None,
+    progress: bool = True,
+    model_and_processor: tuple[Any, Any] | None = None,
+    sample_fn: Callable[..., Rollout] = sample_groups,
+    loss_fn: Callable[..., tuple[torch.Tensor, dict[str, float]]] = grpo_loss,
+) -> TrainResult:
+    """Run GRPO with the configured KL schedule; returns the trained model and the run directory.
+
+    Under `torchrun`/`accelerate launch` each process takes its share of every batch's prompts (whole
+    groups); gradients are averaged by DDP and rank 0 alone writes logs, rollouts and checkpoints.
+    `callbacks` get each metrics row; `sample_fn`/`loss_fn` replace the rollout and the loss.
+    """
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    ddp = distributed.setup()
+    accuracy_fn = load_reward_function(cfg.reward.accuracy_function)  # a bad reward spec fails before any file is made
+    run = _open_run_dir(cfg, resume, ddp)
+    seed_everything(cfg.train.seed)
+    model, processor = model_and_processor or load_model(cfg.model, device=distributed.model_device(ddp))
+    parts = build_parts(cfg, model, processor, ddp, sample_fn, loss_fn, accuracy_fn)
+    counters = Counters()
+    if resume:
+        restored = ckpt_io.resume_training(
+            run, model, parts.optimizer, parts.scheduler, parts.generator, parts.schedule, ddp.is_main
         )
-    return rows, images
+        counters = Counters(**restored)
+        ddp.barrier()
+    log = RunLog(run, ddp.is_main, callbacks)
+    disable = not (progress and ddp.is_main)
+    bar = tqdm(total=cfg.train.total_steps, initial=counters.step, desc=run.name, disable=disable, dynamic_ncols=True)
+    start, clock = time.perf_counter(), Stopwatch()
+    batches: list[GenerationBatch] = []
+    try:
+        while counters.step < cfg.train.total_steps:
+            clock.start_step()
+            beta = parts.schedule(counters.step)
+            # A new generation batch every num_iterations optimizer steps (TRL's semantics).
+            if counters.step % cfg.grpo.num_iterations == 0 or not batches:
+                batches = new_generation_batches(parts, counters, clock)
+            stats = compute_loss(parts, batches, beta, clock)
+            outcome = optimizer_step(parts, counters, stats, clock)
+            row = log_step(parts, log, counters.step, beta, batches, stats, outcome, clock)
+            counters.step += 1
+            bar.update(1)
+            bar.set_postfix(reward=f"{row['reward/total']:.2f}", beta=f"{beta:.3f}", kl=f"{row['kl/value']:.3f}")
+            _stop_if_nonfinite(cfg, counters, run)
+            _checkpoint_if_due(parts, run, counters, clock)
+    except torch.OutOfMemoryError:
+        raise TrainingError(f"step {counters.step}: " + oom_message(cfg, clock.where)) from None
+    finally:
+        bar.close()
+        log.close()
+    model.eval()
+    return TrainResult(run, model, processor, counters.step, time.perf_counter() - start)
 
 
-def _error_rows(step: int, b: dict[str, Any], G: int) -> list[dict[str, Any]]:
-    """Completions whose reward function failed, with the error (written even when rollouts are not)."""
-    return [
-        {
-            "step": step,
-            "prompt_id": b["samples"][i // G].id,
-            "sample": i % G,
-            "completion": b["rollout"].texts[i],
-            "solution": b["samples"][i // G].solution,
-            "error": err,
-        }
-        for i, err in enumerate(b["errors"])
-        if err is not None
-    ]
+def _open_run_dir(cfg: Config, resume: bool, ddp: distributed.Dist) -> Path:
+    """Rank 0 creates (or checks) the run directory; every rank then knows its path."""
+    if ddp.is_main:
+        prepare_run_dir(cfg, resume)
+    ddp.barrier()
+    return run_dir_for(cfg)
 
 
-def _image_name(sample: Sample) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in sample.id) + ".png"
+def _stop_if_nonfinite(cfg: Config, counters: Counters, run: Path) -> None:
+    """Stop after more than `train.max_nonfinite_steps` skipped updates in a row, saying what to change."""
+    if counters.nonfinite_in_a_row > cfg.train.max_nonfinite_steps:
+        latest = ckpt_io.latest_checkpoint(run / "checkpoints")
+        raise TrainingError(
+            f"step {counters.step - 1}: the loss or gradient was NaN/inf in {counters.nonfinite_in_a_row} steps in "
+            f"a row (more than train.max_nonfinite_steps={cfg.train.max_nonfinite_steps}); those updates were "
+            "skipped. Lower train.learning_rate, keep train.max_grad_norm > 0, or use model.dtype "
+            "float32/bfloat16 rather than float16. Last complete checkpoint: "
+            f"{str(latest) if latest else 'none'}; logs are in {str(run)!r}"
+        )
 
 
-def _save_image(folder: Path, name: str, image: Any) -> None:
-    """Write a prompt image once (atomically), so inspectors can show what the model saw."""
-    path = folder / name
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{name}.tmp"
-        image.convert("RGB").save(tmp, format="PNG")
-        tmp.replace(path)
+def _checkpoint_if_due(parts: TrainParts, run: Path, counters: Counters, clock: Stopwatch) -> None:
+    """Save every `train.save_every` steps and at the end, only at generation-batch boundaries (so a
+    resume regenerates nothing it had already used)."""
+    cfg, step = parts.cfg, counters.step
+    due = step == cfg.train.total_steps or (cfg.train.save_every and step % cfg.train.save_every == 0)
+    if not due or step % cfg.grpo.num_iterations:
+        return
+    clock.where = "while saving a checkpoint"
+    if parts.ddp.is_main:
+        ckpt_io.save_training(
+            run / "checkpoints",
+            step,
+            parts.model,
+            parts.optimizer,
+            parts.scheduler,
+            parts.generator,
+            parts.schedule,
+            {"batch_index": counters.batch_index, "nonfinite_in_a_row": counters.nonfinite_in_a_row},
+            keep=cfg.train.keep_checkpoints,
+        )
+    parts.ddp.barrier()

@@ -40,6 +40,6 @@ def untrained():
 @pytest.fixture(scope="session")
 def base_dir():
     """Directory of the warmed-up tiny base (built on first use, ~2 minutes on 2 cores)."""
-    from othinklab.tiny import ensure_base
+    from othinklab.warmup import ensure_base
 
     return ensure_base(progress=False)

@@ -16,11 +16,13 @@ import pytest
 import torch
 
 from othinklab import checkpoint as ckpt_io
-from othinklab import trainer as trainer_mod
 from othinklab.cli import main
 from othinklab.config import load_config
 from othinklab.errors import TrainingError, UserError
+from othinklab.grpo import grpo_loss
 from othinklab.metrics import read_jsonl, read_metrics, read_rollouts, truncate_from_step
+from othinklab.models import load_model
+from othinklab.sampling import sample_groups
 from othinklab.trainer import train
 
 SMALL = [
@@ -152,8 +154,9 @@ class _InfGrad(torch.autograd.Function):
         return g * float("inf")
 
 
-def _faulty_loss(monkeypatch, bad_calls: dict[int, str]):
-    real = trainer_mod.grpo_loss
+def _faulty_loss(bad_calls: dict[int, str]):
+    """`grpo_loss`, except that the listed calls get a NaN loss or an infinite gradient."""
+    real = grpo_loss
     calls = {"n": 0}
 
     def loss_fn(logp, *args, **kw):
@@ -167,12 +170,12 @@ def _faulty_loss(monkeypatch, bad_calls: dict[int, str]):
             loss = loss * float("nan")
         return loss, stats
 
-    monkeypatch.setattr(trainer_mod, "grpo_loss", loss_fn)
+    return loss_fn
 
 
 @pytest.mark.slow
-def test_nonfinite_steps_are_skipped_and_counted(tmp_path, base_dir, monkeypatch):
-    _faulty_loss(monkeypatch, {1: "nan-loss", 2: "inf-grad"})
+def test_nonfinite_steps_are_skipped_and_counted(tmp_path, base_dir):
+    loss_fn = _faulty_loss({1: "nan-loss", 2: "inf-grad"})
     snapshots = []
     cfg = _cfg(
         tmp_path,
@@ -181,12 +184,13 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path, base_dir, monkeypatch
         "grpo.prompts_per_step=4",
         "grpo.num_generations=8",
     )
-    model, processor = trainer_mod.load_policy(cfg)
+    model, processor = load_model(cfg.model)
     res = train(
         cfg,
         progress=False,
         callbacks=[lambda row: snapshots.append(_lora_weights(model))],
         model_and_processor=(model, processor),
+        loss_fn=loss_fn,
     )
     m = read_metrics(res.run_dir)
     assert m["skipped/nonfinite"].tolist() == [0, 1, 1, 0]
@@ -198,13 +202,14 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path, base_dir, monkeypatch
 
 
 @pytest.mark.slow
-def test_too_many_nonfinite_steps_in_a_row_stop_with_a_clear_message(tmp_path, base_dir, monkeypatch, capsys):
-    _faulty_loss(monkeypatch, {n: "nan-loss" for n in range(1, 10)})
-    args = ["train", *SMALL, f"train.output_dir={tmp_path}", "train.total_steps=8", "train.save_every=1"]
-    assert main([*args, "train.max_nonfinite_steps=2"]) == 2
-    err = capsys.readouterr().err
+def test_too_many_nonfinite_steps_in_a_row_stop_with_a_clear_message(tmp_path, base_dir):
+    loss_fn = _faulty_loss({n: "nan-loss" for n in range(1, 10)})
+    cfg = _cfg(tmp_path, "train.total_steps=8", "train.save_every=1", "train.max_nonfinite_steps=2")
+    with pytest.raises(TrainingError) as info:  # a UserError: the CLI prints it and exits 2
+        train(cfg, progress=False, loss_fn=loss_fn)
+    err = str(info.value)
     assert "NaN/inf in 3 steps in a row" in err and "train.max_nonfinite_steps=2" in err
-    assert "train.learning_rate" in err and "Traceback" not in err
+    assert "train.learning_rate" in err
     run = next(tmp_path.glob("counting-*"))
     assert read_metrics(run)["skipped/nonfinite"].tolist() == [0, 1, 1, 1]
     latest = ckpt_io.latest_checkpoint(run / "checkpoints")
@@ -272,8 +277,8 @@ def test_corrupt_checkpoint_names_the_file_and_offers_the_previous(tmp_path, bas
 
 # --------------------------------------------------------------------------- out of memory
 @pytest.mark.slow
-def test_out_of_memory_names_the_knobs_and_keeps_what_was_made(tmp_path, base_dir, monkeypatch, capsys):
-    real = trainer_mod.sample_groups
+def test_out_of_memory_names_the_knobs_and_keeps_what_was_made(tmp_path, base_dir):
+    real = sample_groups
     calls = {"n": 0}
 
     def oom_on_third(*a, **kw):
@@ -282,10 +287,10 @@ def test_out_of_memory_names_the_knobs_and_keeps_what_was_made(tmp_path, base_di
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
         return real(*a, **kw)
 
-    monkeypatch.setattr(trainer_mod, "sample_groups", oom_on_third)
-    args = ["train", *SMALL, f"train.output_dir={tmp_path}", "train.total_steps=4", "train.save_every=1"]
-    assert main(args) == 2
-    err = capsys.readouterr().err
+    args = [*SMALL, f"train.output_dir={tmp_path}", "train.total_steps=4", "train.save_every=1"]
+    with pytest.raises(TrainingError) as info:  # a UserError: the CLI prints it and exits 2
+        train(load_config(None, args), progress=False, sample_fn=oom_on_third)
+    err = str(info.value)
     for knob in (
         "grpo.num_generations",
         "grpo.max_completion_length",
@@ -294,12 +299,11 @@ def test_out_of_memory_names_the_knobs_and_keeps_what_was_made(tmp_path, base_di
         "model.max_pixels",
     ):
         assert knob in err
-    assert "while sampling completions" in err and "step 2" in err and "Traceback" not in err
+    assert "while sampling completions" in err and "step 2" in err
     run = next(tmp_path.glob("counting-*"))
     assert list(read_metrics(run)["step"]) == [0, 1]
     assert ckpt_io.latest_checkpoint(run / "checkpoints").name == "step-000002"
-    monkeypatch.setattr(trainer_mod, "sample_groups", real)
-    assert main([*args, "--resume"]) == 0
+    assert main(["train", *args, "--resume"]) == 0
     assert list(read_metrics(run)["step"]) == [0, 1, 2, 3]
 
 

@@ -10,7 +10,7 @@ import pytest
 from othinklab.config import load_config
 from othinklab.evaluate import cross_task_matrix
 from othinklab.metrics import read_metrics
-from othinklab.trainer import PromptStream
+from othinklab.runs import PromptStream
 
 
 @pytest.mark.parametrize("num_train", [0, 12])
@@ -23,7 +23,7 @@ def test_sft_sees_the_same_prompts_as_grpo(num_train):
 
 @pytest.mark.slow
 def test_sft_run_layout_and_loss_falls(tmp_path, base_dir):
-    from othinklab.sft import run_sft
+    from othinklab.sft_run import run_sft
 
     cfg = load_config(
         None,

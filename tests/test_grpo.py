@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from othinklab.grpo import group_advantages, grpo_loss, token_logprobs, zero_spread_fraction
+from othinklab.grpo import group_advantages, grpo_loss, zero_spread_fraction
 from othinklab.kl import kl_estimate
+from othinklab.logprobs import token_logprobs
 
 
 def test_group_advantages_constant_group_is_zero():

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from othinklab.errors import UserError
+from othinklab.logprobs import completion_logprobs
 from othinklab.models import add_lora, count_parameters, is_lora, load_model, make_reference
-from othinklab.rollout import completion_logprobs, sample_groups
+from othinklab.sampling import sample_groups
 from othinklab.tasks import make_task
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from othinklab.rollout import NEVER_SAMPLED, STOP_TOKENS, completion_logprobs, encode_prompts, sample_groups, token_ids
+from othinklab.logprobs import completion_logprobs
+from othinklab.sampling import NEVER_SAMPLED, STOP_TOKENS, encode_prompts, sample_groups, token_ids
 from othinklab.tasks import make_task
 
 
@@ -98,7 +99,7 @@ def test_top_k_one_equals_greedy(untrained):
 
 def test_sharded_sampling_draws_what_one_process_draws(untrained):
     """Two data-parallel shards, each with its half of the prompts, sample the same tokens as one process."""
-    from othinklab.rollout import RowShard
+    from othinklab.sampling import RowShard
 
     model, processor = untrained
     samples = _samples()[:4]
@@ -123,7 +124,7 @@ def test_sharded_sampling_draws_what_one_process_draws(untrained):
 def test_inverse_cdf_draws_each_token_in_proportion(vocab):
     """Evenly spaced uniforms land on each token in proportion to its probability (to one draw), never
     on a zero-probability token, also at u = 0 and u just below 1."""
-    from othinklab.rollout import _inverse_cdf
+    from othinklab.sampling import _inverse_cdf
 
     n = 2000
     g = torch.Generator().manual_seed(vocab)
@@ -143,7 +144,7 @@ def test_inverse_cdf_draws_each_token_in_proportion(vocab):
 
 def test_chunked_logprobs_gradients_match_autograd():
     """The recomputing head function gives the log-probs and gradients of plain log_softmax + gather."""
-    from othinklab.rollout import token_logprobs_from_hidden
+    from othinklab.logprobs import token_logprobs_from_hidden
 
     g = torch.Generator().manual_seed(0)
     head = torch.nn.Linear(16, 50, bias=True).double()
@@ -164,22 +165,22 @@ def test_chunked_logprobs_gradients_match_autograd():
 
 def test_shared_prompt_logprobs_and_gradients_equal_full_sequences(untrained):
     """The prompt run once per group (KV cache repeated) gives the full-sequence log-probs and gradients."""
-    from othinklab import rollout
+    from othinklab import logprobs
 
     model, processor = untrained
     samples = _samples()[:3]
     r = sample_groups(model, processor, samples, 4, 10, generator=torch.Generator().manual_seed(2))
-    backbone, head = rollout._text_model_parts(model)
+    backbone, head = logprobs.text_model_parts(model)
     model.train()
     try:
         results = []
         for shared in (True, False):
             model.zero_grad(set_to_none=True)
             if shared:
-                hidden = rollout._completion_hidden_shared(backbone, r.prompt, r.completion_ids, 4)
+                hidden = logprobs._completion_hidden_shared(backbone, r.prompt, r.completion_ids, 4)
             else:
-                hidden = rollout._completion_hidden_full(backbone, r.prompt, r.completion_ids, r.completion_mask, 4)
-            lp = rollout.token_logprobs_from_hidden(head, hidden, r.completion_ids, 3)
+                hidden = logprobs._completion_hidden_full(backbone, r.prompt, r.completion_ids, r.completion_mask, 4)
+            lp = logprobs.token_logprobs_from_hidden(head, hidden, r.completion_ids, 3)
             (lp * r.completion_mask).sum().backward()
             grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
             results.append((lp.detach() * r.completion_mask, grads))

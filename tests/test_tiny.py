@@ -9,7 +9,7 @@ import torch
 
 from othinklab import tiny
 from othinklab.models import load_model
-from othinklab.rollout import encode_prompts, prompt_text
+from othinklab.sampling import encode_prompts, prompt_text
 from othinklab.tasks import make_task
 
 

@@ -1,0 +1,161 @@
+"""Run-directory plumbing shared by GRPO, SFT, the demo and the grid: where a run lives, which prompts it
+sees, and how its files are written.
+
+Why: every method must draw the same seeded prompts and lay out its run directory the same way, and
+none of them should import the GRPO loop for that. Every file written here (and by `checkpoint`,
+`metrics` and `grid`) goes through `atomic_write`, so a kill mid-write never leaves a torn file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from othinklab.config import Config, to_dict, to_yaml
+from othinklab.errors import UserError
+from othinklab.tasks import EVAL_SPLITS, Sample, load_r1v, make_task
+
+EVAL_SEED = 10_000
+"""Offset of the held-out prompts' seed (`EVAL_SEED + task.seed`): far from any training stream's seeds."""
+
+
+def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None], fsync: bool = False) -> Path:
+    """Write `path` via a hidden temporary file in the same directory, then rename it into place.
+
+    `content` is text, bytes, or a function that writes the temporary path it is given (e.g. an image's
+    `save`). A rename within one directory is atomic on POSIX: readers see the old file or the new one,
+    never half of it. `fsync=True` also makes the new contents durable before the rename.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if callable(content):
+            content(tmp)
+        elif isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            tmp.write_text(content, encoding="utf-8")
+        if fsync:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass
+class TrainResult:
+    """What a training run (GRPO or SFT) returns: its directory, the trained model and the time taken."""
+
+    run_dir: Path
+    model: Any
+    processor: Any
+    steps_done: int
+    seconds: float
+
+
+# --------------------------------------------------------------------------- prompts
+class PromptStream:
+    """Seeded prompt batches addressed by index, so a resumed run draws exactly the same prompts.
+
+    Fresh synthetic samples for every batch (`num_train == 0`), or a fixed pool (few-shot or a
+    dataset file) visited in a seeded order that is reshuffled every epoch.
+    """
+
+    def __init__(self, cfg: Config, per_batch: int | None = None):
+        self.cfg = cfg
+        self.per_batch = per_batch or cfg.grpo.prompts_per_step
+        self.task = make_task(cfg.task.name)
+        self.pool: list[Sample] | None = None
+        if cfg.task.data_path:
+            self.pool = load_r1v(
+                cfg.task.data_path,
+                cfg.task.name,
+                image_root=cfg.task.image_root or None,
+                limit=cfg.task.num_train or None,
+                seed=cfg.task.seed,
+            )
+        elif cfg.task.num_train:
+            self.pool = self.task.samples(cfg.task.num_train, split="train", seed=cfg.task.seed)
+        if self.pool is not None and len(self.pool) == 0:
+            raise UserError(f"task.data_path={cfg.task.data_path!r} holds no usable rows")
+
+    def batch(self, index: int) -> list[Sample]:
+        if self.pool is None:
+            return self.task.samples(self.per_batch, split="train", seed=self.cfg.task.seed * 1_000_003 + index + 1)
+        n = len(self.pool)
+        out = []
+        for k in range(index * self.per_batch, (index + 1) * self.per_batch):
+            epoch, pos = divmod(k, n)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.task.seed * 7919 + epoch))
+            out.append(self.pool[int(order[pos])])
+        return out
+
+
+def eval_samples(cfg: Config) -> list[Sample]:
+    """The held-out prompts evaluated before and after training (never seen in training)."""
+    if cfg.task.eval_data_path:
+        return load_r1v(
+            cfg.task.eval_data_path,
+            cfg.task.name,
+            image_root=cfg.task.image_root or None,
+            limit=cfg.task.num_eval,
+            seed=cfg.task.seed,
+        )
+    split = cfg.task.eval_split or EVAL_SPLITS[cfg.task.name]
+    return make_task(cfg.task.name).samples(cfg.task.num_eval, split=split, seed=EVAL_SEED + cfg.task.seed)
+
+
+# --------------------------------------------------------------------------- run directory
+def run_dir_for(cfg: Config) -> Path:
+    """`train.output_dir / train.run_name`, the name defaulting to task, schedule and seed."""
+    name = cfg.train.run_name or f"{cfg.task.name}-{cfg.kl.schedule}-seed{cfg.train.seed}"
+    return Path(cfg.train.output_dir) / name
+
+
+def prepare_run_dir(cfg: Config, resume: bool) -> Path:
+    """Create the run directory; refuse to mix two configs or to overwrite a run without `--resume`."""
+    run = run_dir_for(cfg)
+    cfg_path = run / "config.yaml"
+    if cfg_path.exists():
+        existing = yaml.safe_load(cfg_path.read_text())
+        if existing != yaml.safe_load(to_yaml(cfg)):
+            diff = [
+                f"{s}.{k}" for s in existing for k in existing[s] if to_dict(cfg).get(s, {}).get(k) != existing[s][k]
+            ]
+            raise UserError(
+                f"run directory {str(run)!r} already holds a run with another config (differs in {', '.join(diff[:5]) or 'sections'}); "
+                "choose another train.run_name or delete that directory"
+            )
+        if not resume and (run / "metrics.jsonl").exists():
+            raise UserError(
+                f"run directory {str(run)!r} already holds this run; pass --resume to continue it, "
+                "or choose another train.run_name"
+            )
+    elif resume:
+        raise UserError(f"--resume: run directory {str(run)!r} has no config.yaml to resume from")
+    run.mkdir(parents=True, exist_ok=True)
+    if not cfg_path.exists():
+        atomic_write(cfg_path, to_yaml(cfg))
+    return run
+
+
+def image_name(sample: Sample) -> str:
+    """The file name a sample's prompt image is saved under in the run's `images/` folder."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in sample.id) + ".png"
+
+
+def save_image(folder: Path, name: str, image: Any) -> None:
+    """Write a prompt image once (atomically), so inspectors can show what the model saw."""
+    path = folder / name
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: image.convert("RGB").save(tmp, format="PNG"))

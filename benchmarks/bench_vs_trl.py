@@ -12,6 +12,9 @@ loss aggregation (othinklab `sequence` = TRL `loss_type="grpo"`), group-scaled a
 reward (othinklab's counting reward), AdamW at the same learning rate with clipping at 1.0, no gradient
 checkpointing, float32, no bf16. TRL's defaults that would change the work are set explicitly (its
 batch size counts completions: 64; `gradient_checkpointing=False`; `bf16=False`; `shuffle_dataset=False`).
+Both sides optimise the paper's objective: TRL >= 1.16 defaults to `use_bias_correction_kl=True`, which
+multiplies the KL term by the (differentiable) importance ratio and so adds a ratio-weighted KL gradient
+even on-policy; OThink-MR1's Eq. 4 (and othinklab) has no such term, so it is set to False here.
 
 Each measurement runs in a fresh subprocess (peak RSS is per process), alternating othinklab and TRL;
 the first `--warmup` steps are excluded. Peak RSS is read at the end of the last measured step (before
@@ -202,6 +205,12 @@ def worker_trl(w: dict) -> dict:
             beta=w["beta"],
             epsilon=0.2,
             loss_type="grpo",  # per-completion token mean, then mean = othinklab's "sequence"
+            # the paper's KL term: TRL >= 1.16 defaults to a ratio-weighted KL gradient Eq. 4 does not have
+            **(
+                {"use_bias_correction_kl": False}
+                if "use_bias_correction_kl" in trl.GRPOConfig.__dataclass_fields__
+                else {}
+            ),
             scale_rewards="group",
             learning_rate=w["lr"],
             lr_scheduler_type="constant",

@@ -51,6 +51,11 @@ def _trainer(tmp_path, beta: float, steps: int, lr: float = 1e-3, lora: bool = F
         max_steps=steps,
         beta=beta,
         loss_type="grpo",
+        # the paper's objective: TRL >= 1.16 defaults to use_bias_correction_kl=True, a ratio-weighted KL
+        # gradient (DeepSeek-V3.2) that OThink-MR1's Eq. 4 does not have
+        **(
+            {"use_bias_correction_kl": False} if "use_bias_correction_kl" in trl.GRPOConfig.__dataclass_fields__ else {}
+        ),
         learning_rate=lr,
         gradient_checkpointing=False,
         bf16=False,

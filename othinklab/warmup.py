@@ -76,7 +76,15 @@ def build_base(seed: int = SEED, progress: bool = True) -> Path:
 
 def ensure_base(seed: int = SEED, force: bool = False, progress: bool = True) -> Path:
     """The cached base's directory, building it first if it is missing (or `force`)."""
+    from filelock import FileLock
+
     path = base_dir(seed)
-    if force or not (path / "othinklab.json").exists():
-        build_base(seed, progress=progress)
+    if not force and (path / "othinklab.json").exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time: a second process (a notebook, a test worker) waits for the first build instead of
+    # spending minutes of CPU on an identical copy.
+    with FileLock(str(path) + ".lock"):
+        if force or not (path / "othinklab.json").exists():
+            build_base(seed, progress=progress)
     return path

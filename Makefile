@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv when missing:
-# torch 2.13.0 (CPU wheel) first and explicitly, so nothing pulls a multi-GB CUDA build, then the package.
+# torch 2.13.0 (CPU wheel) first and explicitly, so nothing pulls a multi-GB CUDA build, then the package with
+# constraints.txt pinning what the numbers depend on (transformers, peft, numpy, ...), so a fresh clone reproduces them.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,11 +8,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint format notebooks clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench]"
 	@touch $(STAMP)
 
 demo: $(STAMP)

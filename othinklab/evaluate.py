@@ -4,6 +4,10 @@ Why: at small scale greedy accuracy swings by +-0.1 between evaluations (docs/de
 number hides whether RL moved the policy. Every figure here comes with its eval size and a Wilson
 interval, and sampled accuracy (k samples per prompt at the training temperature) is reported beside it.
 Per-sample records are returned so failures can be inspected.
+
+`evaluate_tasks` is the grid's fast path: every eval task's prompts go through the shared-prefill sampler
+together (one greedy pass, one sampled pass per model), and `per_prompt` keeps each prompt's correctness
+so two models scored on the same prompts can be compared pair by pair (`othinklab.stats`).
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import pandas as pd
 import torch
 
 from othinklab.rewards import extract_answer, score
-from othinklab.rollout import sample_groups
-from othinklab.tasks.base import Sample
+from othinklab.sampling import sample_groups
+from othinklab.tasks.base import Sample, with_prompt
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -131,6 +135,52 @@ def evaluate(
         records.append(sampled.assign(mode="sampled"))
     table = pd.DataFrame(rows)
     return (table, pd.concat(records, ignore_index=True)) if return_records else table
+
+
+def evaluate_tasks(
+    model: Any,
+    processor: Any,
+    samples_by_task: dict[str, list[Sample]],
+    num_samples: int = 4,
+    temperature: float = 1.0,
+    max_new_tokens: int = 48,
+    batch_size: int = 32,
+    format_weight: float = 1.0,
+    seed: int = 0,
+    prompt: str = "think",
+) -> pd.DataFrame:
+    """Greedy and sampled records for several eval tasks in one pass each, with `eval_task` and `mode`
+    columns. All tasks' prompts share the batches, so a small eval set per task still fills them; the
+    sampled pass draws from one generator seeded with `seed` (reproducible per seed)."""
+    keyed = [(task, s) for task, samples in samples_by_task.items() for s in with_prompt(samples, prompt)]
+    if not keyed:
+        raise ValueError("evaluate_tasks needs at least one sample")
+    tasks = {id(s): task for task, s in keyed}
+    flat = [s for _, s in keyed]
+    if len({s.id for s in flat}) != len(flat):
+        raise ValueError("evaluate_tasks needs unique sample ids across tasks (records are keyed by id)")
+    by_id = {s.id: tasks[id(s)] for s in flat}
+    common = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, format_weight=format_weight, seed=seed)
+    parts = [generate_records(model, processor, flat, greedy=True, **common).assign(mode="greedy")]
+    if num_samples > 0:
+        sampled = generate_records(
+            model, processor, flat, num_samples=num_samples, greedy=False, temperature=temperature, **common
+        )
+        parts.append(sampled.assign(mode="sampled"))
+    records = pd.concat(parts, ignore_index=True)
+    return records.assign(eval_task=records["id"].map(by_id))
+
+
+def per_prompt(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per (eval_task, prompt id): greedy correctness (0/1) and the sampled correct fraction, in
+    the order the prompts were evaluated (the pairing key of `othinklab.stats`)."""
+    order = list(dict.fromkeys(records["id"]))
+    acc = records.groupby(["eval_task", "id", "mode"], sort=False)["accuracy"].mean().unstack("mode")
+    acc = acc.reindex(columns=["greedy", "sampled"])
+    acc.columns.name = None
+    acc = acc.reset_index()
+    acc["_order"] = acc["id"].map({k: i for i, k in enumerate(order)})
+    return acc.sort_values("_order").drop(columns="_order").reset_index(drop=True)
 
 
 def format_summary(table: pd.DataFrame, label: str = "") -> list[str]:

@@ -1,61 +1,123 @@
-"""`othinklab grid`: the paper's protocol in one command, with results keyed by config hash.
+"""`othinklab grid`: the paper's protocol in one command, with cells cached by config hash and paired claims.
 
-Methods {base, SFT, GRPO (constant beta), GRPO-D} x train task {counting, geometry} x eval task
-{counting:ood, geometry:test} x seeds. Each trained model is evaluated on both eval tasks (greedy, the
-paper's metric, and sampled accuracy), so the cross-task columns show what post-training on one task does
-to the other. Every cell is cached under `<output_dir>/cache/<hash>.json` as soon as it finishes, so an
-interrupted grid resumes where it stopped; `results.csv`, `same_task.md`, `cross_task.md` and
-`grid.png` are rebuilt from the cache on every run, so every number in them comes from a run.
+Methods {base (two prompts), SFT, GRPO (constant beta), GRPO-D} x train task {counting, geometry} x
+seeds, every model scored on both eval tasks {counting:ood, geometry:test} (greedy, the paper's metric,
+and sampled accuracy), so the cross-task columns show what post-training on one task does to the other.
+
+Why it is built this way:
+- *Paired.* All methods of a seed train on the same seeded prompt stream (`train.seed = task.seed =
+  seed`; SFT's batch equals GRPO's prompts per step), and every model is scored on the same eval
+  prompts, so `grid_report` compares methods prompt by prompt and seed by seed (`othinklab.stats`).
+- *Fast.* Each model's two eval tasks go through the shared-prefill sampler together (one greedy and
+  one sampled pass); an untrained model (the base) is evaluated once, not per seed or train task.
+- *Resumable.* Every cell is cached under `<output_dir>/<preset>/cache/<hash>.json` (its summary rows
+  and per-prompt correctness) as soon as it finishes; the reports are rebuilt from the cache each run.
+- *Extensible.* A preset declares its own methods (`Method`: name -> trainer and overrides) and its own
+  claims (`grid_report.Claim`: pairs of methods to compare), so ablations reuse all of the above.
 
 Simplified versus the paper: the synthetic tiny tasks stand in for CLEVR/SuperCLEVR and GeoQA; SFT
-sees the same prompts as the RL runs (same seeded stream, same count) with the generator's reasoning
-as target; all methods share the LoRA learning rate (nothing is tuned per method on the eval split).
+sees the same prompts as the RL runs with the generator's reasoning as target; all methods share the
+LoRA learning rate (nothing is tuned per method on the eval split).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from othinklab.config import load_config, to_dict
-from othinklab.evaluate import evaluate, wilson_interval
+from othinklab.grid_report import Claim, paper_claims, write_reports
 from othinklab.tasks import make_task
 
 EVAL_TASKS = {"counting": "ood", "geometry": "test"}
-KL_SETTINGS = {
-    # method -> train task -> overrides (the paper's settings, docs/paper.md)
-    "grpo": {
-        "counting": ["kl.schedule=constant", "kl.beta=0.04"],
-        "geometry": ["kl.schedule=constant", "kl.beta=0.01"],
-    },
-    "grpo_d": {
-        "counting": ["kl.schedule=grpo_d", "kl.beta_min=0.04", "kl.beta_max=0.1"],
-        "geometry": ["kl.schedule=grpo_d", "kl.beta_min=0.0", "kl.beta_max=0.02"],
-    },
-}
-METHODS = ("base", "sft", "grpo", "grpo_d")
+"""Train task -> its held-out eval split; every model is scored on all of them."""
+EVAL_PROMPT_SEED = 10_000
+"""Seed of the eval prompts: one fixed set for every method and seed, so results pair prompt by prompt."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the grid: how a model is made from the base."""
+
+    name: str
+    """Label in every table (`base`, `sft`, `grpo`, `grpo_d`, or a variant's own)."""
+    trainer: str
+    """`none` (evaluated as loaded), `sft` or `grpo`."""
+    overrides: tuple[str, ...] = ()
+    """`section.field=value` items applied on every train task (after the preset's)."""
+    per_task: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Train task -> further overrides (the paper's beta settings differ per task)."""
+    prompt: str = "think"
+    """`task.prompt` this method is trained and evaluated with."""
+
+    def overrides_for(self, task: str) -> list[str]:
+        return [*self.overrides, *self.per_task.get(task, ())]
+
+
+PAPER_METHODS = (
+    Method("base", "none"),
+    Method("base_direct", "none", overrides=("reward.format_weight=0",), prompt="direct"),
+    Method("sft", "sft"),
+    Method(
+        "grpo",
+        "grpo",
+        per_task={  # the paper's constant beta per task
+            "counting": ("kl.schedule=constant", "kl.beta=0.04"),
+            "geometry": ("kl.schedule=constant", "kl.beta=0.01"),
+        },
+    ),
+    Method(
+        "grpo_d",
+        "grpo",
+        per_task={  # the paper's Eq. 3 ranges per task
+            "counting": ("kl.schedule=grpo_d", "kl.beta_min=0.04", "kl.beta_max=0.1"),
+            "geometry": ("kl.schedule=grpo_d", "kl.beta_min=0.0", "kl.beta_max=0.02"),
+        },
+    ),
+)
+"""The paper's comparison; `base_direct` is the base under the answer-only prompt (the format's cost)."""
+METHODS = tuple(m.name for m in PAPER_METHODS)
 
 
 @dataclass(frozen=True)
 class Preset:
+    """Sizes of one grid run, and which methods and claims it holds."""
+
     seeds: tuple[int, ...]
+    """Training seeds (each sets `train.seed` and `task.seed` of every method alike)."""
     steps: int
+    """GRPO optimizer steps = SFT steps."""
     prompts_per_step: int
+    """GRPO prompts per step = SFT batch size (so both see the same prompts)."""
     num_generations: int
+    """G, completions per prompt."""
     max_completion_length: int
+    """Longest completion in training and evaluation (tokens)."""
     num_eval: int
+    """Eval prompts per eval task (the same prompts for every model)."""
     eval_samples: int
-    extra: tuple[str, ...] = field(default_factory=tuple)
+    """Sampled completions per eval prompt (sampled accuracy)."""
+    extra: tuple[str, ...] = ()
+    """Overrides applied to every method before its own."""
+    methods: tuple[Method, ...] = PAPER_METHODS
+    """The grid's rows."""
+    claims: tuple[Claim, ...] | None = None
+    """Pairs to compare; None = the paper's claims (`grid_report.paper_claims`)."""
+    train_tasks: tuple[str, ...] = ("counting", "geometry")
+    """Tasks the trained methods are trained on."""
+    description: str = ""
+    """One line for `--help` and the reports."""
+
+    def all_claims(self) -> tuple[Claim, ...]:
+        return self.claims if self.claims is not None else paper_claims(self.train_tasks)
 
 
-PRESETS = {
+PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         seeds=(0,),
         steps=2,
@@ -64,25 +126,61 @@ PRESETS = {
         max_completion_length=48,
         num_eval=16,
         eval_samples=2,
+        description="plumbing check for the tests (about a minute); its numbers are noise",
     ),
     "tiny": Preset(
         seeds=(0, 1, 2),
-        steps=120,
-        prompts_per_step=8,
+        steps=80,
+        prompts_per_step=6,
         num_generations=8,
         max_completion_length=48,
-        num_eval=200,
+        num_eval=100,
         eval_samples=4,
+        description="3 seeds in under 20 minutes on 2 CPU cores: a first look, too few seeds to settle claims",
+    ),
+    "powered": Preset(
+        seeds=(0, 1, 2, 3, 4, 5),
+        steps=100,
+        prompts_per_step=6,
+        num_generations=8,
+        max_completion_length=48,
+        num_eval=300,
+        eval_samples=3,
+        description="6 seeds, 300 eval prompts per task, about an hour on 2 CPU cores: the shipped run",
     ),
 }
-"""`smoke` (about a minute, used by the tests) and `tiny` (3 seeds, ~30 minutes on 2 CPU cores)."""
+"""Built-in presets; `estimate_seconds` gives each one's expected wall time."""
+
+STEP_SECONDS_PER_SEQUENCE = 1.2 / 64
+"""GRPO step cost per sampled sequence (tiny model, LoRA, 48 tokens, 2 CPU cores): ~1.2 s for 8 x G=8."""
+EVAL_SECONDS_PER_SEQUENCE = 0.5 * STEP_SECONDS_PER_SEQUENCE
+"""An eval completion is sampling only (no log-prob or backward pass): about half of a training sequence."""
+SFT_SECONDS_PER_EXAMPLE = 0.02
+"""Teacher-forced SFT cost per example (one forward and backward, no sampling)."""
 
 
-def _overrides(preset: Preset, method: str, task: str, seed: int, output_dir: Path) -> list[str]:
+def estimate_seconds(preset: Preset) -> float:
+    """Expected wall time of a fresh run of `preset` alone on 2 CPU cores, from per-sequence costs.
+
+    >>> round(estimate_seconds(PRESETS["tiny"]) / 60), round(estimate_seconds(PRESETS["powered"]) / 60)
+    (18, 53)
+    """
+    trained = [m for m in preset.methods if m.trainer != "none"]
+    runs = len(preset.seeds) * len(preset.train_tasks)
+    grpo = sum(m.trainer == "grpo" for m in trained) * runs * preset.steps
+    grpo_s = grpo * preset.prompts_per_step * preset.num_generations * STEP_SECONDS_PER_SEQUENCE
+    sft_s = sum(m.trainer == "sft" for m in trained) * runs * preset.steps * preset.prompts_per_step
+    models = len(trained) * runs + (len(preset.methods) - len(trained))
+    eval_seqs = models * len(EVAL_TASKS) * preset.num_eval * (1 + preset.eval_samples)
+    return grpo_s + sft_s * SFT_SECONDS_PER_EXAMPLE + eval_seqs * EVAL_SECONDS_PER_SEQUENCE
+
+
+def _overrides(preset: Preset, method: Method, task: str, seed: int, output_dir: Path) -> list[str]:
     common = [
         "model.name=tiny",
         "model.lora=true",
         f"task.name={task}",
+        f"task.prompt={method.prompt}",
         f"train.seed={seed}",
         f"task.seed={seed}",
         f"train.total_steps={preset.steps}",
@@ -95,58 +193,89 @@ def _overrides(preset: Preset, method: str, task: str, seed: int, output_dir: Pa
         "sft.learning_rate=1e-3",
         "train.save_every=0",
         f"train.output_dir={output_dir / 'runs'}",
-        f"train.run_name={method}-{task}-seed{seed}",
+        f"train.run_name={method.name}-{task}-seed{seed}",
         *preset.extra,
     ]
-    return common + KL_SETTINGS.get(method, {}).get(task, [])
+    return common + method.overrides_for(task)
 
 
-def _hash(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+def cells(preset: Preset) -> list[tuple[Method, str, int]]:
+    """(method, train task, seed) of every model to make; an untrained method once (first task and seed)."""
+    out = []
+    for m in preset.methods:
+        if m.trainer == "none":
+            out.append((m, preset.train_tasks[0], preset.seeds[0]))
+    for seed in preset.seeds:
+        for task in preset.train_tasks:
+            out += [(m, task, seed) for m in preset.methods if m.trainer != "none"]
+    return out
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def cell_config(preset: Preset, method: Method, task: str, seed: int, output_dir: Path) -> Any:
+    """The resolved run config of one cell (what its cache key hashes)."""
+    return load_config(None, _overrides(preset, method, task, seed, output_dir))
 
 
-def _cell(preset: Preset, method: str, task: str, seed: int, output_dir: Path, progress: bool) -> list[dict[str, Any]]:
-    """Train (unless base) and evaluate one grid cell; one row per eval task."""
+def cell_key(preset: Preset, method: Method, cfg: Any) -> str:
+    sizes = {k: v for k, v in dataclasses.asdict(preset).items() if k in ("num_eval", "eval_samples")}
+    payload = {"method": dataclasses.asdict(method), "eval": sizes, "config": to_dict(cfg), "format": 2}
+    if method.trainer == "none":  # one model whatever the seed or train task it is listed under
+        payload["config"] = {k: v for k, v in payload["config"].items() if k not in ("train", "task", "sft")}
+        payload["config"]["task"] = {"prompt": method.prompt}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def eval_samples(num_eval: int) -> dict[str, list]:
+    """The eval prompts every model of a grid is scored on, by eval task (`counting:ood`, ...)."""
+    return {
+        f"{task}:{split}": make_task(task).samples(num_eval, split=split, seed=EVAL_PROMPT_SEED)
+        for task, split in EVAL_TASKS.items()
+    }
+
+
+def _cell(preset: Preset, method: Method, task: str, seed: int, output_dir: Path, progress: bool) -> dict[str, Any]:
+    """Train (unless untrained) and evaluate one cell: summary rows and per-prompt correctness."""
+    import shutil
+
+    from othinklab.evaluate import evaluate_tasks, per_prompt, summarize
     from othinklab.models import load_model
-    from othinklab.sft import run_sft
-    from othinklab.trainer import run_dir_for, train
+    from othinklab.runs import run_dir_for
+    from othinklab.sft_run import run_sft
+    from othinklab.trainer import train
 
-    cfg = load_config(None, _overrides(preset, method, task, seed, output_dir))
+    cfg = cell_config(preset, method, task, seed, output_dir)
     t0 = time.perf_counter()
     run_dir = str(run_dir_for(cfg))
-    if method == "base":
-        model, processor = load_model("tiny")
+    if method.trainer == "none":
+        model, processor = load_model(cfg.model)
     else:
-        import shutil
-
         shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted cell is redone from scratch
-        res = run_sft(cfg, progress=progress) if method == "sft" else train(cfg, progress=progress)
+        res = run_sft(cfg, progress=progress) if method.trainer == "sft" else train(cfg, progress=progress)
         model, processor = res.model, res.processor
     train_s = time.perf_counter() - t0
-    rows = []
-    for eval_task, split in EVAL_TASKS.items():
-        samples = make_task(eval_task).samples(preset.num_eval, split=split, seed=10_000)
-        table = evaluate(
-            model,
-            processor,
-            samples,
-            num_samples=preset.eval_samples,
-            max_new_tokens=preset.max_completion_length,
-            seed=seed,
-        )
-        g, s = table.iloc[0], table.iloc[1]
+    t1 = time.perf_counter()
+    records = evaluate_tasks(
+        model,
+        processor,
+        eval_samples(preset.num_eval),
+        num_samples=preset.eval_samples,
+        max_new_tokens=preset.max_completion_length,
+        format_weight=cfg.reward.format_weight,
+        seed=0 if method.trainer == "none" else seed,
+        prompt=method.prompt,
+    )
+    eval_s = time.perf_counter() - t1
+    listed = "none" if method.trainer == "none" else task
+    rows, prompts = [], per_prompt(records)
+    for ev, sub in records.groupby("eval_task", sort=False):
+        g, s = summarize(sub[sub["mode"] == "greedy"], "greedy"), summarize(sub[sub["mode"] == "sampled"], "sampled")
         rows.append(
             {
-                "method": method,
-                "train_task": task,
+                "method": method.name,
+                "train_task": listed,
                 "seed": seed,
-                "eval_task": f"{eval_task}:{split}",
+                "eval_task": ev,
+                "prompt": method.prompt,
                 "n": int(g["n"]),
                 "greedy_accuracy": g["accuracy"],
                 "greedy_lo": g["accuracy_lo"],
@@ -157,112 +286,62 @@ def _cell(preset: Preset, method: str, task: str, seed: int, output_dir: Path, p
                 "sampled_format": s["format"],
                 "sampled_reward": s["reward"],
                 "train_seconds": round(train_s, 1),
-                "run_dir": "" if method == "base" else run_dir,
+                "eval_seconds": round(eval_s, 1),
+                "run_dir": "" if method.trainer == "none" else run_dir,
             }
         )
-    return rows
+    per = {
+        ev: {"ids": list(sub["id"]), "greedy": list(sub["greedy"]), "sampled": list(sub["sampled"])}
+        for ev, sub in prompts.groupby("eval_task", sort=False)
+    }
+    return {"rows": rows, "per_prompt": per}
 
 
 def run_grid(
-    preset_name: str = "smoke", output_dir: str | Path = "grid_runs", progress: bool = False
+    preset_name: str = "smoke", output_dir: str | Path = "grid_runs", progress: bool = False, command: str = ""
 ) -> dict[str, Path]:
-    """Run (or resume) the grid; write results.csv, same_task.md, cross_task.md and grid.png."""
+    """Run (or resume) the grid; write the reports (results, claims, tables, figure, provenance)."""
     import torch
 
     from othinklab.errors import UserError
-    from othinklab.tiny import ensure_base
+    from othinklab.provenance import write_provenance
+    from othinklab.runs import atomic_write
+    from othinklab.warmup import ensure_base
 
     if preset_name not in PRESETS:
         raise UserError(f"grid preset {preset_name!r} is unknown; choose one of {', '.join(PRESETS)}")
     preset = PRESETS[preset_name]
+    start = time.perf_counter()
     out = Path(output_dir) / preset_name
     cache = out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     ensure_base(progress=progress)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    cells = [
-        (m, t, s) for s in preset.seeds for t in EVAL_TASKS for m in METHODS if not (m == "base" and t != "counting")
-    ]
-    for method, task, seed in cells:
-        cfg = load_config(None, _overrides(preset, method, task, seed, out))
-        key = _hash({"method": method, "preset": preset.__dict__, "config": to_dict(cfg)})
+    ran = cached = 0
+    for method, task, seed in cells(preset):
+        key = cell_key(preset, method, cell_config(preset, method, task, seed, out))
         path = cache / f"{key}.json"
         if path.exists():
+            cached += 1
             continue
-        print(f"grid {preset_name}: {method} on {task}, seed {seed} ...", flush=True)
-        rows = _cell(preset, method, task, seed, out, progress)
-        _write_atomic(path, json.dumps(rows, indent=1))
-    return write_reports(out)
-
-
-def load_results(out: Path) -> pd.DataFrame:
-    """Every cached cell's rows; the base (trained on nothing) is listed under both train tasks."""
-    rows = [r for f in sorted((out / "cache").glob("*.json")) for r in json.loads(f.read_text())]
-    df = pd.DataFrame(rows)
-    base = df[df["method"] == "base"]
-    if len(base):
-        df = pd.concat(
-            [df[df["method"] != "base"], base.assign(train_task="counting"), base.assign(train_task="geometry")],
-            ignore_index=True,
-        )
-    order = {m: i for i, m in enumerate(METHODS)}
-    return df.sort_values(
-        ["train_task", "method", "seed", "eval_task"], key=lambda c: c.map(order) if c.name == "method" else c
-    ).reset_index(drop=True)
-
-
-def _cell_text(sub: pd.DataFrame) -> str:
-    """Mean greedy accuracy over seeds (percent), seed range, and the pooled 95% Wilson interval.
-
-    The base is one model whatever the seed (greedy decoding is deterministic), so it counts once.
-    """
-    if len(sub) and (sub["method"] == "base").all():
-        sub = sub.head(1)
-    n = int(sub["n"].sum())
-    k = float((sub["greedy_accuracy"] * sub["n"]).sum())
-    lo, hi = wilson_interval(k, n)
-    seeds = sub["greedy_accuracy"] * 100
-    spread = f" ({seeds.min():.1f}-{seeds.max():.1f})" if len(sub) > 1 else ""
-    return f"{100 * k / n:.1f}{spread} [{100 * lo:.1f}, {100 * hi:.1f}]"
-
-
-def write_reports(out: Path) -> dict[str, Path]:
-    """results.csv, the Table-1-style same-task table, the cross-task table and a figure."""
-    import matplotlib.pyplot as plt
-
-    df = load_results(out)
-    paths = {
-        "results": out / "results.csv",
-        "same_task": out / "same_task.md",
-        "cross_task": out / "cross_task.md",
-        "figure": out / "grid.png",
-    }
-    _write_atomic(paths["results"], df.to_csv(index=False))
-    n_seeds, n_eval = df["seed"].nunique(), int(df["n"].iloc[0])
-    note = (
-        f"Greedy accuracy (%) on {n_eval} held-out prompts per task, mean over {n_seeds} seed(s) (range), "
-        "[pooled 95% Wilson interval].\n\n"
+        where = "" if method.trainer == "none" else f" on {task}, seed {seed}"
+        print(f"grid {preset_name}: {method.name}{where} ...", flush=True)
+        atomic_write(path, json.dumps(_cell(preset, method, task, seed, out, progress), indent=1))
+        ran += 1
+    keys = {cell_key(preset, m, cell_config(preset, m, t, s, out)) for m, t, s in cells(preset)}
+    paths = write_reports(out, preset.all_claims(), keys=keys, preset=preset_name)
+    paths["provenance"] = write_provenance(
+        out / "provenance.json",
+        command=command or f"othinklab grid --preset {preset_name}",
+        wall_seconds=time.perf_counter() - start,
+        extra={"preset": preset_name, "cells_run": ran, "cells_cached": cached, "sizes": _sizes(preset)},
     )
-    lines = ["| method | VC (counting-trained, counting:ood) | GR (geometry-trained, geometry:test) |", "|---|---|---|"]
-    for m in METHODS:
-        cells = []
-        for task, ev in (("counting", "counting:ood"), ("geometry", "geometry:test")):
-            sub = df[(df.method == m) & (df.train_task == task) & (df.eval_task == ev)]
-            cells.append(_cell_text(sub) if len(sub) else "-")
-        lines.append(f"| {m} | {cells[0]} | {cells[1]} |")
-    _write_atomic(paths["same_task"], note + "\n".join(lines) + "\n")
-    lines = ["| train task | method | counting:ood | geometry:test |", "|---|---|---|---|"]
-    for task in ("counting", "geometry"):
-        for m in METHODS:
-            cells = []
-            for ev in ("counting:ood", "geometry:test"):
-                sub = df[(df.method == m) & (df.train_task == task) & (df.eval_task == ev)]
-                cells.append(_cell_text(sub) if len(sub) else "-")
-            lines.append(f"| {task} | {m} | {cells[0]} | {cells[1]} |")
-    _write_atomic(paths["cross_task"], note + "\n".join(lines) + "\n")
-    from othinklab.plots import cross_task_bars, paper_results
-
-    fig = cross_task_bars(df, paper=paper_results())
-    fig.savefig(paths["figure"], dpi=100)
-    plt.close(fig)
     return paths
+
+
+def _sizes(preset: Preset) -> dict[str, Any]:
+    d = dataclasses.asdict(preset)
+    d["methods"] = [m.name for m in preset.methods]
+    d["claims"] = len(preset.all_claims())
+    d["estimated_seconds"] = round(estimate_seconds(preset))
+    return d

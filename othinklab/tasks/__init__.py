@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from othinklab.errors import ConfigError
-from othinklab.tasks.base import PROMPT_SUFFIX, Sample, Task
+from othinklab.tasks.base import PROMPT_SUFFIX, PROMPTS, Sample, Task, with_prompt
 from othinklab.tasks.counting import CountingTask
 from othinklab.tasks.geometry import GeometryTask
 
@@ -31,4 +31,4 @@ def load_r1v(*args: Any, **kwargs: Any) -> list[Sample]:
     return _load(*args, **kwargs)
 
 
-__all__ = ["EVAL_SPLITS", "PROMPT_SUFFIX", "Sample", "Task", "TASKS", "make_task", "load_r1v"]
+__all__ = ["EVAL_SPLITS", "PROMPT_SUFFIX", "PROMPTS", "Sample", "Task", "TASKS", "make_task", "load_r1v", "with_prompt"]

@@ -6,6 +6,7 @@ evaluation never care where a sample came from.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -13,6 +14,12 @@ from PIL import Image
 
 PROMPT_SUFFIX = " Output the thinking process in <think> </think> and final answer (number) in <answer> </answer> tags."
 """R1-V's instruction appended to every question (docs/paper.md, Reward)."""
+PROMPTS = {
+    "think": PROMPT_SUFFIX,
+    "direct": " Output only the final answer (number) in <answer> </answer> tags, without any reasoning.",
+}
+"""Instruction appended to the question, by `task.prompt`: `think` is R1-V's (the paper's), `direct` asks
+for the answer alone. Both keep the `<answer>` tags so the same scorer reads either."""
 
 
 @dataclass
@@ -30,6 +37,8 @@ class Sample:
     reasoning: str = ""
     task: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    prompt: str = "think"
+    """Which instruction (`PROMPTS` key) follows the question in the prompt."""
 
     @property
     def answer(self) -> str:
@@ -41,12 +50,21 @@ class Sample:
 
     @property
     def prompt_text(self) -> str:
-        """The user-turn text: the question followed by R1-V's format instruction."""
-        return self.problem + PROMPT_SUFFIX
+        """The user-turn text: the question followed by the format instruction (R1-V's by default)."""
+        return self.problem + PROMPTS[self.prompt]
 
     def target(self) -> str:
         """The supervised completion: `<think>reasoning</think><answer>answer</answer>`."""
         return f"<think>{self.reasoning}</think><answer>{self.answer}</answer>"
+
+
+def with_prompt(samples: list[Sample], prompt: str) -> list[Sample]:
+    """Copies of `samples` asking for `prompt`'s format (the originals, possibly cached, stay as they are)."""
+    if prompt not in PROMPTS:
+        from othinklab.errors import ConfigError
+
+        raise ConfigError(f"task.prompt={prompt!r} is unknown; choose one of {', '.join(PROMPTS)}")
+    return [s if s.prompt == prompt else dataclasses.replace(s, prompt=prompt) for s in samples]
 
 
 class Task(Protocol):

@@ -1,0 +1,352 @@
+"""The grid's reports: results, paired claims with intervals and verdicts, seed spread, tables, README block.
+
+Why: a claim such as "GRPO-D beats GRPO on counting" is a statement about a *paired* difference (same
+seeds, same eval prompts), so each one is reported as that difference in accuracy points with a 95%
+interval from a bootstrap over seeds and prompts (`othinklab.stats`) and a verdict read off the interval
+only, next to the paper's own numbers. Everything here reads the grid's cache (or its shipped files)
+and never trains or evaluates anything, so reports can be rebuilt and checked at any time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from othinklab.evaluate import wilson_interval
+from othinklab.stats import paired_difference, seed_spread, variance_components
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "results"
+"""Where the powered run's results, claims and provenance are shipped with the project."""
+EVAL_OF = {"counting": "counting:ood", "geometry": "geometry:test"}
+"""Train task -> the eval task it is judged on (the paper's split)."""
+ORDER = ("base", "base_direct", "sft", "grpo", "grpo_d")
+METRICS = ("greedy", "sampled")
+README_BEGIN, README_END = "<!-- grid-results:begin -->", "<!-- grid-results:end -->"
+"""Markers around the README's generated grid block (`update_readme` rewrites what lies between)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """`better` beats `worse` when both are trained on `train_task` and scored on `eval_task`."""
+
+    better: str
+    """Method claimed higher (an untrained method such as `base` ignores `train_task`)."""
+    worse: str
+    """Method claimed lower."""
+    train_task: str
+    """Train task of the trained side(s); `none` when both sides are untrained."""
+    eval_task: str
+    """Eval task both are scored on (`counting:ood`, `geometry:test`)."""
+    label: str = ""
+    """Short statement for the tables; derived from the fields when empty."""
+
+    def text(self) -> str:
+        where = "" if self.train_task == "none" else f"trained on {self.train_task}, "
+        return self.label or f"{self.better} > {self.worse} ({where}eval {self.eval_task})"
+
+
+def paper_claims(train_tasks: tuple[str, ...] = ("counting", "geometry")) -> tuple[Claim, ...]:
+    """The paper's claims: GRPO-D beats GRPO and SFT on the trained task, RL (GRPO-D and GRPO) beats SFT
+    on the other task, each method vs the base (same and other task); plus the prompt's cost on the base."""
+    claims: list[Claim] = []
+    for t in train_tasks:
+        same, other = EVAL_OF[t], [e for k, e in EVAL_OF.items() if k != t]
+        claims += [
+            Claim("grpo_d", "grpo", t, same, f"GRPO-D > GRPO, same task ({t})"),
+            Claim("grpo_d", "sft", t, same, f"GRPO-D > SFT, same task ({t})"),
+        ]
+        for e in other:
+            claims += [
+                Claim("grpo_d", "sft", t, e, f"GRPO-D > SFT, cross-task ({t} -> {e.split(':')[0]})"),
+                Claim("grpo", "sft", t, e, f"GRPO > SFT, cross-task ({t} -> {e.split(':')[0]})"),
+            ]
+        for m in ("sft", "grpo", "grpo_d"):
+            claims.append(Claim(m, "base", t, same, f"{m} > base, same task ({t})"))
+            claims += [Claim(m, "base", t, e, f"{m} > base, cross-task ({t} -> {e.split(':')[0]})") for e in other]
+    claims += [
+        Claim("base_direct", "base", "none", e, f"direct prompt > think prompt, base ({e})") for e in EVAL_OF.values()
+    ]
+    return tuple(claims)
+
+
+# --------------------------------------------------------------------------- reading the cache
+def load_cells(out: Path, keys: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary rows, per-prompt rows) of the cached cells under `out/cache` (only `keys` if given)."""
+    rows, per = [], []
+    for f in sorted((Path(out) / "cache").glob("*.json")):
+        if keys is not None and f.stem not in keys:
+            continue
+        cell = json.loads(f.read_text())
+        if not isinstance(cell, dict) or "per_prompt" not in cell:
+            continue  # a cache from before per-prompt results: not pairable, rerun it
+        rows += cell["rows"]
+        r0 = cell["rows"][0]
+        for ev, d in cell["per_prompt"].items():
+            per += [
+                {"method": r0["method"], "train_task": r0["train_task"], "seed": r0["seed"], "eval_task": ev,
+                 "id": i, "greedy": g, "sampled": s}
+                for i, g, s in zip(d["ids"], d["greedy"], d["sampled"])
+            ]  # fmt: skip
+    return pd.DataFrame(rows), pd.DataFrame(per)
+
+
+def _order(df: pd.DataFrame) -> pd.DataFrame:
+    rank = {m: i for i, m in enumerate(ORDER)}
+    return df.sort_values(
+        ["train_task", "method", "seed", "eval_task"],
+        key=lambda c: c.map(lambda m: rank.get(m, len(rank))) if c.name == "method" else c,
+    ).reset_index(drop=True)
+
+
+def results_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """results.csv: one row per (method, train task, seed, eval task); an untrained model is listed under
+    every train task (it is the same model, evaluated once)."""
+    if rows.empty:
+        return rows
+    untrained = rows[rows["train_task"] == "none"]
+    tasks = sorted(set(rows["train_task"]) - {"none"}) or list(EVAL_OF)
+    parts = [rows[rows["train_task"] != "none"]] + [untrained.assign(train_task=t) for t in tasks]
+    return _order(pd.concat(parts, ignore_index=True))
+
+
+def load_results(out: Path) -> pd.DataFrame:
+    """results.csv's table rebuilt from a grid directory's cache."""
+    return results_table(load_cells(out)[0])
+
+
+# --------------------------------------------------------------------------- claims
+def side_matrix(per: pd.DataFrame, method: str, train_task: str, eval_task: str, metric: str) -> pd.DataFrame:
+    """Seeds x prompt ids of one method's per-prompt correctness (`metric`: greedy or sampled)."""
+    sub = per[(per["method"] == method) & (per["eval_task"] == eval_task)]
+    if (sub["train_task"] != "none").any():
+        sub = sub[sub["train_task"] == train_task]
+    return sub.pivot_table(index="seed", columns="id", values=metric, aggfunc="mean").sort_index(axis=1)
+
+
+def _paper_lookup() -> dict[tuple[str, str, str], float]:
+    from othinklab.plots import paper_results
+
+    p = paper_results()
+    p = p[p["model"] == "Qwen2-VL-2B-Instruct"]
+    return {(r.method, r.train_task, r.eval_task): float(r.accuracy) for r in p.itertuples()}
+
+
+def _paper_value(lookup: dict, method: str, train_task: str, eval_task: str) -> float:
+    ev = eval_task.split(":")[0]
+    return lookup.get((method, "none" if method == "base" else train_task, ev), float("nan"))
+
+
+def compute_claims(per: pd.DataFrame, claims: tuple[Claim, ...], n_boot: int = 2000) -> pd.DataFrame:
+    """One row per (claim, metric): both sides' accuracy, the paired difference with its 95% interval
+    and verdict, the half-width and the seeds a +-5-point interval would need, and the paper's numbers."""
+    paper = _paper_lookup()
+    rows = []
+    for c in claims:
+        for metric in METRICS:
+            a = side_matrix(per, c.better, c.train_task, c.eval_task, metric)
+            b = side_matrix(per, c.worse, c.train_task, c.eval_task, metric)
+            if a.empty or b.empty:
+                continue
+            if list(a.columns) != list(b.columns):
+                raise ValueError(f"{c.text()}: the two sides were not scored on the same eval prompts")
+            if len(a) > 1 and len(b) > 1:
+                common = a.index.intersection(b.index)
+                a, b = a.loc[common], b.loc[common]
+            r = paired_difference(a.to_numpy(), b.to_numpy(), n_boot=n_boot)
+            d = 100.0 * (a.to_numpy() - b.to_numpy())  # broadcast: an untrained side has one row
+            vc = variance_components(d)
+            pb = _paper_value(paper, c.better, c.train_task, c.eval_task) if metric == "greedy" else float("nan")
+            pw = _paper_value(paper, c.worse, c.train_task, c.eval_task) if metric == "greedy" else float("nan")
+            rows.append(
+                {
+                    "claim": c.text(),
+                    "metric": metric,
+                    "better": c.better,
+                    "worse": c.worse,
+                    "train_task": c.train_task,
+                    "eval_task": c.eval_task,
+                    "paper_better": pb,
+                    "paper_worse": pw,
+                    "paper_diff": pb - pw,
+                    "ours_better": round(100 * float(a.to_numpy().mean()), 2),
+                    "ours_worse": round(100 * float(b.to_numpy().mean()), 2),
+                    "diff": round(r.diff, 2),
+                    "lo": round(r.lo, 2),
+                    "hi": round(r.hi, 2),
+                    "verdict": r.verdict,
+                    "n_seeds": r.n_seeds,
+                    "n_prompts": r.n_prompts,
+                    "halfwidth": round(vc.halfwidth(), 2),
+                    "seeds_for_5pts": vc.seeds_for(5.0) if r.n_seeds > 1 else None,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def spread_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Seed-to-seed spread (points) of every trained cell's greedy and sampled accuracy (`rows` as cached:
+    untrained models, listed under train task `none`, have no seeds to spread over)."""
+    out = []
+    for (m, t, e), sub in rows[rows["train_task"] != "none"].groupby(["method", "train_task", "eval_task"], sort=False):
+        for metric in METRICS:
+            out.append({"method": m, "train_task": t, "eval_task": e, "metric": metric,
+                        **seed_spread(sub[f"{metric}_accuracy"].to_numpy())})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def claims_markdown(claims: pd.DataFrame, note: str = "") -> str:
+    """claims.md: one table per metric (claim, paper, ours, difference [95% interval], verdict)."""
+    out = [note] if note else []
+    for metric in METRICS:
+        sub = claims[claims["metric"] == metric]
+        if sub.empty:
+            continue
+        paper = "paper (2B, greedy)" if metric == "greedy" else "paper"
+        out += [
+            f"**{metric} accuracy** (points)\n",
+            f"| claim | {paper} | ours | difference [95% CI] | verdict | seeds for ±5 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in sub.itertuples():
+            pp = "-" if np.isnan(r.paper_diff) else f"{r.paper_better:.1f} vs {r.paper_worse:.1f} ({r.paper_diff:+.1f})"
+            need = "-" if r.seeds_for_5pts is None or pd.isna(r.seeds_for_5pts) else str(int(r.seeds_for_5pts))
+            out.append(
+                f"| {r.claim} | {pp} | {r.ours_better:.1f} vs {r.ours_worse:.1f} | "
+                f"{r.diff:+.1f} [{r.lo:+.1f}, {r.hi:+.1f}] | {r.verdict} | {need} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- tables and files
+def _cell_text(sub: pd.DataFrame) -> str:
+    """Mean greedy accuracy over seeds (percent), seed range, and the pooled 95% Wilson interval.
+
+    An untrained model is one model whatever the seed, so it counts once.
+    """
+    if len(sub) and (sub["method"].isin(["base", "base_direct"])).all():
+        sub = sub.head(1)
+    n = int(sub["n"].sum())
+    k = float((sub["greedy_accuracy"] * sub["n"]).sum())
+    lo, hi = wilson_interval(k, n)
+    seeds = sub["greedy_accuracy"] * 100
+    spread = f" ({seeds.min():.1f}-{seeds.max():.1f})" if len(sub) > 1 else ""
+    return f"{100 * k / n:.1f}{spread} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def grid_tables(df: pd.DataFrame) -> tuple[str, str]:
+    """(same_task.md, cross_task.md) text from results.csv's table."""
+    methods = [m for m in ORDER if m in set(df["method"])] + sorted(set(df["method"]) - set(ORDER))
+    note = (
+        f"Greedy accuracy (%) on {int(df['n'].iloc[0])} held-out prompts per task, mean over "
+        f"{df['seed'].nunique()} seed(s) (range), [pooled 95% Wilson interval]. `base_direct` is the base "
+        "under the answer-only prompt.\n\n"
+    )
+    tasks = [t for t in EVAL_OF if t in set(df["train_task"])]
+    head = " | ".join(f"{t} -> {EVAL_OF[t]}" for t in tasks)
+    lines = [f"| method | {head} |", "|---" * (len(tasks) + 1) + "|"]
+    for m in methods:
+        cells = [df[(df.method == m) & (df.train_task == t) & (df.eval_task == EVAL_OF[t])] for t in tasks]
+        lines.append(f"| {m} | " + " | ".join(_cell_text(s) if len(s) else "-" for s in cells) + " |")
+    same = note + "\n".join(lines) + "\n"
+    evals = sorted(set(df["eval_task"]))
+    lines = [f"| train task | method | {' | '.join(evals)} |", "|---|---" + "|---" * len(evals) + "|"]
+    for t in tasks:
+        for m in methods:
+            cells = [df[(df.method == m) & (df.train_task == t) & (df.eval_task == e)] for e in evals]
+            lines.append(f"| {t} | {m} | " + " | ".join(_cell_text(s) if len(s) else "-" for s in cells) + " |")
+    return same, note + "\n".join(lines) + "\n"
+
+
+def write_reports(
+    out: Path, claims: tuple[Claim, ...], keys: set[str] | None = None, preset: str = ""
+) -> dict[str, Path]:
+    """results.csv, per_prompt.csv, claims.csv/.md, seed_spread.csv, same/cross-task tables and a figure."""
+    import matplotlib.pyplot as plt
+
+    from othinklab.plots import cross_task_bars, paper_results
+    from othinklab.runs import atomic_write
+
+    out = Path(out)
+    rows, per = load_cells(out, keys)
+    df = results_table(rows)
+    names = {
+        "results": "results.csv",
+        "per_prompt": "per_prompt.csv",
+        "claims": "claims.csv",
+        "claims_md": "claims.md",
+        "seed_spread": "seed_spread.csv",
+        "same_task": "same_task.md",
+        "cross_task": "cross_task.md",
+        "figure": "grid.png",
+    }
+    paths = {k: out / n for k, n in names.items()}
+    atomic_write(paths["results"], df.to_csv(index=False))
+    atomic_write(paths["per_prompt"], per.to_csv(index=False))
+    table = compute_claims(per, claims)
+    atomic_write(paths["claims"], table.to_csv(index=False))
+    seeds, prompts = df["seed"].nunique(), int(df["n"].iloc[0])
+    plumbing = " **Smoke preset: plumbing only, the numbers are noise.**" if preset == "smoke" else ""
+    note = (
+        f"Paired differences (claimed better - claimed worse, accuracy points) over {seeds} seed(s) x {prompts} "
+        "eval prompts per task; 95% interval from a bootstrap resampling seeds and prompts; verdict from the "
+        f"interval only (holds: above 0, reversed: below 0, else not separable).{plumbing}\n"
+    )
+    atomic_write(paths["claims_md"], claims_markdown(table, note))
+    atomic_write(paths["seed_spread"], spread_table(rows).to_csv(index=False))
+    same, cross = grid_tables(df)
+    atomic_write(paths["same_task"], same)
+    atomic_write(paths["cross_task"], cross)
+    fig = cross_task_bars(df, paper=paper_results())
+    atomic_write(paths["figure"], lambda p: fig.savefig(p, dpi=100, format="png"))
+    plt.close(fig)
+    return paths
+
+
+# --------------------------------------------------------------------------- shipped results and README
+def load_shipped_results(path: str | Path | None = None) -> dict[str, Any]:
+    """The shipped run (`data/results/` unless `path`): `results` and `claims` tables, `provenance` dict,
+    and the same/cross-task tables as text. Raises FileNotFoundError naming what is missing."""
+    d = Path(path) if path else SHIPPED_DIR
+    need = [d / "results.csv", d / "claims.csv", d / "provenance.json"]
+    missing = [str(p) for p in need if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"no shipped grid results: missing {', '.join(missing)}")
+    results = pd.read_csv(d / "results.csv")
+    same, cross = grid_tables(results)
+    return {
+        "results": results,
+        "claims": pd.read_csv(d / "claims.csv"),
+        "provenance": json.loads((d / "provenance.json").read_text()),
+        "same_task": same,
+        "cross_task": cross,
+    }
+
+
+def readme_block(path: str | Path | None = None) -> str:
+    """The README's grid block, generated from the shipped results (tables, claims, provenance line)."""
+    s = load_shipped_results(path)
+    prov = s["provenance"]
+    head = (
+        f"Generated from `data/results/` (commit {str(prov.get('commit', '?'))[:7]}, `{prov.get('command', '?')}`, "
+        f"{prov.get('wall_seconds', 0) / 60:.0f} min on {prov.get('machine', {}).get('cpu_count', '?')} CPU cores).\n"
+    )
+    return "\n".join([README_BEGIN, head, s["same_task"], s["cross_task"], claims_markdown(s["claims"]), README_END])
+
+
+def update_readme(readme: str | Path, path: str | Path | None = None) -> bool:
+    """Rewrite the block between the README's markers from the shipped results; True if it changed."""
+    p = Path(readme)
+    text = p.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"{p} has no {README_BEGIN} ... {README_END} block to update")
+    start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
+    new = text[:start] + readme_block(path) + text[end:]
+    if new != text:
+        p.write_text(new)
+    return new != text

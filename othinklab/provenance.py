@@ -1,0 +1,82 @@
+"""Provenance of a result directory: which code, command, machine and library versions made it.
+
+Why: a shipped number is only worth what its provenance lets a reader check; a table without the
+commit and the exact command cannot be reproduced or compared with a later run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("torch", "transformers", "tokenizers", "peft", "accelerate", "numpy", "pillow", "math-verify")
+"""Libraries whose versions the numbers depend on (recorded in every provenance file)."""
+
+
+def git_state(repo: str | Path | None = None) -> dict[str, Any]:
+    """`{"commit": sha or "unknown", "dirty": bool or None}` of the checkout holding this package."""
+    cwd = Path(repo) if repo else Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+    if sha.returncode != 0:
+        return {"commit": "unknown", "dirty": None}
+    return {"commit": sha.stdout.strip(), "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of `PACKAGES` (`missing` for one that is not installed) and of Python."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def machine() -> dict[str, Any]:
+    """What the timing depends on: CPU count, torch threads, platform, accelerator."""
+    import torch
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def provenance(command: str, wall_seconds: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The provenance record: git state, exact command, wall seconds, machine, versions (plus `extra`)."""
+    return {
+        **git_state(),
+        "command": command,
+        "argv": sys.argv,
+        "wall_seconds": round(float(wall_seconds), 1),
+        "machine": machine(),
+        "versions": versions(),
+        **(extra or {}),
+    }
+
+
+def write_provenance(path: str | Path, command: str, wall_seconds: float, extra: dict[str, Any] | None = None) -> Path:
+    """Write `provenance(...)` as JSON to `path` (atomically)."""
+    from othinklab.runs import atomic_write
+
+    return atomic_write(path, json.dumps(provenance(command, wall_seconds, extra), indent=1, default=str) + "\n")

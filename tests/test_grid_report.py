@@ -1,0 +1,154 @@
+"""Grid plumbing without training: shared streams, presets' cost, claims from constructed caches, README block."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from othinklab.grid import PAPER_METHODS, PRESETS, Method, Preset, cell_config, cell_key, cells, estimate_seconds
+from othinklab.grid_report import (
+    README_BEGIN,
+    README_END,
+    SHIPPED_DIR,
+    Claim,
+    compute_claims,
+    load_cells,
+    load_shipped_results,
+    paper_claims,
+    readme_block,
+    update_readme,
+    write_reports,
+)
+from othinklab.runs import PromptStream
+
+
+@pytest.mark.parametrize("preset", ["smoke", "tiny", "powered"])
+def test_methods_of_a_seed_share_the_training_stream(preset, tmp_path):
+    p = PRESETS[preset]
+    for seed in p.seeds[:2]:
+        for task in p.train_tasks:
+            cfgs = [cell_config(p, m, task, seed, tmp_path) for m in p.methods if m.trainer != "none"]
+            assert len({(c.task, c.train.seed, c.grpo.prompts_per_step, c.sft.batch_size) for c in cfgs}) == 1
+            ids = {
+                tuple(s.id for i in range(3) for s in PromptStream(c, per_batch=c.grpo.prompts_per_step).batch(i))
+                for c in cfgs
+            }
+            assert len(ids) == 1  # GRPO, GRPO-D and SFT draw the very same prompts
+
+
+def test_untrained_methods_are_one_cell_whatever_the_seed(tmp_path):
+    p = PRESETS["tiny"]
+    listed = cells(p)
+    assert sum(m.trainer == "none" for m, _, _ in listed) == 2  # base under two prompts, once each
+    assert len(listed) == 2 + 3 * len(p.seeds) * len(p.train_tasks)
+    base = PAPER_METHODS[0]
+    keys = {cell_key(p, base, cell_config(p, base, t, s, tmp_path)) for t in p.train_tasks for s in p.seeds}
+    assert len(keys) == 1
+
+
+def test_presets_fit_their_time_budgets():
+    assert estimate_seconds(PRESETS["tiny"]) <= 20 * 60
+    assert estimate_seconds(PRESETS["powered"]) <= 60 * 60 and len(PRESETS["powered"].seeds) >= 5
+    assert estimate_seconds(PRESETS["smoke"]) < 60
+
+
+def _fake_grid(out: Path, shift: float = 0.1, seeds=(0, 1, 2), n: int = 40) -> None:
+    """A grid cache as `run_grid` writes it: grpo_d beats grpo by `shift` on every prompt of every seed."""
+    rng = np.random.default_rng(0)
+    cache = out / "cache"
+    cache.mkdir(parents=True)
+    evals = ("counting:ood", "geometry:test")
+    base_acc = {e: (rng.random(n) < 0.4).astype(float) for e in evals}
+
+    def cell(method, task, seed, acc):
+        rows, per = [], {}
+        for e in evals:
+            g = acc[e]
+            rows.append(
+                {"method": method, "train_task": task, "seed": seed, "eval_task": e, "prompt": "think", "n": n,
+                 "greedy_accuracy": g.mean(), "greedy_lo": 0.0, "greedy_hi": 1.0, "sampled_accuracy": g.mean(),
+                 "sampled_lo": 0.0, "sampled_hi": 1.0, "sampled_format": 1.0, "sampled_reward": 1.0,
+                 "train_seconds": 1.0, "eval_seconds": 1.0, "run_dir": ""}
+            )  # fmt: skip
+            per[e] = {"ids": [f"{e}:{i}" for i in range(n)], "greedy": list(g), "sampled": list(g)}
+        name = f"{method}-{task}-{seed}"
+        (cache / f"{name}.json").write_text(json.dumps({"rows": rows, "per_prompt": per}))
+
+    cell("base", "none", seeds[0], base_acc)
+    cell("base_direct", "none", seeds[0], {e: 1 - a for e, a in base_acc.items()})
+    for seed in seeds:
+        for task in ("counting", "geometry"):
+            grpo = {e: np.clip(a * 0 + 0.5, 0, 1) for e, a in base_acc.items()}
+            cell("grpo", task, seed, grpo)
+            cell("grpo_d", task, seed, {e: a + shift for e, a in grpo.items()})
+            cell("sft", task, seed, grpo)
+
+
+def test_claims_from_a_constructed_grid(tmp_path):
+    _fake_grid(tmp_path)
+    paths = write_reports(tmp_path, paper_claims(), preset="constructed")
+    claims = pd.read_csv(paths["claims"])
+    c = claims[(claims.better == "grpo_d") & (claims.worse == "grpo") & (claims.metric == "greedy")]
+    assert len(c) == 2 and (c["verdict"] == "holds").all()
+    assert np.allclose(c[["diff", "lo", "hi"]].to_numpy(), 10.0)
+    # grpo and sft are identical here: their cross-task difference is exactly 0, not separable
+    same = claims[(claims.better == "grpo") & (claims.worse == "sft")]
+    assert (same["verdict"] == "not separable").all() and np.allclose(same[["lo", "hi"]].to_numpy(), 0.0)
+    # the paper's numbers sit beside ours for greedy accuracy (Table 1: GRPO-D 76.5 vs GRPO 64.5 on counting)
+    row = c[c.train_task == "counting"].iloc[0]
+    assert (row.paper_better, row.paper_worse) == (76.5, 64.5)
+    assert "holds" in paths["claims_md"].read_text() and "| GRPO-D > GRPO, same task (counting) |" in (
+        paths["claims_md"].read_text()
+    )
+    results = pd.read_csv(paths["results"])
+    assert set(results.method) == {"base", "base_direct", "sft", "grpo", "grpo_d"}
+    assert len(results[results.method == "base"]) == 4  # one model, listed under both train tasks
+    spread = pd.read_csv(paths["seed_spread"])
+    assert (spread["n_seeds"] == 3).all() and np.allclose(spread["sd"], 0.0)
+
+
+def test_claims_refuse_unpaired_prompts(tmp_path):
+    _fake_grid(tmp_path)
+    _, per = load_cells(tmp_path)
+    per.loc[(per.method == "grpo") & (per.id == "counting:ood:0"), "id"] = "counting:ood:other"
+    with pytest.raises(ValueError, match="same eval prompts"):
+        compute_claims(per, (Claim("grpo_d", "grpo", "counting", "counting:ood"),))
+
+
+def test_variant_presets_declare_their_own_methods_and_claims(tmp_path):
+    variant = Method("grpo_d_w05", "grpo", overrides=("kl.explore_frac=0.5",), per_task=PAPER_METHODS[4].per_task)
+    p = Preset(
+        seeds=(0,), steps=2, prompts_per_step=2, num_generations=2, max_completion_length=8, num_eval=4,
+        eval_samples=1, methods=(PAPER_METHODS[0], PAPER_METHODS[4], variant), train_tasks=("counting",),
+        claims=(Claim("grpo_d_w05", "grpo_d", "counting", "counting:ood"),),
+    )  # fmt: skip
+    assert [m.name for m, _, _ in cells(p)] == ["base", "grpo_d", "grpo_d_w05"]
+    cfg = cell_config(p, variant, "counting", 0, tmp_path)
+    assert cfg.kl.explore_frac == 0.5 and cfg.kl.beta_max == 0.1 and p.all_claims()[0].better == "grpo_d_w05"
+
+
+def test_shipped_results_and_readme_block(tmp_path):
+    _fake_grid(tmp_path)
+    write_reports(tmp_path, paper_claims())
+    with pytest.raises(FileNotFoundError, match="provenance.json"):
+        load_shipped_results(tmp_path)
+    (tmp_path / "provenance.json").write_text(json.dumps({"commit": "abc1234def", "command": "x", "wall_seconds": 60}))
+    shipped = load_shipped_results(tmp_path)
+    assert len(shipped["claims"]) and "| grpo_d |" in shipped["same_task"]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_BEGIN}\nstale\n{README_END}\nrest\n")
+    assert update_readme(readme, tmp_path) and not update_readme(readme, tmp_path)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and readme_block(tmp_path) in text
+
+
+def test_readme_grid_block_matches_the_shipped_results():
+    """Active once `data/results/` is shipped: the README's grid block must be generated from it."""
+    if not (SHIPPED_DIR / "claims.csv").exists():
+        pytest.skip("no shipped grid results in data/results/ yet")
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert readme_block() in readme

@@ -1,4 +1,4 @@
-"""`othinklab {demo,train,sft,grid,eval,estimate,build-base}`: a thin shim over the package.
+"""`othinklab {demo,train,sft,grid,eval,estimate,export,build-base}`: a thin shim over the package.
 
 User errors (bad config, bad data, missing files) print one paragraph and exit with code 2, never a
 traceback; anything else is a bug and keeps its traceback.
@@ -77,14 +77,15 @@ def cmd_sft(args: argparse.Namespace) -> int:
 def cmd_grid(args: argparse.Namespace) -> int:
     from othinklab.grid import run_grid
 
-    out = run_grid(args.preset, output_dir=args.output_dir)
-    print(f"grid {args.preset}: {out['results']} , {out['same_task']} , {out['cross_task']} , {out['figure']}")
+    out = run_grid(args.preset, output_dir=args.output_dir, command=" ".join(["othinklab", *sys.argv[1:]]))
+    print(f"grid {args.preset}: {out['results']} , {out['claims']} , {out['claims_md']} , {out['same_task']} ,")
+    print(f"  {out['cross_task']} , {out['figure']} , {out['provenance']}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from othinklab.evaluate import evaluate, format_summary
-    from othinklab.tasks import EVAL_SPLITS, make_task
+    from othinklab.tasks import EVAL_SPLITS, make_task, with_prompt
 
     task, _, split = args.task.partition(":")
     if args.data:
@@ -96,6 +97,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         split = split or EVAL_SPLITS.get(task, "test")
         samples = make_task(task).samples(args.n, split=split, seed=10_000)
     model, processor = _load_for_eval(args.run, args.model)
+    samples = with_prompt(samples, args.prompt)
     table = evaluate(model, processor, samples, num_samples=args.samples)
     print(f"{task}:{split}")
     print("\n".join(format_summary(table)))
@@ -133,6 +135,16 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from othinklab.export import export_run
+
+    out = export_run(args.run, args.out, merge=args.merge, dtype=args.dtype, push_to_hub=args.push_to_hub)
+    what = "merged model" if args.merge else "adapter"
+    pushed = f"; pushed to {args.push_to_hub}" if args.push_to_hub else ""
+    print(f"exported the {what}, processor and model card to {out}{pushed}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from othinklab.demo import run_demo
 
@@ -167,7 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sft)
 
     g = sub.add_parser("grid", help="the paper's protocol: {base, SFT, GRPO, GRPO-D} x train task x eval task x seeds")
-    g.add_argument("--preset", default="smoke", choices=["smoke", "tiny"])
+    g.add_argument(
+        "--preset",
+        default="smoke",
+        help="smoke (plumbing, ~1 min), tiny (3 seeds, <= 20 min), powered (6 seeds, ~1 h: the shipped run); "
+        "or a preset another module registered in othinklab.grid.PRESETS",
+    )
     g.add_argument("--output-dir", default="grid_runs")
     g.set_defaults(func=cmd_grid)
 
@@ -183,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--image-root", default=None, help="directory the --data file's image_path entries are relative to")
     e.add_argument("--samples", type=int, default=4, help="samples per prompt for sampled accuracy")
+    e.add_argument(
+        "--prompt", default="think", choices=["think", "direct"], help="R1-V's <think> prompt or answer-only"
+    )
     e.set_defaults(func=cmd_eval)
 
     x = sub.add_parser("estimate", help="peak memory and step time of a config, before loading anything")
@@ -192,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--world-size", type=int, default=1, help="processes the prompts are split over")
     x.add_argument("overrides", nargs="*", help="section.field=value overrides")
     x.set_defaults(func=cmd_estimate)
+
+    o = sub.add_parser("export", help="a run's latest checkpoint as an adapter or merged model, with a model card")
+    o.add_argument("--run", required=True, help="run directory")
+    o.add_argument("--out", required=True, help="new (or empty) directory to write")
+    o.add_argument("--merge", action="store_true", help="fold the LoRA adapter into the base (a plain model)")
+    o.add_argument("--dtype", default=None, choices=["bf16", "fp32"], help="weights dtype (default: the run's)")
+    o.add_argument("--push-to-hub", default=None, metavar="REPO", help="also upload to this hub model repo")
+    o.set_defaults(func=cmd_export)
 
     b = sub.add_parser("build-base", help="build (or rebuild with --force) the cached tiny base")
     b.add_argument("--seed", type=int, default=0)

@@ -19,7 +19,7 @@ import yaml
 
 from othinklab.config import Config, to_dict, to_yaml
 from othinklab.errors import UserError
-from othinklab.tasks import EVAL_SPLITS, Sample, load_r1v, make_task
+from othinklab.tasks import EVAL_SPLITS, Sample, load_r1v, make_task, with_prompt
 
 EVAL_SEED = 10_000
 """Offset of the held-out prompts' seed (`EVAL_SEED + task.seed`): far from any training stream's seeds."""
@@ -89,6 +89,10 @@ class PromptStream:
             raise UserError(f"task.data_path={cfg.task.data_path!r} holds no usable rows")
 
     def batch(self, index: int) -> list[Sample]:
+        """The `index`-th batch, its prompts asking for `task.prompt`'s format."""
+        return with_prompt(self._batch(index), self.cfg.task.prompt)
+
+    def _batch(self, index: int) -> list[Sample]:
         if self.pool is None:
             return self.task.samples(self.per_batch, split="train", seed=self.cfg.task.seed * 1_000_003 + index + 1)
         n = len(self.pool)
@@ -101,7 +105,12 @@ class PromptStream:
 
 
 def eval_samples(cfg: Config) -> list[Sample]:
-    """The held-out prompts evaluated before and after training (never seen in training)."""
+    """The held-out prompts evaluated before and after training (never seen in training), asking for
+    `task.prompt`'s format."""
+    return with_prompt(_eval_samples(cfg), cfg.task.prompt)
+
+
+def _eval_samples(cfg: Config) -> list[Sample]:
     if cfg.task.eval_data_path:
         return load_r1v(
             cfg.task.eval_data_path,

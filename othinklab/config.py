@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from othinklab.bounds import YamlTooComplex, field_problems, load_yaml, read_yaml_file, show
 from othinklab.errors import ConfigError
 from othinklab.grpo import AGGREGATIONS, SCALES
 from othinklab.kl import KL_KINDS, SCHEDULES, param_problems
@@ -258,8 +259,10 @@ def _validate(cfg: Config, where: str) -> None:
     """Range checks that the types alone cannot express; each error names the field and value."""
 
     def bad(key: str, value: Any, why: str) -> ConfigError:
-        return ConfigError(f"{where}: {key}={value!r} is invalid: {why}")
+        return ConfigError(f"{where}: {key}={show(value)} is invalid: {why}")
 
+    for key, value, why in field_problems(cfg):
+        raise bad(key, value, why)
     for key, options in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
@@ -324,18 +327,18 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: {key}={value!r} must be a list")
+        if not isinstance(value, list | tuple) or any(isinstance(v, list | dict | tuple) for v in value):
+            raise ConfigError(f"{where}: {key}={show(value)} must be a list of names")
         return tuple(str(v) for v in value)
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{where}: {key}={value!r} must be true or false")
+        raise ConfigError(f"{where}: {key}={show(value)} must be true or false")
     if tp is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{where}: {key}={value!r} must be an integer")
+            raise ConfigError(f"{where}: {key}={show(value)} must be an integer")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -345,19 +348,19 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
                 return int(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: {key}={value!r} must be an integer")
+        raise ConfigError(f"{where}: {key}={show(value)} must be an integer")
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{where}: {key}={value!r} must be a number")
+            raise ConfigError(f"{where}: {key}={show(value)} must be a number")
         try:
             return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: {key}={value!r} must be a number") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"{where}: {key}={show(value)} must be a number") from None
     if tp is str:
         if value is None:
             return ""
         if isinstance(value, dict | list):
-            raise ConfigError(f"{where}: {key}={value!r} must be a string")
+            raise ConfigError(f"{where}: {key}={show(value)} must be a string")
         return str(value)
     raise ConfigError(f"{where}: {key} has an unsupported type {tp!r}")  # pragma: no cover
 
@@ -375,17 +378,17 @@ def _apply(cfg: Config, updates: dict[str, Any], where: str) -> Config:
     changes = {}
     for section, values in updates.items():
         if section not in sections:
-            raise ConfigError(f"{where}: unknown section {section!r}{_suggest(str(section), list(sections))}")
+            raise ConfigError(f"{where}: unknown section {show(section)}{_suggest(str(section)[:100], list(sections))}")
         current = getattr(cfg, section)
         if not isinstance(values, dict):
-            raise ConfigError(f"{where}: section {section!r} must be a mapping of fields, got {values!r}")
+            raise ConfigError(f"{where}: section {section!r} must be a mapping of fields, got {show(values)}")
         hints = typing.get_type_hints(type(current))
         names = [f.name for f in dataclasses.fields(current)]
         new = {}
         for name, value in values.items():
             key = f"{section}.{name}"
             if name not in names:
-                raise ConfigError(f"{where}: unknown field {key!r}{_suggest(str(name), names)}")
+                raise ConfigError(f"{where}: unknown field {show(key)}{_suggest(str(name)[:100], names)}")
             new[name] = _coerce(value, hints[name], key, where)
         changes[section] = dataclasses.replace(current, **new)
     return dataclasses.replace(cfg, **changes)
@@ -396,22 +399,17 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, A
     nested: dict[str, dict[str, Any]] = {}
     for item in items:
         if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ConfigError(f"override {item!r} must look like section.field=value (e.g. kl.beta=0.01)")
+            raise ConfigError(f"override {show(item)} must look like section.field=value (e.g. kl.beta=0.01)")
         key, raw = item.split("=", 1)
         section, name = key.strip().split(".", 1)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_yaml(raw) if raw.strip() else ""
+        except YamlTooComplex as exc:
+            raise ConfigError(f"override {show(item)}: {exc}") from None
         except yaml.YAMLError:
             value = raw
         nested.setdefault(section, {})[name] = value
     return nested
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """PyYAML's error as one line: what is wrong and where (line and column, 1-based)."""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    mark = getattr(exc, "problem_mark", None)
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -419,14 +417,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     cfg = Config()
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {_yaml_problem(exc)}") from None
-        cfg = _apply(cfg, data, f"config file {str(p)!r}")
-        where = f"config file {str(p)!r}"
+        data = read_yaml_file(p)
+        cfg = _apply(cfg, data, f"config file {show(str(p))}")
+        where = f"config file {show(str(p))}"
     else:
         where = "config"
     if overrides:

@@ -23,11 +23,35 @@ from othinklab.errors import ConfigError
 KL_KINDS = ("k1", "k2", "k3")
 
 
-def _check_beta_range(beta_min: float, beta_max: float) -> None:
-    if not 0 <= beta_min:
-        raise ConfigError(f"kl.beta_min must be >= 0, got {beta_min!r}")
-    if not beta_min <= beta_max:
-        raise ConfigError(f"kl.beta_max must be >= kl.beta_min ({beta_min!r}), got {beta_max!r}")
+PARAM_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "beta": (lambda v: v >= 0, "beta must be >= 0"),
+    "beta_min": (lambda v: v >= 0, "beta_min must be >= 0"),
+    "beta_max": (lambda v: v >= 0, "beta_max must be >= 0"),
+    "beta_start": (lambda v: v >= 0, "must be >= 0"),
+    "beta_end": (lambda v: v >= 0, "must be >= 0"),
+    "explore_frac": (lambda v: 0 < v < 1, "w/t must be in (0, 1)"),
+    "target_kl": (lambda v: v > 0, "must be > 0"),
+    "horizon": (lambda v: v > 0, "must be > 0"),
+}
+"""The valid range of each schedule parameter: the one place they are checked (the config uses it too)."""
+
+
+def param_problems(params: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """`(name, value, why)` for every schedule parameter in `params` out of range, and for
+    `beta_max < beta_min`; parameters this module does not know are ignored.
+
+    >>> param_problems({"beta_min": 0.2, "beta_max": 0.1, "horizon": 5.0})
+    [('beta_max', 0.1, 'must be >= kl.beta_min=0.2')]
+    """
+    problems = [(k, v, PARAM_RULES[k][1]) for k, v in params.items() if k in PARAM_RULES and not PARAM_RULES[k][0](v)]
+    if "beta_min" in params and "beta_max" in params and not params["beta_max"] >= params["beta_min"]:
+        problems.append(("beta_max", params["beta_max"], f"must be >= kl.beta_min={params['beta_min']}"))
+    return problems
+
+
+def _check(**params: Any) -> None:
+    for name, value, why in param_problems(params):
+        raise ConfigError(f"kl.{name}={value!r} is invalid: {why}")
 
 
 def _check_total_steps(total_steps: int) -> None:
@@ -44,9 +68,7 @@ def grpo_d_beta(step: int, total_steps: int, beta_min: float, beta_max: float, e
     [0.01, 0.0067, 0.0033, 0.0, 0.0057, 0.0114, 0.02]
     """
     _check_total_steps(total_steps)
-    if not 0 < explore_frac < 1:
-        raise ConfigError(f"kl.explore_frac must be in (0, 1), got {explore_frac!r}")
-    _check_beta_range(beta_min, beta_max)
+    _check(explore_frac=explore_frac, beta_min=beta_min, beta_max=beta_max)
     t = float(total_steps)
     w = explore_frac * t
     s = min(float(step), t)
@@ -99,10 +121,7 @@ class AdaptiveKLSchedule(Schedule):
     def __init__(self, beta: float, target_kl: float, horizon: float):
         if not beta > 0:
             raise ConfigError(f"kl.beta must be > 0 for the adaptive schedule, got {beta!r}")
-        if not target_kl > 0:
-            raise ConfigError(f"kl.target_kl must be > 0, got {target_kl!r}")
-        if not horizon > 0:
-            raise ConfigError(f"kl.horizon must be > 0, got {horizon!r}")
+        _check(target_kl=target_kl, horizon=horizon)
         params = {"beta": beta, "target_kl": target_kl, "horizon": horizon}
         super().__init__(lambda step: self.value, beta, "adaptive", params)
         self.value = float(beta)
@@ -133,16 +152,13 @@ def _none() -> Schedule:
 
 
 def _constant(beta: float) -> Schedule:
-    if not beta >= 0:
-        raise ConfigError(f"kl.beta must be >= 0, got {beta!r}")
+    _check(beta=beta)
     return Schedule(lambda step: beta, beta, "constant", {"beta": beta})
 
 
 def _check_start_end(beta_start: float, beta_end: float, total_steps: int) -> None:
     _check_total_steps(total_steps)
-    for key, value in (("beta_start", beta_start), ("beta_end", beta_end)):
-        if not value >= 0:
-            raise ConfigError(f"kl.{key} must be >= 0, got {value!r}")
+    _check(beta_start=beta_start, beta_end=beta_end)
 
 
 def _frac(step: int, total_steps: int) -> float:
@@ -223,8 +239,9 @@ def make_schedule(name: str, **params: Any) -> Schedule:
 def schedule_from_config(kl_cfg: Any, total_steps: int) -> Schedule:
     """Build the schedule named `kl_cfg.schedule`, taking only the config fields it uses.
 
-    `kl_cfg` has attributes `schedule, beta, beta_min, beta_max, explore_frac, target_kl, horizon`
-    (missing ones are simply not passed). linear and cosine go from `beta_min` to `beta_max`.
+    `kl_cfg` has attributes `schedule, beta, beta_min, beta_max, beta_start, beta_end, explore_frac,
+    target_kl, horizon` (missing ones are simply not passed). linear and cosine go from `beta_start` to
+    `beta_end`; a negative (or missing) endpoint falls back to `beta_min` / `beta_max`.
     """
     name = getattr(kl_cfg, "schedule", None)
     if name not in _BUILDERS:
@@ -232,15 +249,34 @@ def schedule_from_config(kl_cfg: Any, total_steps: int) -> Schedule:
     fields = {
         "none": (),
         "constant": ("beta",),
-        "linear": ("beta_min", "beta_max"),
-        "cosine": ("beta_min", "beta_max"),
+        "linear": (),
+        "cosine": (),
         "grpo_d": ("beta_min", "beta_max", "explore_frac"),
         "adaptive": ("beta", "target_kl", "horizon"),
     }[name]
     params = {k: getattr(kl_cfg, k) for k in fields if getattr(kl_cfg, k, None) is not None}
+    if name in ("linear", "cosine"):
+        params["beta_start"], params["beta_end"] = linear_endpoints(kl_cfg)
     if name in ("linear", "cosine", "grpo_d"):
         params["total_steps"] = total_steps
     return make_schedule(name, **params)
+
+
+def linear_endpoints(kl_cfg: Any) -> tuple[float, float]:
+    """`(beta_start, beta_end)` of the linear and cosine schedules: `kl.beta_start` / `kl.beta_end`, each
+    falling back to `kl.beta_min` / `kl.beta_max` when negative or absent (the behaviour before they existed).
+
+    >>> from types import SimpleNamespace as NS
+    >>> linear_endpoints(NS(beta_min=0.04, beta_max=0.1, beta_start=0.1, beta_end=0.0))
+    (0.1, 0.0)
+    >>> linear_endpoints(NS(beta_min=0.04, beta_max=0.1, beta_start=-1.0, beta_end=-1.0))
+    (0.04, 0.1)
+    """
+    start = getattr(kl_cfg, "beta_start", -1.0)
+    end = getattr(kl_cfg, "beta_end", -1.0)
+    start = kl_cfg.beta_min if start is None or start < 0 else start
+    end = kl_cfg.beta_max if end is None or end < 0 else end
+    return float(start), float(end)
 
 
 def needs_reference(schedule: Schedule) -> bool:

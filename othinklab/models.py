@@ -16,11 +16,13 @@ from typing import Any
 
 import torch
 
+from othinklab.config import DTYPES as DTYPE_NAMES
 from othinklab.errors import UserError
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Default LoRA targets: the language model's attention and MLP projections."""
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
+"""`model.dtype` names (the config's list) -> torch dtypes."""
 VISION_MODULE_HINTS = ("visual", "vision")
 
 

@@ -203,3 +203,33 @@ def cross_task_heatmap(results: pd.DataFrame, paper: pd.DataFrame | None = None,
     axes[0].set_ylabel("trained on · method")
     fig.tight_layout()
     return fig
+
+
+def kl_vs_transfer(mechanism: pd.DataFrame, kl_column: str = "kl_same", ax: Any = None) -> Any:
+    """Measured KL to the base (x) against the same-task gain and the cross-task change (y, points), one
+    dot per trained run, one colour per method, each with its least-squares line: does staying close to
+    the base predict keeping the other task? (`mechanism` as `othinklab.ablations.mechanism_frame` returns.)"""
+    if ax is None:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
+    else:
+        axes = list(ax) if isinstance(ax, list | tuple) else [ax]
+        fig = axes[0].figure
+    import numpy as np
+
+    panels = (("same_task_gain", "same-task gain"), ("cross_task_change", "cross-task change"))
+    for a, (col, title) in zip(axes, panels):
+        for i, (method, sub) in enumerate(mechanism.groupby("method", sort=False)):
+            a.scatter(sub[kl_column], sub[col], label=method, color=f"C{i % 10}", s=22)
+        ok = mechanism[[kl_column, col]].dropna()
+        if len(ok) >= 3 and ok[kl_column].nunique() > 1:
+            slope, intercept = np.polyfit(ok[kl_column], ok[col], 1)
+            xs = np.linspace(ok[kl_column].min(), ok[kl_column].max(), 20)
+            r = float(np.corrcoef(ok[kl_column], ok[col])[0, 1])
+            a.plot(xs, slope * xs + intercept, color="k", lw=1, ls="--", label=f"fit (r = {r:.2f})")
+        a.axhline(0, color="grey", lw=0.6)
+        a.set_xlabel(f"KL(trained || base) per token ({kl_column})")
+        a.set_ylabel(f"{title} (accuracy points vs base)")
+        a.set_title(title)
+    axes[-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig

@@ -178,3 +178,29 @@ def field_problems(cfg: Any) -> list[tuple[str, Any, str]]:
     if not cfg.train.output_dir.strip():
         out.append(("train.output_dir", cfg.train.output_dir, "must name a directory (default: runs)"))
     return out
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run directory's `config.yaml` as a mapping of sections; an empty, unreadable or foreign file is a
+    `ConfigError` (loading weights under a default config would quietly evaluate the wrong model)."""
+    path = Path(run_dir) / "config.yaml"
+    what = f"run config {show(str(path))}"
+    try:
+        text = path.read_bytes()[:1_000_001].decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} is missing; is {show(str(run_dir))} a run directory?") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} is unreadable ({type(exc).__name__})") from None
+    try:
+        data = load_yaml(text) if text.strip() else None
+    except YamlTooComplex as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError, RecursionError: a damaged file
+        raise ConfigError(f"{what} is not valid YAML ({str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(data, dict) or not data or not all(isinstance(v, dict) for v in data.values()):
+        raise ConfigError(
+            f"{what} is empty or not a mapping of config sections; it is written when a run starts, so this "
+            "directory is not a complete run (or the file was truncated). Restore it from the run's notes, or "
+            "evaluate with --model instead of --run"
+        )
+    return data

@@ -1,4 +1,4 @@
-"""`othinklab {demo,train,sft,grid,eval,estimate,export,build-base}`: a thin shim over the package.
+"""`othinklab {demo,train,sft,grid,ablate,eval,estimate,export,build-base}`: a thin shim over the package.
 
 User errors (bad config, bad data, missing files) print one paragraph and exit with code 2, never a
 traceback; anything else is a bug and keeps its traceback.
@@ -8,21 +8,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+from othinklab import failures
 from othinklab.errors import UserError
 
 
-def _quiet() -> None:
-    """Silence library chatter that says nothing to a user of the tiny default."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+def _quiet(verbose: bool = False) -> None:
+    """Silence library chatter that says nothing to a user of the tiny default (all of it shown with --verbose)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if verbose:
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore", message=".*kernels.*")
     warnings.filterwarnings("ignore", category=UserWarning, module="bitsandbytes")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
 
@@ -47,14 +54,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     from othinklab.config import load_config
     from othinklab.trainer import train
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = args.cfg = load_config(args.config, args.overrides)
     try:
-        res = train(cfg, resume=args.resume)
+        with _run_lock(cfg, "train --resume" if args.resume else "train"):
+            res = train(cfg, resume=args.resume)
     finally:
         _leave_process_group()
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
         print(f"trained {res.steps_done} steps in {res.seconds:.0f} s; run directory: {res.run_dir}")
     return 0
+
+
+def _run_lock(cfg: Any, what: str) -> Any:
+    """The run directory's one-writer lock, taken by the process that writes (rank 0 under torchrun)."""
+    import contextlib
+
+    from othinklab import runlock
+    from othinklab.runs import run_dir_for
+
+    if os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    return runlock.hold(run_dir_for(cfg), what)
 
 
 def _leave_process_group() -> None:
@@ -68,13 +88,15 @@ def cmd_sft(args: argparse.Namespace) -> int:
     from othinklab.config import load_config
     from othinklab.sft_run import run_sft
 
-    cfg = load_config(args.config, args.overrides)
-    res = run_sft(cfg)
+    cfg = args.cfg = load_config(args.config, args.overrides)
+    with _run_lock(cfg, "sft"):
+        res = run_sft(cfg)
     print(f"SFT: {res.steps_done} steps in {res.seconds:.0f} s; run directory: {res.run_dir}")
     return 0
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
+    import othinklab.ablations  # noqa: F401  (registers the ablate-* presets in the grid's presets)
     from othinklab.grid import run_grid
 
     out = run_grid(args.preset, output_dir=args.output_dir, command=" ".join(["othinklab", *sys.argv[1:]]))
@@ -83,8 +105,17 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from othinklab.ablations import FULL, run_ablations
+
+    names = FULL if args.preset == "all" else (args.preset,)
+    print(f"ablations written to {run_ablations(names, output_dir=args.output_dir)}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from othinklab.evaluate import evaluate, format_summary
+    from othinklab.runs import EVAL_SEED
     from othinklab.tasks import EVAL_SPLITS, make_task, with_prompt
 
     task, _, split = args.task.partition(":")
@@ -95,7 +126,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         split = Path(args.data).name
     else:
         split = split or EVAL_SPLITS.get(task, "test")
-        samples = make_task(task).samples(args.n, split=split, seed=10_000)
+        samples = make_task(task).samples(args.n, split=split, seed=EVAL_SEED)
     model, processor = _load_for_eval(args.run, args.model)
     samples = with_prompt(samples, args.prompt)
     table = evaluate(model, processor, samples, num_samples=args.samples)
@@ -107,6 +138,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _load_for_eval(run: str | None, model_name: str) -> tuple[Any, Any]:
     """A run directory's latest checkpoint on top of its base model, or a model by name."""
     from othinklab import checkpoint as ckpt_io
+    from othinklab.bounds import read_run_config
     from othinklab.config import load_config
     from othinklab.models import load_model
 
@@ -115,6 +147,7 @@ def _load_for_eval(run: str | None, model_name: str) -> tuple[Any, Any]:
     run_dir = Path(run)
     if not (run_dir / "config.yaml").exists():
         raise UserError(f"--run {run!r}: no config.yaml there; is it a run directory?")
+    read_run_config(run_dir)  # refuses an empty or foreign config.yaml (never a silent default model)
     cfg = load_config(run_dir / "config.yaml")
     latest = ckpt_io.latest_checkpoint(run_dir / "checkpoints")
     if latest is None:
@@ -155,26 +188,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from othinklab.budget import DEVICES  # no torch: the parser stays quick to build
 
-    p = argparse.ArgumentParser(
-        prog="othinklab", description="GRPO with dynamic KL (GRPO-D) for vision-language models."
-    )
+    p = _Parser(prog="othinklab", description="GRPO with dynamic KL (GRPO-D) for vision-language models.")
+    p.add_argument("--verbose", action="store_true", help="show third-party warnings and notices")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="build the tiny base, train GRPO-D on counting, show before/after")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--steps", type=int, default=None, help="optimizer steps (default: configs/demo.yaml's)")
-    d.add_argument("--num-eval", type=int, default=None, help="held-out prompts evaluated")
-    d.add_argument("--output-dir", default="runs")
+    d.add_argument("--seed", type=_int_at_least(0), default=0)
+    d.add_argument(
+        "--steps", type=_int_at_least(1), default=None, help="optimizer steps (default: configs/demo.yaml's)"
+    )
+    d.add_argument("--num-eval", type=_int_at_least(1), default=None, help="held-out prompts evaluated")
+    d.add_argument("--output-dir", type=_path_arg, default="runs")
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="GRPO / GRPO-D training from a config")
-    t.add_argument("--config", default=None, help="YAML file (partial override of the defaults)")
+    t.add_argument("--config", type=_path_arg, default=None, help="YAML file (partial override of the defaults)")
     t.add_argument("--resume", action="store_true", help="continue the run from its latest complete checkpoint")
     t.add_argument("overrides", nargs="*", help="section.field=value overrides, e.g. kl.beta=0.01")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sft", help="the supervised baseline on the same data, same run layout")
-    s.add_argument("--config", default=None, help="YAML file (partial override of the defaults)")
+    s.add_argument("--config", type=_path_arg, default=None, help="YAML file (partial override of the defaults)")
     s.add_argument("overrides", nargs="*", help="section.field=value overrides")
     s.set_defaults(func=cmd_sft)
 
@@ -185,21 +219,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="smoke (plumbing, ~1 min), tiny (3 seeds, <= 20 min), powered (6 seeds, ~1 h: the shipped run); "
         "or a preset another module registered in othinklab.grid.PRESETS",
     )
-    g.add_argument("--output-dir", default="grid_runs")
+    g.add_argument("--output-dir", type=_path_arg, default="grid_runs")
     g.set_defaults(func=cmd_grid)
 
+    a = sub.add_parser(
+        "ablate", help="KL-schedule and loss-variant ablations with paired claims and the KL mechanism view"
+    )
+    a.add_argument(
+        "--preset",
+        default="all",
+        help="all (ablate-explore, -beta, -schedule, -loss: about an hour on 2 CPU cores), one of them, or ablate-smoke",
+    )
+    a.add_argument("--output-dir", default="grid_runs")
+    a.set_defaults(func=cmd_ablate)
+
     e = sub.add_parser("eval", help="greedy and sampled accuracy on a task split")
-    e.add_argument("--run", default=None, help="run directory (uses its latest checkpoint)")
-    e.add_argument("--model", default="tiny", help="model name or path when --run is not given")
+    e.add_argument("--run", type=_path_arg, default=None, help="run directory (uses its latest checkpoint)")
+    e.add_argument("--model", type=_path_arg, default="tiny", help="model name or path when --run is not given")
     e.add_argument("--task", default="counting:ood", help="task[:split], e.g. counting:ood, geometry:test")
-    e.add_argument("--n", type=int, default=200, help="prompts evaluated")
+    e.add_argument("--n", type=_int_at_least(1), default=200, help="prompts evaluated")
     e.add_argument(
         "--data",
         default=None,
+        type=_path_arg,
         help="an R1-V test file (e.g. SuperCLEVR-200 or GeoQA JSONL) instead of the synthetic split",
     )
-    e.add_argument("--image-root", default=None, help="directory the --data file's image_path entries are relative to")
-    e.add_argument("--samples", type=int, default=4, help="samples per prompt for sampled accuracy")
+    e.add_argument(
+        "--image-root",
+        type=_dir_arg,
+        default=None,
+        help="directory the --data file's image_path entries are relative to",
+    )
+    e.add_argument("--samples", type=_int_at_least(1), default=4, help="samples per prompt for sampled accuracy")
     e.add_argument(
         "--prompt", default="think", choices=["think", "direct"], help="R1-V's <think> prompt or answer-only"
     )
@@ -208,8 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("estimate", help="peak memory and step time of a config, before loading anything")
     x.add_argument("--config", default=None, help="YAML file (partial override of the defaults)")
     x.add_argument("--device", default=None, choices=sorted(DEVICES), help="also say whether it fits and how long")
-    x.add_argument("--image-size", type=int, default=None, help="processed image side in pixels (default: from config)")
-    x.add_argument("--world-size", type=int, default=1, help="processes the prompts are split over")
+    x.add_argument(
+        "--image-size",
+        type=_int_at_least(1),
+        default=None,
+        help="processed image side in pixels (default: from config)",
+    )
+    x.add_argument("--world-size", type=_int_at_least(1), default=1, help="processes the prompts are split over")
     x.add_argument("overrides", nargs="*", help="section.field=value overrides")
     x.set_defaults(func=cmd_estimate)
 
@@ -222,23 +278,101 @@ def build_parser() -> argparse.ArgumentParser:
     o.set_defaults(func=cmd_export)
 
     b = sub.add_parser("build-base", help="build (or rebuild with --force) the cached tiny base")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=_int_at_least(0), default=0)
     b.add_argument("--force", action="store_true")
     b.set_defaults(func=cmd_build_base)
+    for child in sub.choices.values():  # `othinklab train --verbose ...` as well as `othinklab --verbose train ...`
+        child.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block), so every bad flag reads like any other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {failures.clamp(message, 400)} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _int_at_least(low: int) -> Any:
+    """An argparse `type` for integers >= `low`, naming the value when it is not."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text[:40]!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _path_arg(text: str) -> str:
+    """An argparse `type` for paths and names: no NUL byte, not absurdly long."""
+    from othinklab.bounds import path_problem
+
+    problem = path_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text[:80]!r}... {problem}")
+    return text
+
+
+def _dir_arg(text: str) -> str:
+    """An argparse `type` for an existing directory."""
+    _path_arg(text)
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text[:200]!r} is not a directory")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _quiet()
     try:
-        return int(args.func(args) or 0)
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a bad flag (exit 2, one line already printed) or --help (exit 0)
+        return exc.code if isinstance(exc.code, int) else 2
+    _quiet(getattr(args, "verbose", False))
+    received: list[str] = []
+    try:
+        with failures.signals_as_interrupts(received):
+            return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"othinklab {args.command}: error: {exc}", file=sys.stderr)
+        print(f"othinklab {args.command}: error: {failures.clamp(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"othinklab {args.command}: interrupted; completed checkpoints and logs are kept", file=sys.stderr)
-        return 130
+        signame = received[-1] if received else "SIGINT"
+        print(f"othinklab {args.command}: {_interrupted(args, signame)}", file=sys.stderr)
+        return 143 if signame == "SIGTERM" else 130
+    except Exception as exc:  # out of memory / disk full get advice; anything else is a bug (traceback kept)
+        cfg = getattr(args, "cfg", None)
+        advice = failures.advice_for(exc, cfg, _run_dir(cfg))
+        if advice is None:
+            raise
+        print(f"othinklab {args.command}: error: {advice}", file=sys.stderr)
+        return 2
+
+
+def _run_dir(cfg: Any) -> Path | None:
+    if cfg is None:
+        return None
+    from othinklab.runs import run_dir_for
+
+    return run_dir_for(cfg)
+
+
+def _interrupted(args: argparse.Namespace, signame: str) -> str:
+    """What an interrupt left behind and the command that continues it."""
+    from othinklab import checkpoint as ckpt_io
+
+    cfg = getattr(args, "cfg", None)
+    run = _run_dir(cfg)
+    if cfg is None or run is None:
+        return f"interrupted by {signame}; completed checkpoints and logs are kept"
+    latest = ckpt_io.latest_checkpoint(run / "checkpoints") if run.is_dir() else None
+    line = failures.resume_command(args.config, args.overrides) if args.command == "train" else None
+    return failures.interrupted_message(run if run.is_dir() else None, latest, line, signame)
 
 
 if __name__ == "__main__":

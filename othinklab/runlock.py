@@ -154,8 +154,13 @@ def release(run_dir: str | Path) -> None:
         return
     with contextlib.suppress(OSError):
         fh.seek(0)
-        fh.truncate()  # an empty file: no holder (the file itself stays, see the module docstring)
+        fh.truncate()  # an empty file: no holder
         fh.flush()
+    run = path.parent
+    with contextlib.suppress(OSError):
+        if [p.name for p in run.iterdir()] == [LOCK_FILE]:  # a run that wrote nothing leaves no directory
+            path.unlink()
+            run.rmdir()
     fh.close()  # closing drops the flock
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import yaml
 
+from othinklab.bounds import read_run_config
 from othinklab.config import Config, to_dict, to_yaml
 from othinklab.errors import UserError
 from othinklab.tasks import EVAL_SPLITS, Sample, load_r1v, make_task, with_prompt
@@ -123,6 +124,18 @@ def _eval_samples(cfg: Config) -> list[Sample]:
     return make_task(cfg.task.name).samples(cfg.task.num_eval, split=split, seed=EVAL_SEED + cfg.task.seed)
 
 
+def eval_settings(cfg: Config) -> dict[str, Any]:
+    """`evaluate`'s settings from the config's `eval` section (and alpha from `reward`), so every
+    evaluation of a run (demo, periodic, after training) measures the same thing."""
+    return {
+        "num_samples": cfg.eval.num_samples,
+        "temperature": cfg.eval.temperature,
+        "max_new_tokens": cfg.eval.max_new_tokens,
+        "batch_size": cfg.eval.batch_size,
+        "format_weight": cfg.reward.format_weight,
+    }
+
+
 # --------------------------------------------------------------------------- run directory
 def run_dir_for(cfg: Config) -> Path:
     """`train.output_dir / train.run_name`, the name defaulting to task, schedule and seed."""
@@ -135,7 +148,7 @@ def prepare_run_dir(cfg: Config, resume: bool) -> Path:
     run = run_dir_for(cfg)
     cfg_path = run / "config.yaml"
     if cfg_path.exists():
-        existing = yaml.safe_load(cfg_path.read_text())
+        existing = read_run_config(run)  # an empty or damaged config.yaml is a UserError, not a TypeError
         if existing != yaml.safe_load(to_yaml(cfg)):
             diff = [
                 f"{s}.{k}" for s in existing for k in existing[s] if to_dict(cfg).get(s, {}).get(k) != existing[s][k]

@@ -51,8 +51,8 @@ def run_demo(
     from othinklab.metrics import read_metrics
     from othinklab.models import load_model
     from othinklab.plots import training_curves
-    from othinklab.runs import eval_samples
-    from othinklab.tasks import make_task
+    from othinklab.runs import EVAL_SEED, eval_samples, eval_settings
+    from othinklab.tasks import EVAL_SPLITS, make_task
     from othinklab.trainer import train
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
@@ -71,18 +71,13 @@ def run_demo(
     print(f"    {path}  ({time.perf_counter() - t0:.0f} s)")
     model, processor = load_model(cfg.model)
     samples = eval_samples(cfg)
-    ev = dict(
-        num_samples=cfg.eval.num_samples,
-        temperature=cfg.grpo.temperature,
-        max_new_tokens=cfg.grpo.max_completion_length,
-        seed=seed,
-    )
+    ev = dict(**eval_settings(cfg), seed=seed)
 
     print(
         f"2/4 evaluating the base on {len(samples)} held-out counting:ood prompts (and geometry:test) ...", flush=True
     )
     before, records = evaluate(model, processor, samples, return_records=True, **ev)
-    geo = make_task("geometry").samples(len(samples), split="test", seed=10_000 + seed)
+    geo = make_task("geometry").samples(len(samples), split=EVAL_SPLITS["geometry"], seed=EVAL_SEED + seed)
     geo_table = evaluate(model, processor, geo, **ev)
     print("    the base answering held-out prompts (greedy), with its rewards:")
     for _, rec in records[records["mode"] == "greedy"].head(3).iterrows():
@@ -108,7 +103,7 @@ def run_demo(
     step_s = float(metrics["time/step_s"].iloc[1:].median()) if len(metrics) > 1 else float("nan")
     lines = [
         "",
-        f"held-out counting:ood, n={len(samples)} prompts (sampled: {cfg.eval.num_samples} per prompt at T={cfg.grpo.temperature:g}); 95% intervals",
+        f"held-out counting:ood, n={len(samples)} prompts (sampled: {cfg.eval.num_samples} per prompt at T={cfg.eval.temperature:g}); 95% intervals",
         *format_summary(before, "before"),
         *format_summary(after, "after"),
         "",

@@ -210,9 +210,20 @@ def accuracy_reward(text: Any, solution: Any) -> float:
         return 0.0
 
 
+def combine(accuracy: Any, fmt: Any, format_weight: float = 1.0) -> Any:
+    """Eq. 1, the one place it is written: `R = R_acc + alpha * R_format` (alpha = `format_weight`).
+
+    Works on floats and on arrays or DataFrame columns alike.
+
+    >>> combine(1.0, 1.0, 0.5)
+    1.5
+    """
+    return accuracy + format_weight * fmt
+
+
 def total_reward(text: Any, solution: Any, format_weight: float = 1.0) -> float:
-    """Eq. 1: `accuracy + format_weight * format` (alpha = `format_weight`)."""
-    return accuracy_reward(text, solution) + format_weight * format_reward(text)
+    """Eq. 1 for one completion (see `combine`)."""
+    return combine(accuracy_reward(text, solution), format_reward(text), format_weight)
 
 
 @dataclass(frozen=True)
@@ -231,7 +242,7 @@ def score(text: Any, solution: Any, format_weight: float = 1.0) -> RewardBreakdo
     RewardBreakdown(accuracy=1.0, format=1.0, total=1.5)
     """
     acc, fmt = accuracy_reward(text, solution), format_reward(text)
-    return RewardBreakdown(accuracy=acc, format=fmt, total=acc + format_weight * fmt)
+    return RewardBreakdown(accuracy=acc, format=fmt, total=combine(acc, fmt, format_weight))
 
 
 def _format_reward_2(text: str, solution: str) -> float:
@@ -310,4 +321,4 @@ def safe_score(
         value = float("nan")
     if not math.isfinite(value) or isinstance(acc, str):
         return RewardBreakdown(0.0, 0.0, 0.0), f"accuracy function returned {acc!r}, not a finite number"
-    return RewardBreakdown(accuracy=value, format=fmt, total=value + format_weight * fmt), None
+    return RewardBreakdown(accuracy=value, format=fmt, total=combine(value, fmt, format_weight)), None

@@ -24,7 +24,7 @@ import pandas as pd
 
 from othinklab.grpo import group_advantages
 from othinklab.metrics import read_rollouts
-from othinklab.rewards import accuracy_reward, extract_answer, format_reward
+from othinklab.rewards import accuracy_reward, combine, extract_answer, format_reward
 
 FILTERS = ("all", "failures", "format errors", "zero-spread groups")
 """Row filters of the rollout inspector."""
@@ -70,7 +70,7 @@ def rescore(
         accuracy_fn(c, f"<answer> {a} </answer>") for c, a in zip(df["completion"], df["answer"].astype(str))
     ]
     df["new_format"] = [format_fn(c) for c in df["completion"]]
-    df["new_reward"] = df["new_accuracy"] + format_weight * df["new_format"]
+    df["new_reward"] = combine(df["new_accuracy"], df["new_format"], format_weight)
     parts = []
     for _, g in df.groupby(["step", "group"], sort=False):
         size = group_size or len(g)

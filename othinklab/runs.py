@@ -83,6 +83,7 @@ class PromptStream:
                 image_root=cfg.task.image_root or None,
                 limit=cfg.task.num_train or None,
                 seed=cfg.task.seed,
+                max_pixels=cfg.model.max_pixels,
             )
         elif cfg.task.num_train:
             self.pool = self.task.samples(cfg.task.num_train, split="train", seed=cfg.task.seed)
@@ -119,6 +120,7 @@ def _eval_samples(cfg: Config) -> list[Sample]:
             image_root=cfg.task.image_root or None,
             limit=cfg.task.num_eval,
             seed=cfg.task.seed,
+            max_pixels=cfg.model.max_pixels,
         )
     split = cfg.task.eval_split or EVAL_SPLITS[cfg.task.name]
     return make_task(cfg.task.name).samples(cfg.task.num_eval, split=split, seed=EVAL_SEED + cfg.task.seed)

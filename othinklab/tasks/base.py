@@ -7,6 +7,7 @@ evaluation never care where a sample came from.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,6 +21,14 @@ PROMPTS = {
 }
 """Instruction appended to the question, by `task.prompt`: `think` is R1-V's (the paper's), `direct` asks
 for the answer alone. Both keep the `<answer>` tags so the same scorer reads either."""
+CONTROL_TOKEN = re.compile(r"<\|[^|<>\s]{1,40}\|>")
+"""The shape of Qwen2-VL's chat-template control tokens (`<|im_start|>`, `<|image_pad|>`, ...). One inside
+a question would be tokenized as the real token, letting data end the user turn or fake an image slot."""
+
+
+def control_tokens_in(text: str) -> list[str]:
+    """The chat-template control tokens found in `text` (empty when it is safe to put in a prompt)."""
+    return CONTROL_TOKEN.findall(text) if "<|" in text else []
 
 
 @dataclass
@@ -39,6 +48,19 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)
     prompt: str = "think"
     """Which instruction (`PROMPTS` key) follows the question in the prompt."""
+
+    def __post_init__(self) -> None:
+        # Every sample, whatever made it (R1-V file, hub, synthetic, a notebook), passes here.
+        for name in ("problem", "solution", "reasoning"):
+            value = getattr(self, name)
+            found = control_tokens_in(value) if isinstance(value, str) else []
+            if found:
+                from othinklab.errors import DataError
+
+                raise DataError(
+                    f"sample {self.id[:120]!r}: its {name} contains the chat-template control token(s) "
+                    f"{', '.join(found[:3])[:120]}, which would let the data rewrite the prompt; remove them"
+                )
 
     @property
     def answer(self) -> str:

@@ -9,6 +9,12 @@ all of them into the one `Sample` shape, with answers normalized to `<answer> X 
 Few-shot (`limit`, the paper's 100 counting samples) picks rows by a seeded permutation *before* any
 image is decoded, so loading 100 rows of a 70k-row file is fast. Bad data raises `DataError` naming the
 file, row and field; `skip_bad_rows=True` skips bad rows instead and logs how many and why.
+
+Hostile or careless files stay bounded: JSONL is indexed line by line (`tasks.jsonl`: a line over `MAX_LINE_BYTES` is a
+bad row, never a read of the whole line), each line is decoded on its own (non-UTF-8 names the row; a BOM
+is dropped; U+2028 inside strings is text, not a line break), image headers are checked before decoding
+(pixel count, aspect ratio, file size) and big images are shrunk to `model.max_pixels` before the
+processor sees them, and questions carrying chat-template control tokens (`<|im_start|>`, ...) are refused.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from othinklab.bounds import show
 from othinklab.errors import DataError
-from othinklab.tasks.base import Sample
+from othinklab.tasks.base import Sample, control_tokens_in
+from othinklab.tasks.jsonl import open_jsonl
 
 log = logging.getLogger("othinklab")
 
@@ -38,6 +46,15 @@ ANSWER_COLS = ("solution", "ground_truth")
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _GEOMETRY_NUMBER = re.compile(r"\d|\\[dt]?frac|√|\\sqrt")
+
+MAX_IMAGE_BYTES = 256_000_000
+"""Largest image file read."""
+DECODE_FACTOR = 64
+"""Images over this many times `model.max_pixels` are refused before decoding (a decompression bomb)."""
+DEFAULT_MAX_PIXELS = 401408
+"""`model.max_pixels`'s default, used for the decode limit when the caller gives none."""
+MAX_ASPECT = 200
+"""Longest side / shortest side beyond which Qwen2-VL's processor refuses an image."""
 
 
 class _BadRow(Exception):
@@ -130,54 +147,32 @@ def _open_parquet(path: Path) -> _Source:
 
 
 def _open_jsonl(path: Path) -> _Source:
-    lines = [
-        (lineno, line) for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()
-    ]
-    columns: list[str] = []
-    for _, line in lines[:1]:
-        try:
-            first = json.loads(line)
-            columns = list(first) if isinstance(first, dict) else []
-        except json.JSONDecodeError:
-            pass
-
-    def get(indices: list[int]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for i in indices:
-            lineno, line = lines[i]
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                out.append({"__error__": f"malformed JSON ({exc.msg})", "__line__": lineno})
-                continue
-            if not isinstance(row, dict):
-                out.append({"__error__": f"expected a JSON object, got {type(row).__name__}", "__line__": lineno})
-                continue
-            row["__line__"] = lineno
-            out.append(row)
-        return out
-
-    return _Source(path, len(lines), columns, get)
+    n_rows, columns, get = open_jsonl(path)
+    return _Source(path, n_rows, columns, get)
 
 
 # --------------------------------------------------------------------------- field parsing
 def _pick(row_or_cols: Iterable[str], names: Sequence[str], field: str, source: _Source, where: str) -> str:
     present = [n for n in names if n in row_or_cols]
     if not present:
-        found = sorted(c for c in row_or_cols if not c.startswith("__"))
+        found = sorted(str(c) for c in row_or_cols if not str(c).startswith("__"))
         raise DataError(
-            f"{source.path}{where}: missing the {field} column (expected one of {list(names)}); columns found: {found}"
+            f"{source.path}{where}: missing the {field} column (expected one of {list(names)}); "
+            f"columns found: {show(found)}"
         )
     return present[0]
 
 
 def _parse_answer(value: Any, task: str) -> tuple[str, str]:
     """Return (answer, reasoning) from a `solution`/`ground_truth` value; raise `_BadRow` if unusable."""
-    if value is None or isinstance(value, bool):
-        raise _BadRow(f"unusable answer {value!r}")
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _BadRow(f"unusable answer {show(value)}")
     reasoning = ""
     if isinstance(value, (int, float)):
-        text = repr(value) if isinstance(value, float) else str(value)
+        try:
+            text = repr(value) if isinstance(value, float) else str(value)
+        except ValueError:  # an integer too long to print
+            raise _BadRow("answer is an integer with thousands of digits") from None
     else:
         text = str(value)
         think = _THINK.findall(text)
@@ -191,12 +186,12 @@ def _parse_answer(value: Any, task: str) -> tuple[str, str]:
         try:
             number = float(answer)
         except ValueError:
-            raise _BadRow(f"counting answer {answer!r} is not a non-negative integer") from None
-        if not math.isfinite(number) or number < 0 or not number.is_integer():
-            raise _BadRow(f"counting answer {answer!r} is not a non-negative integer")
+            raise _BadRow(f"counting answer {show(answer)} is not a non-negative integer") from None
+        if not math.isfinite(number) or number < 0 or not number.is_integer() or number > 1e9:
+            raise _BadRow(f"counting answer {show(answer)} is not a non-negative integer (up to 10^9)")
         answer = str(int(number))
     elif not _GEOMETRY_NUMBER.search(answer):
-        raise _BadRow(f"geometry answer {answer!r} contains no number")
+        raise _BadRow(f"geometry answer {show(answer)} contains no number")
     return answer, reasoning
 
 
@@ -207,29 +202,71 @@ def _clean_reasoning(value: Any) -> str:
     return (think[-1] if think else value).strip()
 
 
-def _decode_image(value: Any, image_root: Path | None, base_dir: Path) -> Image.Image:
-    """PIL image from a PIL image, an Image-feature dict, raw bytes or a path; raise `_BadRow` if bad."""
+def _decode_image(value: Any, image_root: Path | None, base_dir: Path, max_pixels: int | None = None) -> Image.Image:
+    """PIL image from a PIL image, an Image-feature dict, raw bytes or a path; raise `_BadRow` if bad.
+
+    The header is checked before any pixel is decoded; images larger than `max_pixels` are shrunk
+    (aspect kept) so the processor never sees more than it would keep.
+    """
     if isinstance(value, Image.Image):
-        image = value
+        image, label = value, "image"
+        _check_size(image.size, label, max_pixels)
     else:
         if isinstance(value, dict):
             value = value.get("bytes") or value.get("path")
         if isinstance(value, (bytes, bytearray, memoryview)):
             data, label = bytes(value), "image bytes"
-        elif isinstance(value, str) and value:
+        elif isinstance(value, str) and value and "\x00" not in value and len(value) < 4096:
             rel = Path(value).expanduser()
             full = rel if rel.is_absolute() else (image_root or base_dir) / rel
             if not full.is_file():
-                raise _BadRow(f"image file not found: {full}")
-            data, label = full.read_bytes(), str(full)
+                raise _BadRow(f"image file not found: {show(str(full))}")
+            if full.stat().st_size > MAX_IMAGE_BYTES:
+                raise _BadRow(f"image file {show(str(full))} is over {MAX_IMAGE_BYTES // 1_000_000} MB")
+            data, label = full.read_bytes(), show(str(full))
         else:
-            raise _BadRow(f"no image (value {value!r})")
+            raise _BadRow(f"no image (value {show(value)})")
         try:
             image = Image.open(io.BytesIO(data))
+            _check_size(image.size, label, max_pixels)
+            if max_pixels:
+                image.draft("RGB", _fit(image.size, max_pixels))  # JPEG: decode at a reduced scale directly
             image.load()
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise _BadRow(f"unreadable image ({label}): {exc}") from None
-    return image.convert("RGB") if image.mode != "RGB" else image
+        except _BadRow:
+            raise
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError) as exc:
+            raise _BadRow(f"unreadable image ({label}): {str(exc)[:200]}") from None
+    image = image.convert("RGB") if image.mode != "RGB" else image
+    if max_pixels and image.size[0] * image.size[1] > max_pixels:
+        image = image.resize(_fit(image.size, max_pixels), Image.Resampling.BICUBIC)
+    return image
+
+
+def _check_size(size: tuple[int, int], label: str, max_pixels: int | None) -> None:
+    """Refuse, from the header alone, images that are empty, huge or of an aspect the processor rejects."""
+    w, h = size
+    limit = DECODE_FACTOR * (max_pixels or DEFAULT_MAX_PIXELS)
+    if w < 1 or h < 1:
+        raise _BadRow(f"image ({label}) is empty ({w}x{h})")
+    if w * h > limit:
+        raise _BadRow(
+            f"image ({label}) is {w}x{h} = {w * h} pixels, over {limit} ({DECODE_FACTOR} x model.max_pixels); "
+            "shrink it before training (the model keeps at most model.max_pixels)"
+        )
+    if max(w, h) / min(w, h) > MAX_ASPECT:
+        raise _BadRow(
+            f"image ({label}) is {w}x{h}, an aspect ratio over {MAX_ASPECT}:1 that Qwen2-VL's processor "
+            "refuses; crop or pad it"
+        )
+
+
+def _fit(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """`size` scaled down (aspect kept) to at most `max_pixels` pixels; unchanged when already small."""
+    w, h = size
+    if w * h <= max_pixels:
+        return w, h
+    scale = math.sqrt(max_pixels / (w * h))
+    return max(1, int(w * scale)), max(1, int(h * scale))
 
 
 # --------------------------------------------------------------------------- public API
@@ -240,6 +277,7 @@ def load_r1v(
     limit: int | None = None,
     seed: int = 0,
     skip_bad_rows: bool = False,
+    max_pixels: int | None = None,
 ) -> list[Sample]:
     """Load an R1-V dataset (save_to_disk dir, .parquet, .jsonl, or a hub id `owner/name[:config][@split]`
     through `othinklab.tasks.hub`) as `Sample`s for `task`.
@@ -247,6 +285,7 @@ def load_r1v(
     `task` is "counting" or "geometry" and decides answer validation. Relative `image_path`s resolve
     against `image_root`, else the directory holding `path`. `limit` keeps a seeded random subset
     (returned in row order). Bad rows raise `DataError`, or are skipped and logged with `skip_bad_rows`.
+    `max_pixels` (the model's) shrinks bigger images and sets the decode limit.
     """
     if task not in TASK_NAMES:
         raise DataError(f"unknown R1-V task {task!r}; choose one of {list(TASK_NAMES)}")
@@ -286,7 +325,7 @@ def load_r1v(
         for idx, row in zip(chunk, source.rows(chunk)):
             where = f" row {idx}" + (f" (line {row['__line__']})" if "__line__" in row else "")
             try:
-                good.append(_make_sample(row, idx, task, stem, source, root, base_dir, where))
+                good.append(_make_sample(row, idx, task, stem, source, root, base_dir, where, max_pixels))
             except _BadRow as exc:
                 reason = f"{path.name}{where}: {exc}"
                 if not skip_bad_rows:
@@ -309,6 +348,7 @@ def _make_sample(
     root: Path | None,
     base_dir: Path,
     where: str,
+    max_pixels: int | None = None,
 ) -> Sample:
     if "__error__" in row:
         raise _BadRow(row["__error__"])
@@ -317,8 +357,14 @@ def _make_sample(
     a_col = _pick(row, ANSWER_COLS, "answer", source, where)
     question = row[q_col]
     if not isinstance(question, str) or not question.replace("<image>", "").strip():
-        raise _BadRow(f"empty or non-text question {question!r}")
+        raise _BadRow(f"empty or non-text question {show(question)}")
     problem = question.replace("<image>", "").strip()
+    tokens = control_tokens_in(problem)
+    if tokens:
+        raise _BadRow(
+            f"question contains the chat-template control token(s) {show(tokens[:3])}, which would let the data "
+            "rewrite the prompt; remove them from the question"
+        )
     answer, reasoning = _parse_answer(row[a_col], task)
     if isinstance(row.get("thinking"), str) and row["thinking"].strip():
         reasoning = _clean_reasoning(row["thinking"])
@@ -326,9 +372,9 @@ def _make_sample(
     if img_value is None and img_col == "image" and row.get("image_path"):
         img_value = row["image_path"]
     try:
-        image = _decode_image(img_value, root, base_dir)
+        image = _decode_image(img_value, root, base_dir, max_pixels)
     except _BadRow as exc:
-        raise _BadRow(f"{exc} (field {img_col!r})") from None
+        raise _BadRow(f"{exc} (field {show(img_col)})") from None
     return Sample(
         id=f"{task}:{stem}:{idx}",
         image=image,
@@ -338,6 +384,27 @@ def _make_sample(
         task=task,
         meta={"source": str(source.path), "row": idx},
     )
+
+
+def sample_from_row(
+    row: dict[str, Any],
+    task: str,
+    image_root: str | Path | None = None,
+    base_dir: str | Path = ".",
+    max_pixels: int | None = None,
+    idx: int = 0,
+) -> Sample:
+    """One raw row, as any R1-V file holds it, as a `Sample`; a bad row raises `DataError` saying why."""
+    if not isinstance(row, dict):
+        raise DataError(f"row {idx}: expected a mapping of columns, got {type(row).__name__}")
+    if task not in TASK_NAMES:
+        raise DataError(f"unknown R1-V task {show(task)}; choose one of {list(TASK_NAMES)}")
+    source = _Source(Path("row"), 1, [str(c) for c in row], lambda indices: [row])
+    root = Path(image_root) if image_root is not None else None
+    try:
+        return _make_sample(row, idx, task, "row", source, root, Path(base_dir), f" row {idx}", max_pixels)
+    except _BadRow as exc:
+        raise DataError(f"row {idx}: {exc}") from None
 
 
 def write_r1v_jsonl(samples: Iterable[Sample], out_path: str | Path, image_dir: str | Path) -> Path:

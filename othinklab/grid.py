@@ -8,6 +8,8 @@ Why it is built this way:
 - *Paired.* All methods of a seed train on the same seeded prompt stream (`train.seed = task.seed =
   seed`; SFT's batch equals GRPO's prompts per step), and every model is scored on the same eval
   prompts, so `grid_report` compares methods prompt by prompt and seed by seed (`othinklab.stats`).
+- *Less noise without tuning.* Sampled evaluation uses the same seed for every model (common random
+  numbers), and the base, whose greedy output does not depend on any seed, is evaluated once.
 - *Fast.* Each model's two eval tasks go through the shared-prefill sampler together (one greedy and
   one sampled pass); an untrained model (the base) is evaluated once, not per seed or train task.
 - *Resumable.* Every cell is cached under `<output_dir>/<preset>/cache/<hash>.json` (its summary rows
@@ -32,12 +34,17 @@ from typing import Any
 
 from othinklab.config import load_config, to_dict
 from othinklab.grid_report import Claim, paper_claims, write_reports
-from othinklab.tasks import make_task
+from othinklab.runs import EVAL_SEED
+from othinklab.tasks import EVAL_SPLITS, make_task
 
-EVAL_TASKS = {"counting": "ood", "geometry": "test"}
+EVAL_TASKS = dict(EVAL_SPLITS)
 """Train task -> its held-out eval split; every model is scored on all of them."""
-EVAL_PROMPT_SEED = 10_000
+EVAL_PROMPT_SEED = EVAL_SEED
 """Seed of the eval prompts: one fixed set for every method and seed, so results pair prompt by prompt."""
+EVAL_SAMPLING_SEED = 0
+"""Seed of sampled evaluation, the same for every model: common random numbers. The sampler draws one
+uniform number per token row, so two similar models given the same numbers tend to make the same draws,
+and their paired difference carries less sampling noise than independent draws would."""
 
 
 @dataclass(frozen=True)
@@ -261,7 +268,7 @@ def _cell(preset: Preset, method: Method, task: str, seed: int, output_dir: Path
         num_samples=preset.eval_samples,
         max_new_tokens=preset.max_completion_length,
         format_weight=cfg.reward.format_weight,
-        seed=0 if method.trainer == "none" else seed,
+        seed=EVAL_SAMPLING_SEED,
         prompt=method.prompt,
     )
     eval_s = time.perf_counter() - t1

@@ -18,13 +18,15 @@ import numpy as np
 import pandas as pd
 
 from othinklab.evaluate import wilson_interval
+from othinklab.plots import METHOD_ORDER
 from othinklab.stats import paired_difference, seed_spread, variance_components
+from othinklab.tasks import EVAL_SPLITS
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "results"
 """Where the powered run's results, claims and provenance are shipped with the project."""
-EVAL_OF = {"counting": "counting:ood", "geometry": "geometry:test"}
+EVAL_OF = {task: f"{task}:{split}" for task, split in EVAL_SPLITS.items()}
 """Train task -> the eval task it is judged on (the paper's split)."""
-ORDER = ("base", "base_direct", "sft", "grpo", "grpo_d")
+ORDER = METHOD_ORDER
 METRICS = ("greedy", "sampled")
 README_BEGIN, README_END = "<!-- grid-results:begin -->", "<!-- grid-results:end -->"
 """Markers around the README's generated grid block (`update_readme` rewrites what lies between)."""
@@ -121,11 +123,13 @@ def load_results(out: Path) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- claims
 def side_matrix(per: pd.DataFrame, method: str, train_task: str, eval_task: str, metric: str) -> pd.DataFrame:
-    """Seeds x prompt ids of one method's per-prompt correctness (`metric`: greedy or sampled)."""
+    """Seeds x prompt ids (sorted) of one method's per-prompt correctness (`metric`: greedy or sampled)."""
     sub = per[(per["method"] == method) & (per["eval_task"] == eval_task)]
     if (sub["train_task"] != "none").any():
         sub = sub[sub["train_task"] == train_task]
-    return sub.pivot_table(index="seed", columns="id", values=metric, aggfunc="mean").sort_index(axis=1)
+    if sub.empty:
+        return pd.DataFrame()
+    return sub.groupby(["seed", "id"])[metric].mean().unstack("id").sort_index(axis=1)
 
 
 def _paper_lookup() -> dict[tuple[str, str, str], float]:
@@ -146,10 +150,19 @@ def compute_claims(per: pd.DataFrame, claims: tuple[Claim, ...], n_boot: int = 2
     and verdict, the half-width and the seeds a +-5-point interval would need, and the paper's numbers."""
     paper = _paper_lookup()
     rows = []
+    groups = {k: g for k, g in per.groupby(["method", "eval_task"])}
+    cache: dict[tuple[str, str, str, str], pd.DataFrame] = {}
+
+    def side(method: str, task: str, ev: str, metric: str) -> pd.DataFrame:
+        if (method, task, ev, metric) not in cache:
+            g = groups.get((method, ev))
+            cache[method, task, ev, metric] = pd.DataFrame() if g is None else side_matrix(g, method, task, ev, metric)
+        return cache[method, task, ev, metric]
+
     for c in claims:
         for metric in METRICS:
-            a = side_matrix(per, c.better, c.train_task, c.eval_task, metric)
-            b = side_matrix(per, c.worse, c.train_task, c.eval_task, metric)
+            a = side(c.better, c.train_task, c.eval_task, metric)
+            b = side(c.worse, c.train_task, c.eval_task, metric)
             if a.empty or b.empty:
                 continue
             if list(a.columns) != list(b.columns):

@@ -128,14 +128,14 @@ class VarianceComponents:
         S, P = n_seeds or self.n_seeds, n_prompts or self.n_prompts
         return z * math.sqrt(self.seed / S + self.prompt / P + self.residual / (S * P))
 
-    def seeds_for(self, target: float = 5.0, n_prompts: int | None = None, max_seeds: int = 10_000) -> int | None:
+    def seeds_for(self, target: float = 5.0, n_prompts: int | None = None, z: float = 1.96) -> int | None:
         """Fewest seeds whose half-width is at most `target` points with `n_prompts` prompts; None if the
-        prompt term alone exceeds it (more eval prompts are needed first)."""
+        prompt term alone reaches it (more eval prompts are needed first)."""
         P = n_prompts or self.n_prompts
-        for S in range(1, max_seeds + 1):
-            if self.halfwidth(S, P) <= target:
-                return S
-        return None
+        room = (target / z) ** 2 - self.prompt / P
+        if room <= 0:
+            return None
+        return max(1, math.ceil((self.seed + self.residual / P) / room - 1e-9))
 
 
 def variance_components(d: np.ndarray) -> VarianceComponents:

@@ -46,7 +46,8 @@ def test_sft_run_layout_and_loss_falls(tmp_path, base_dir):
 
 @pytest.mark.slow
 def test_grid_smoke(tmp_path, base_dir):
-    from othinklab.grid import METHODS, PRESETS, run_grid
+    from othinklab.grid import METHODS, PRESETS, cells, run_grid
+    from othinklab.grid_report import paper_claims
 
     paths = run_grid("smoke", output_dir=tmp_path)
     df = pd.read_csv(paths["results"])
@@ -64,8 +65,22 @@ def test_grid_smoke(tmp_path, base_dir):
     base = df[(df.method == "base") & (df.eval_task == "counting:ood")]["greedy_accuracy"].iloc[0]
     assert f"| base | {100 * base:.1f} [" in same
     matrix = cross_task_matrix(df)
-    assert matrix.shape == (8, 2)
+    assert matrix.shape == (len(METHODS) * 2, 2)
     assert paths["figure"].stat().st_size > 1000
+    # the base (under both prompts) is one model each, evaluated once; every model on the same prompts
+    assert len(list((tmp_path / "smoke" / "cache").glob("*.json"))) == len(cells(PRESETS["smoke"]))
+    per = pd.read_csv(paths["per_prompt"])
+    assert len(per) == len(cells(PRESETS["smoke"])) * 2 * n
+    assert per.groupby(["method", "train_task", "seed", "eval_task"])["id"].apply(tuple).nunique() == 2
+    # claims: paired differences with intervals and verdicts, labelled as plumbing
+    claims = pd.read_csv(paths["claims"])
+    assert set(claims["metric"]) == {"greedy", "sampled"} and len(claims) == 2 * len(paper_claims())
+    assert set(claims["verdict"]) <= {"holds", "reversed", "not separable"}
+    assert ((claims["lo"] <= claims["diff"] + 1e-9) & (claims["diff"] <= claims["hi"] + 1e-9)).all()
+    assert "plumbing only" in paths["claims_md"].read_text()
+    prov = json.loads(paths["provenance"].read_text())
+    assert prov["command"] == "othinklab grid --preset smoke" and prov["wall_seconds"] > 0
+    assert {"torch", "transformers", "peft"} <= set(prov["versions"]) and len(prov["commit"]) == 40
     # a re-run skips finished cells and reproduces the same results
     cached = sorted(p.name for p in (tmp_path / "smoke" / "cache").glob("*.json"))
     again = run_grid("smoke", output_dir=tmp_path)

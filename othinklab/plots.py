@@ -12,6 +12,9 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
+METHOD_ORDER = ("base", "base_direct", "sft", "grpo", "grpo_d")
+"""The order methods appear in every table and figure (the grid's report uses it too)."""
+
 
 def _smooth(series: pd.Series, window: int) -> pd.Series:
     return series.rolling(window, min_periods=1).mean() if window > 1 else series
@@ -78,7 +81,7 @@ def paper_results(path: str | None = None) -> pd.DataFrame:
 def cross_task_bars(results: pd.DataFrame, paper: pd.DataFrame | None = None, axes: Any = None) -> Any:
     """Greedy accuracy per method, one panel per train task, bars per eval task; the paper's 2B numbers
     (same method, train and eval task) as black markers when `paper` is given."""
-    methods = [m for m in ("base", "sft", "grpo", "grpo_d") if m in set(results["method"])]
+    methods = [m for m in METHOD_ORDER if m in set(results["method"])]
     tasks = [t for t in ("counting", "geometry") if t in set(results["train_task"])]
     if axes is None:
         fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.6), sharey=True, squeeze=False)
@@ -166,7 +169,7 @@ def cross_task_heatmap(results: pd.DataFrame, paper: pd.DataFrame | None = None,
     from othinklab.evaluate import cross_task_matrix
 
     ours = cross_task_matrix(results) * 100
-    order = {m: i for i, m in enumerate(("base", "sft", "grpo", "grpo_d"))}
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
     ours = ours.sort_index(key=lambda c: c.map(order) if c.name == "method" else c)
     panels = [("this run (greedy %, mean over seeds)", ours)]
     if paper is not None:

@@ -17,7 +17,9 @@ forward and no memory; the KL is *measured* every step whenever a reference exis
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from othinklab import checkpoint as ckpt_io
-from othinklab import distributed
+from othinklab import distributed, runlock
 from othinklab.config import Config
 from othinklab.errors import TrainingError
 from othinklab.grpo import group_advantages, grpo_loss
@@ -385,8 +387,24 @@ def train(
 
     Under `torchrun`/`accelerate launch` each process takes its share of every batch's prompts (whole
     groups); gradients are averaged by DDP and rank 0 alone writes logs, rollouts and checkpoints.
-    `callbacks` get each metrics row; `sample_fn`/`loss_fn` replace the rollout and the loss.
+    `callbacks` get each metrics row; `sample_fn`/`loss_fn` replace the rollout and the loss. The run
+    directory's lock (`othinklab.runlock`) is held throughout: a second writer is refused, naming this one.
     """
+    writer = os.environ.get("RANK", "0") == "0"  # the process that writes the run directory
+    with runlock.hold(run_dir_for(cfg), "train") if writer else contextlib.nullcontext():
+        return _train(cfg, resume, callbacks, progress, model_and_processor, sample_fn, loss_fn)
+
+
+def _train(
+    cfg: Config,
+    resume: bool,
+    callbacks: list[Callable[[dict[str, Any]], None]] | None,
+    progress: bool,
+    model_and_processor: tuple[Any, Any] | None,
+    sample_fn: Callable[..., Rollout],
+    loss_fn: Callable[..., tuple[torch.Tensor, dict[str, float]]],
+) -> TrainResult:
+    """`train` with the run directory locked."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     ddp = distributed.setup()
@@ -453,11 +471,13 @@ def _stop_if_nonfinite(cfg: Config, counters: Counters, run: Path) -> None:
 
 
 def _checkpoint_if_due(parts: TrainParts, run: Path, counters: Counters, clock: Stopwatch) -> None:
-    """Save every `train.save_every` steps and at the end, only at generation-batch boundaries (so a
-    resume regenerates nothing it had already used)."""
+    """Save every `train.save_every` steps at generation-batch boundaries (so a resume regenerates nothing
+    it had already used), and always at the end, even mid-batch (a finished run has nothing left to redo).
+    `save_checkpoint` refuses NaN/inf weights, ending the run with the last good checkpoint named."""
     cfg, step = parts.cfg, counters.step
-    due = step == cfg.train.total_steps or (cfg.train.save_every and step % cfg.train.save_every == 0)
-    if not due or step % cfg.grpo.num_iterations:
+    last = step == cfg.train.total_steps
+    due = last or (cfg.train.save_every and step % cfg.train.save_every == 0)
+    if not due or (step % cfg.grpo.num_iterations and not last):
         return
     clock.where = "while saving a checkpoint"
     if parts.ddp.is_main:

@@ -1,0 +1,116 @@
+"""`othinklab export`: adapter or merged model + processor + model card from a real (1-step) tiny run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from othinklab.config import load_config
+from othinklab.errors import UserError
+from othinklab.export import export_run
+from othinklab.trainer import train
+
+SMALL = [
+    "grpo.prompts_per_step=2",
+    "grpo.num_generations=2",
+    "grpo.max_completion_length=8",
+    "task.num_eval=2",
+    "train.threads=1",
+    "train.total_steps=1",
+    "train.learning_rate=0.05",  # large, so the adapter visibly moves the weights
+    "train.log_rollouts=false",
+    "model.name=tiny-init",  # the untrained tiny model: exporting does not need the warmed-up base
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export_runs")
+    res = train(load_config(None, [*SMALL, f"train.output_dir={out}", "train.run_name=r"]), progress=False)
+    # One step of the untrained model rarely moves LoRA's zero-initialised B; give the adapter random
+    # weights so a merge that dropped it would be caught.
+    from safetensors.torch import load_file, save_file
+
+    from othinklab.checkpoint import latest_checkpoint
+
+    (weights,) = (latest_checkpoint(res.run_dir / "checkpoints") / "model").glob("*.safetensors")
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        k: torch.randn(v.shape, generator=g) * 0.2 if "lora_B" in k else v for k, v in load_file(weights).items()
+    }
+    save_file(tensors, weights)
+    return res.run_dir
+
+
+@pytest.mark.slow
+def test_merged_export_loads_with_auto_class_and_matches_the_adapter(run_dir, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from othinklab import checkpoint as ckpt_io
+    from othinklab.models import load_model
+
+    out = export_run(run_dir, tmp_path / "merged", merge=True)
+    merged = AutoModelForImageTextToText.from_pretrained(out).eval()
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    cfg = load_config(run_dir / "config.yaml")
+    adapter_model, _ = load_model(cfg.model, device="cpu")
+    ckpt_io.load_weights(adapter_model, ckpt_io.latest_checkpoint(run_dir / "checkpoints"))
+    ids = torch.arange(5, 25).view(1, -1)
+    with torch.no_grad():
+        want = adapter_model.eval()(input_ids=ids).logits
+        got = merged(input_ids=ids).logits
+        with adapter_model.disable_adapter():
+            base = adapter_model(input_ids=ids).logits
+    assert torch.allclose(got, want, atol=1e-4)
+    assert not torch.allclose(base, want, atol=1e-3)  # the adapter did something, so the check can fail
+    card = (out / "README.md").read_text()
+    for needle in ("base_model: tiny-init", "GRPO-D", "beta from 0.04", "counting", "| steps | 1 of 1", "reward/total"):
+        assert needle in card, needle
+    assert (out / "preprocessor_config.json").exists() or (out / "processor_config.json").exists()
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(out).decode([5, 6]) != ""
+
+
+@pytest.mark.slow
+def test_adapter_export_and_bf16(run_dir, tmp_path):
+    out = export_run(run_dir, tmp_path / "adapter", dtype="bf16")
+    assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
+    assert "library_name: peft" in (out / "README.md").read_text()
+    with pytest.raises(UserError, match="not empty"):
+        export_run(run_dir, out)
+    with pytest.raises(UserError, match="no config.yaml"):
+        export_run(tmp_path, tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_push_to_hub_offline_is_a_clear_error_and_keeps_the_export(run_dir, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "pushed"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "othinklab.cli",
+            "export",
+            "--run",
+            str(run_dir),
+            "--out",
+            str(out),
+            "--merge",
+            "--push-to-hub",
+            "someone/tiny-grpo-d",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "someone/tiny-grpo-d" in proc.stderr and "unreachable" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (out / "README.md").exists() and (out / "config.json").exists()

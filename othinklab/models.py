@@ -24,6 +24,19 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 """`model.dtype` names (the config's list) -> torch dtypes."""
 VISION_MODULE_HINTS = ("visual", "vision")
+CONFIG_OPTIONS = (
+    "dtype",
+    "load_in_4bit",
+    "lora",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "lora_include_vision",
+    "gradient_checkpointing",
+    "max_pixels",
+)
+"""The `ModelConfig` fields `load_model(cfg.model)` passes on as keyword arguments."""
 
 
 def _processor_for(path: str | Path, max_pixels: int | None = None) -> Any:
@@ -77,22 +90,9 @@ def load_model(
     """
     from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 
-    if not isinstance(name_or_path, str | Path):
-        m = name_or_path
-        return load_model(
-            m.name,
-            dtype=m.dtype,
-            load_in_4bit=m.load_in_4bit,
-            lora=m.lora,
-            lora_r=m.lora_r,
-            lora_alpha=m.lora_alpha,
-            lora_dropout=m.lora_dropout,
-            lora_target_modules=m.lora_target_modules,
-            lora_include_vision=m.lora_include_vision,
-            gradient_checkpointing=m.gradient_checkpointing,
-            max_pixels=m.max_pixels,
-            device=device,
-        )
+    if not isinstance(name_or_path, str | Path):  # a ModelConfig
+        options = {k: getattr(name_or_path, k) for k in CONFIG_OPTIONS}
+        return load_model(name_or_path.name, device=device, **options)
 
     if dtype not in DTYPES:
         raise UserError(f"model.dtype={dtype!r} is invalid: choose one of {', '.join(DTYPES)}")

@@ -201,3 +201,31 @@ def cross_task_matrix(results: pd.DataFrame, metric: str = "greedy_accuracy") ->
     table = results.groupby(["train_task", "method", "eval_task"])[metric].mean().unstack("eval_task")
     table.columns.name = None
     return table
+
+
+def periodic_eval(
+    model: Any, processor: Any, samples: list[Sample], steps_done: int, every: int, total: int, settings: dict, seed: int
+) -> dict[str, float]:
+    """`eval/...` keys for the metrics row of the update that made `steps_done` steps, when evaluation is due
+    (every `every` steps and after the last; `{}` otherwise or without `samples`).
+
+    The same prompts and sampling seed each time (common random numbers), so a change between two evaluations
+    is the policy's, not the draw's. Generation uses its own seeded generator: training's random stream,
+    and so its metrics, are the same with or without these evaluations.
+    """
+    if not samples or not every or (steps_done % every and steps_done != total):
+        return {}
+    import time
+
+    t0 = time.perf_counter()
+    table = evaluate(model, processor, samples, seed=seed, **settings)
+    out: dict[str, float] = {}
+    for _, r in table.iterrows():
+        mode = "greedy" if r["mode"] == "greedy" else "sampled"
+        out[f"eval/{mode}_accuracy"] = float(r["accuracy"])
+        out[f"eval/{mode}_accuracy_lo"] = float(r["accuracy_lo"])
+        out[f"eval/{mode}_accuracy_hi"] = float(r["accuracy_hi"])
+        out[f"eval/{mode}_format"] = float(r["format"])
+    out["eval/n"] = float(len(samples))
+    out["eval/seconds"] = time.perf_counter() - t0
+    return out

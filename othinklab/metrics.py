@@ -48,6 +48,17 @@ METRICS: dict[str, str] = {
     "time/reference_s": "seconds spent on reference (and old-policy) log-probs",
     "time/policy_s": "seconds spent on the policy forward and backward",
     "time/optimizer_s": "seconds spent in the optimizer step",
+    "eval/greedy_accuracy": "greedy accuracy on train.eval_prompts held-out prompts after this row's update "
+    "(only in rows where train.eval_every makes an evaluation due; time/step_s then includes it)",
+    "eval/greedy_accuracy_lo": "lower end of the greedy accuracy's 95% Wilson interval",
+    "eval/greedy_accuracy_hi": "upper end of the greedy accuracy's 95% Wilson interval",
+    "eval/greedy_format": "fraction of greedy completions in the required format",
+    "eval/sampled_accuracy": "accuracy of eval.num_samples completions per prompt at eval.temperature (mean per prompt)",
+    "eval/sampled_accuracy_lo": "lower end of the sampled accuracy's 95% Wilson interval (prompts counted)",
+    "eval/sampled_accuracy_hi": "upper end of the sampled accuracy's 95% Wilson interval (prompts counted)",
+    "eval/sampled_format": "fraction of sampled completions in the required format",
+    "eval/n": "held-out prompts evaluated",
+    "eval/seconds": "wall seconds of the evaluation",
 }
 """Every key `metrics.jsonl` rows may hold, with its definition."""
 

@@ -26,6 +26,9 @@ theirs. Keys without a TRL counterpart keep their name with `/` turned into `_` 
 | grad/norm                   | train/grad_norm                     |
 | lr                          | train/learning_rate                 |
 | kl/beta                     | train/beta (as othinklab's TRL callback logs it) |
+| policy/entropy              | train/entropy                       |
+| clip/low_fraction           | train/clip_ratio/low_mean           |
+| clip/high_fraction          | train/clip_ratio/high_mean          |
 | eval/...                    | eval/... (unchanged)                |
 | anything else, e.g. loss/kl | train/loss_kl                       |
 """
@@ -58,6 +61,9 @@ TRL_NAMES: dict[str, str] = {
     "grad/norm": "grad_norm",
     "lr": "learning_rate",
     "kl/beta": "beta",
+    "policy/entropy": "entropy",
+    "clip/low_fraction": "clip_ratio/low_mean",
+    "clip/high_fraction": "clip_ratio/high_mean",
 }
 """Our metric name -> TRL GRPOTrainer's name for the same quantity (the table above)."""
 

@@ -32,18 +32,20 @@ from tqdm.auto import tqdm
 
 from othinklab import checkpoint as ckpt_io
 from othinklab import distributed, runlock
-from othinklab.config import Config
+from othinklab.config import Config, to_dict
 from othinklab.errors import TrainingError
+from othinklab.evaluate import periodic_eval
 from othinklab.grpo import group_advantages, grpo_loss
 from othinklab.kl import Schedule, needs_reference, schedule_from_config
 from othinklab.logprobs import completion_logprobs
 from othinklab.models import is_lora, load_model, make_reference
 from othinklab.rewards import RewardBreakdown, load_reward_function, safe_score
 from othinklab.rng import seed_everything
-from othinklab.runs import PromptStream, TrainResult, prepare_run_dir, run_dir_for
+from othinklab.runs import PromptStream, TrainResult, eval_samples, eval_settings, prepare_run_dir, run_dir_for
 from othinklab.sampling import Rollout, sample_groups
 from othinklab.steplog import RunLog, batch_summary, error_rows, merge, metrics_row, rollout_rows
 from othinklab.tasks import Sample
+from othinklab.trackers import Trackers, check_installed
 
 
 def lr_lambda(cfg: Config) -> Callable[[int], float]:
@@ -358,14 +360,17 @@ def log_step(
     stats: dict[str, float],
     outcome: StepOutcome,
     clock: Stopwatch,
+    extra: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Build the step's metrics row and rollout/error rows on every rank; rank 0 writes them all."""
+    """Build the step's metrics row (plus `extra`, e.g. `eval/...` keys) and rollout/error rows on every
+    rank; rank 0 writes them all."""
     cfg, ddp, G = parts.cfg, parts.ddp, parts.cfg.grpo.num_generations
     clock.where = "while logging"
     everyone = ddp.gather([batch_summary(b) for b in batches])
     merged = [merge([rank_s[i] for rank_s in everyone]) for i in range(len(batches))]
     step_s = time.perf_counter() - clock.step_start
     row = metrics_row(step, beta, merged, G, stats, outcome.grad_norm, outcome.lr, clock.seconds, step_s, outcome.finite)
+    row.update(extra or {})
     log_this = cfg.train.log_rollouts and (step % cfg.grpo.num_iterations == 0)
     rows = [rollout_rows(step, b, G, parts.processor) if log_this else ([], {}) for b in batches]
     errors = [error_rows(step, b, G) for b in batches]
@@ -409,6 +414,7 @@ def _train(
         torch.set_num_threads(cfg.train.threads)
     ddp = distributed.setup()
     accuracy_fn = load_reward_function(cfg.reward.accuracy_function)  # a bad reward spec fails before any file is made
+    check_installed(cfg.train.report_to)  # so does a tracker whose package is missing
     run = _open_run_dir(cfg, resume, ddp)
     seed_everything(cfg.train.seed)
     model, processor = model_and_processor or load_model(cfg.model, device=distributed.model_device(ddp))
@@ -420,7 +426,9 @@ def _train(
         )
         counters = Counters(**restored)
         ddp.barrier()
-    log = RunLog(run, ddp.is_main, callbacks)
+    trackers = Trackers(cfg.train.report_to if ddp.is_main else (), run, run.name, to_dict(cfg))
+    log = RunLog(run, ddp.is_main, [*(callbacks or []), trackers.log])
+    held_out = eval_samples(cfg)[: cfg.train.eval_prompts] if cfg.train.eval_every and ddp.is_main else []
     disable = not (progress and ddp.is_main)
     bar = tqdm(total=cfg.train.total_steps, initial=counters.step, desc=run.name, disable=disable, dynamic_ncols=True)
     start, clock = time.perf_counter(), Stopwatch()
@@ -434,7 +442,9 @@ def _train(
                 batches = new_generation_batches(parts, counters, clock)
             stats = compute_loss(parts, batches, beta, clock)
             outcome = optimizer_step(parts, counters, stats, clock)
-            row = log_step(parts, log, counters.step, beta, batches, stats, outcome, clock)
+            done, every, total = counters.step + 1, cfg.train.eval_every, cfg.train.total_steps
+            evals = periodic_eval(model, processor, held_out, done, every, total, eval_settings(cfg), cfg.train.seed)
+            row = log_step(parts, log, counters.step, beta, batches, stats, outcome, clock, evals)
             counters.step += 1
             bar.update(1)
             bar.set_postfix(reward=f"{row['reward/total']:.2f}", beta=f"{beta:.3f}", kl=f"{row['kl/value']:.3f}")
@@ -445,6 +455,7 @@ def _train(
     finally:
         bar.close()
         log.close()
+        trackers.close()
     model.eval()
     return TrainResult(run, model, processor, counters.step, time.perf_counter() - start)
 

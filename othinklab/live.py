@@ -56,7 +56,8 @@ class LiveTrainingView:
         n = len(self.rows)
         self.progress.value = min(n, self.total_steps)
         self.progress.description = f"step {int(row['step']) + 1}"
-        self.status.value = status_line(row, n, self.total_steps, time.perf_counter() - self._start)
+        last_eval = next((r for r in reversed(self.rows) if "eval/greedy_accuracy" in r), None)
+        self.status.value = status_line(row, n, self.total_steps, time.perf_counter() - self._start, last_eval)
         if n % self.every == 0 or n == self.total_steps:
             self.redraw()
 
@@ -88,17 +89,28 @@ class LiveTrainingView:
             self.redraw()
 
 
-def status_line(row: dict[str, Any], done: int, total: int, elapsed_s: float) -> str:
-    """One line under the progress bar: step, reward, accuracy, format, beta, measured KL, ETA.
+def status_line(
+    row: dict[str, Any], done: int, total: int, elapsed_s: float, last_eval: dict[str, Any] | None = None
+) -> str:
+    """One line under the progress bar: step, reward, accuracy, format, beta, measured KL, the latest held-out
+    accuracy (rows with `eval/` keys, from `train.eval_every`), ETA.
 
     >>> status_line({"step": 0, "reward/total": 1.0, "reward/accuracy": 0.25, "reward/format": 0.75,
     ...              "kl/beta": 0.07, "kl/value": 0.0}, 1, 4, 2.0)
     'step 1/4 · reward 1.000 (acc 0.250, fmt 0.750) · beta 0.0700 · KL 0.0000 · 2 s elapsed, ~6 s left'
+    >>> status_line({"step": 1}, 2, 4, 2.0, {"step": 1, "eval/greedy_accuracy": 0.5, "eval/sampled_accuracy": 0.25}).split(" · ")[-2]
+    'held-out acc 0.500 greedy, 0.250 sampled'
     """
     left = elapsed_s / max(done, 1) * (total - done)
+    held_out = ""
+    if last_eval:
+        held_out = (
+            f"held-out acc {last_eval.get('eval/greedy_accuracy', float('nan')):.3f} greedy, "
+            f"{last_eval.get('eval/sampled_accuracy', float('nan')):.3f} sampled · "
+        )
     return (
         f"step {done}/{total} · reward {row.get('reward/total', float('nan')):.3f} "
         f"(acc {row.get('reward/accuracy', float('nan')):.3f}, fmt {row.get('reward/format', float('nan')):.3f}) · "
         f"beta {row.get('kl/beta', float('nan')):.4f} · KL {row.get('kl/value', float('nan')):.4f} · "
-        f"{elapsed_s:.0f} s elapsed, ~{left:.0f} s left"
+        f"{held_out}{elapsed_s:.0f} s elapsed, ~{left:.0f} s left"
     )

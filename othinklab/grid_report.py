@@ -236,6 +236,25 @@ def claims_markdown(claims: pd.DataFrame, note: str = "") -> str:
     return "\n".join(out)
 
 
+def claims_figure(claims: pd.DataFrame, metric: str = "greedy") -> Any:
+    """Each claim's paired difference with its 95% interval (points), a line at 0, colour by verdict."""
+    import matplotlib.pyplot as plt
+
+    sub = claims[claims["metric"] == metric].iloc[::-1]
+    colours = {"holds": "tab:green", "reversed": "tab:red", "not separable": "tab:gray"}
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(sub) + 1.2))
+    y = np.arange(len(sub))
+    for yi, r in zip(y, sub.itertuples()):
+        ax.errorbar(r.diff, yi, xerr=[[r.diff - r.lo], [r.hi - r.diff]], fmt="o", color=colours.get(r.verdict, "k"))
+        if not np.isnan(r.paper_diff):
+            ax.plot(r.paper_diff, yi, "kx")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(y, sub["claim"])
+    ax.set_xlabel(f"{metric} accuracy difference (points); x = the paper's 2B difference")
+    fig.tight_layout()
+    return fig
+
+
 # --------------------------------------------------------------------------- tables and files
 def _cell_text(sub: pd.DataFrame) -> str:
     """Mean greedy accuracy over seeds (percent), seed range, and the pooled 95% Wilson interval.
@@ -252,13 +271,13 @@ def _cell_text(sub: pd.DataFrame) -> str:
     return f"{100 * k / n:.1f}{spread} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def grid_tables(df: pd.DataFrame) -> tuple[str, str]:
-    """(same_task.md, cross_task.md) text from results.csv's table."""
+def grid_tables(df: pd.DataFrame, label: str = "") -> tuple[str, str]:
+    """(same_task.md, cross_task.md) text from results.csv's table (`label` ends the note above each)."""
     methods = [m for m in ORDER if m in set(df["method"])] + sorted(set(df["method"]) - set(ORDER))
     note = (
         f"Greedy accuracy (%) on {int(df['n'].iloc[0])} held-out prompts per task, mean over "
         f"{df['seed'].nunique()} seed(s) (range), [pooled 95% Wilson interval]. `base_direct` is the base "
-        "under the answer-only prompt.\n\n"
+        f"under the answer-only prompt.{label}\n\n"
     )
     tasks = [t for t in EVAL_OF if t in set(df["train_task"])]
     head = " | ".join(f"{t} -> {EVAL_OF[t]}" for t in tasks)
@@ -304,7 +323,7 @@ def write_reports(
     table = compute_claims(per, claims)
     atomic_write(paths["claims"], table.to_csv(index=False))
     seeds, prompts = df["seed"].nunique(), int(df["n"].iloc[0])
-    plumbing = " **Smoke preset: plumbing only, the numbers are noise.**" if preset == "smoke" else ""
+    plumbing = " **Smoke preset: plumbing only, the numbers are noise.**" if preset.endswith("smoke") else ""
     note = (
         f"Paired differences (claimed better - claimed worse, accuracy points) over {seeds} seed(s) x {prompts} "
         "eval prompts per task; 95% interval from a bootstrap resampling seeds and prompts; verdict from the "
@@ -312,7 +331,7 @@ def write_reports(
     )
     atomic_write(paths["claims_md"], claims_markdown(table, note))
     atomic_write(paths["seed_spread"], spread_table(rows).to_csv(index=False))
-    same, cross = grid_tables(df)
+    same, cross = grid_tables(df, plumbing)
     atomic_write(paths["same_task"], same)
     atomic_write(paths["cross_task"], cross)
     fig = cross_task_bars(df, paper=paper_results())

@@ -152,3 +152,12 @@ def test_readme_grid_block_matches_the_shipped_results():
         pytest.skip("no shipped grid results in data/results/ yet")
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert readme_block() in readme
+
+
+def test_claims_figure_draws_every_claim(tmp_path):
+    from othinklab.grid_report import claims_figure
+
+    _fake_grid(tmp_path)
+    claims = pd.read_csv(write_reports(tmp_path, paper_claims())["claims"])
+    fig = claims_figure(claims, "greedy")
+    assert len(fig.axes[0].get_yticklabels()) == (claims["metric"] == "greedy").sum()

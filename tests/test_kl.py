@@ -160,3 +160,15 @@ def test_kl_estimators():
     assert torch.equal(kl_estimate(same, same.clone()), torch.zeros(3, 5))
     with pytest.raises(ConfigError, match="k4"):
         kl_estimate(logp, ref, "k4")
+
+
+def test_linear_and_cosine_endpoints_from_the_config():
+    """`kl.beta_start`/`kl.beta_end` make "cosine 0.1 -> 0.0" a config; unset (negative) they are beta_min/beta_max."""
+    from othinklab.config import load_config
+
+    cos = schedule_from_config(load_config(None, ["kl.schedule=cosine", "kl.beta_start=0.1", "kl.beta_end=0.0"]).kl, 10)
+    assert [cos(s) for s in (0, 5, 10)] == pytest.approx([0.1, 0.05, 0.0])
+    lin = schedule_from_config(load_config(None, ["kl.schedule=linear"]).kl, 10)
+    assert (lin(0), lin(10)) == pytest.approx((0.04, 0.1))  # the defaults' beta_min -> beta_max, as before
+    with pytest.raises(ConfigError, match="kl.explore_frac=1.5"):
+        load_config(None, ["kl.explore_frac=1.5"])  # ranges come from kl.PARAM_RULES, checked once

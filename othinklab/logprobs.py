@@ -69,9 +69,12 @@ def completion_logprobs(
 
 
 def _can_share_prefix(model: Any, backbone: Any) -> bool:
+    """The shared-prompt path needs Qwen-VL's separate text model and multimodal rotary offsets
+    (`rope_deltas`); other architectures, and gradient checkpointing in training, take the full path."""
     text = getattr(backbone, "language_model", None)
     checkpointing = any(getattr(m, "gradient_checkpointing", False) for m in (backbone, text) if m is not None)
-    return text is not None and not (checkpointing and model.training and torch.is_grad_enabled())
+    qwen_like = text is not None and hasattr(backbone, "rope_deltas")
+    return qwen_like and not (checkpointing and model.training and torch.is_grad_enabled())
 
 
 def _completion_hidden_shared(

@@ -10,10 +10,16 @@ entry, as `torch.multinomial` does). The differentiable log-probs of the sampled
 Simplified versus `transformers.generate`: only temperature / top-k / top-p sampling and greedy decoding
 (no beams, no repetition penalties). Qwen's vision and role control tokens are never sampled: a model
 that emits `<|image_pad|>` would crash the next forward ("image features and image tokens do not match").
+
+The shared prefill relies on Qwen-VL internals (multimodal rotary offsets `rope_deltas`, a separate
+`language_model`), checked for `SHARED_PREFILL_TYPES`; any other architecture is sampled with
+`transformers.generate` (`generate_groups`: same prompts, stop and banned tokens, seeded), chosen
+automatically and logged once.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +35,17 @@ STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 """Either ends a completion (Qwen2-VL's generation config lists both as EOS)."""
 NEVER_SAMPLED = ("<|im_start|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 """Control tokens masked out of every sampling distribution."""
+SHARED_PREFILL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+"""Model types the shared-prefill decoder supports (tested: greedy decoding equals `generate`)."""
+
+log = logging.getLogger("othinklab")
+_FALLBACK_LOGGED: set[str] = set()
+
+
+def supports_shared_prefill(model: Any) -> bool:
+    """True when `model` (or the model inside a peft wrapper) is one of `SHARED_PREFILL_TYPES`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(getattr(base, "config", None), "model_type", None) in SHARED_PREFILL_TYPES
 
 
 def messages_for(sample: Sample) -> list[dict[str, Any]]:
@@ -138,8 +155,11 @@ def sample_groups(
     """
     was_training = model.training
     model.eval()  # no dropout while sampling; and gradient checkpointing turns the KV cache off in train mode
+    sampler = _sample_groups if supports_shared_prefill(model) else generate_groups
+    if sampler is generate_groups:
+        _log_fallback(model)
     try:
-        return _sample_groups(
+        return sampler(
             model,
             processor,
             samples,
@@ -232,6 +252,78 @@ def _sample_groups(
     truncated = ~is_stop.any(dim=1)
     texts = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
     return Rollout(enc, ids, mask, texts, truncated, G)
+
+
+def _log_fallback(model: Any) -> None:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kind = str(getattr(getattr(base, "config", None), "model_type", type(base).__name__))
+    if kind not in _FALLBACK_LOGGED:
+        _FALLBACK_LOGGED.add(kind)
+        log.warning(
+            "model type %r is not one the shared-prefill sampler supports (%s): rollouts use transformers' "
+            "generate instead (same sampling rules, seeded; slower: the prompt is encoded G times)",
+            kind,
+            ", ".join(SHARED_PREFILL_TYPES),
+        )
+
+
+def generate_groups(
+    model: Any,
+    processor: Any,
+    samples: list[Sample],
+    num_generations: int = 8,
+    max_new_tokens: int = 48,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+    stop_at_eos: bool = True,
+    shard: RowShard | None = None,
+) -> Rollout:
+    """`sample_groups` through `model.generate(num_return_sequences=G)`: the fallback for other architectures.
+
+    The checkpoint's own generation defaults (repetition penalty, its top-k/top-p) are not used: a fresh
+    `GenerationConfig` carries exactly these settings. The global RNG is seeded from `generator` inside a
+    forked RNG state, so results are reproducible and the caller's random stream moves by one draw only.
+    `shard` is accepted for the signature's sake; each rank then samples its rows independently.
+    """
+    from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+    device = next(model.parameters()).device
+    G = int(num_generations)
+    enc = encode_prompts(processor, samples, device)
+    check_context(model, enc, samples, max_new_tokens)
+    stop_ids = token_ids(processor, STOP_TOKENS)
+    banned = token_ids(processor, NEVER_SAMPLED) + ([] if stop_at_eos else stop_ids)
+    pad_id = processor.tokenizer.pad_token_id
+
+    class _Ban(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            scores[:, banned] = float("-inf")
+            return scores
+
+    gen_cfg = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=0 if stop_at_eos else max_new_tokens,
+        do_sample=not greedy,
+        num_return_sequences=G,
+        pad_token_id=pad_id,
+        eos_token_id=stop_ids if stop_at_eos else None,
+        **({} if greedy else {"temperature": temperature, "top_k": top_k, "top_p": top_p}),
+    )
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=gen_device))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+        torch.manual_seed(seed)
+        out = model.generate(**enc, generation_config=gen_cfg, logits_processor=LogitsProcessorList([_Ban()]))
+    ids = out[:, enc["input_ids"].shape[1] :]
+    stop = torch.tensor(stop_ids, device=ids.device, dtype=torch.long)
+    is_stop = torch.isin(ids, stop)
+    after_stop = (is_stop.long().cumsum(dim=1) - is_stop.long()) > 0
+    ids = ids.masked_fill(after_stop, pad_id)
+    texts = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return Rollout(enc, ids, (~after_stop).long(), texts, ~is_stop.any(dim=1), G)
 
 
 def check_context(model: Any, enc: dict[str, torch.Tensor], samples: list[Sample], max_new_tokens: int) -> None:

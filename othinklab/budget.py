@@ -161,7 +161,7 @@ class Estimate:
         per_token = max(self.flops["decode"] / T / peak, (read + kv) / device.bandwidth)
         decode = T * (per_token + EFFICIENCY["decode_overhead_s_per_layer"] * a.num_layers)
         sampling = vis + (self.flops["sampling"] - self.flops["decode"] - self.flops["vision"]) / peak + decode
-        policy_vision = self.flops["vision"] * (w.group_size if self.hold.gradient_checkpointing else 1)
+        policy_vision = self.flops["vision"] * (2 * w.group_size if self.hold.gradient_checkpointing else 1)
         return {
             "sampling": sampling,
             "reference": vis + (self.flops["reference"] - self.flops["vision"]) / peak,
@@ -276,6 +276,8 @@ def phase_bytes(arch: Architecture, work: Workload, hold: Holding) -> dict[str, 
         tokens = w.rows * (P + T)
         policy = tokens * (L * h * ab + saved + kv_rep + grads)
         policy += _vision_bytes(a, hold, w.rows, w.image_patches(a))
+        # ... and, as its output requires grad there (see phase_flops), each vision block's input is kept.
+        policy += w.rows * w.image_patches(a) * a.vision_depth * a.vision_dim * (4 if hold.load_in_4bit else ab)
     else:  # shared prompt: prompt tokens once, completions on its repeated cache, every layer kept
         policy = L * (w.prompts * P * (saved + kvd) + w.rows * T * saved + w.rows * (P + T) * kv_rep)
         policy += w.rows * T * grads + vision
@@ -284,41 +286,51 @@ def phase_bytes(arch: Architecture, work: Workload, hold: Holding) -> dict[str, 
 
 
 # --------------------------------------------------------------------------- FLOPs
-def phase_flops(arch: Architecture, work: Workload, hold: Holding) -> dict[str, float]:
+def phase_flops(arch: Architecture, work: Workload, hold: Holding, attention: bool = True) -> dict[str, float]:
     """FLOPs of one generation batch: `sampling` (its `vision` and `decode` parts listed too), `reference`,
-    `policy` (forward + backward; recomputation under checkpointing included). Matmuls only (2 per MAC)."""
+    `policy` (forward + backward; recomputation under checkpointing included). Matmuls only, 2 per
+    multiply-add; attention counted over every key a query is shown (padding masks make kernels compute
+    the full rectangle); `attention=False` leaves attention out (`torch.utils.flop_counter` does not see
+    CPU attention kernels, so tests compare without it)."""
     a, w = arch, work
     P, T, L = w.prompt_tokens(a), w.completion_tokens, a.num_layers
-    q = a.num_heads * a.head_dim
     lin, head = 2 * a.text_linear_params, 2 * a.vocab_size * a.hidden_size
+    # Adapters run in sampling and in the policy's passes (the reference disables them).
+    adapters = 2 * a.lora_params(hold.lora_r, hold.lora_targets, hold.lora_include_vision) if hold.lora else 0
     patches = w.image_patches(a)
-    vision_one = 2 * a.vision_linear_params * patches + 4 * a.vision_depth * a.vision_dim * patches**2
-    vision_one += 2 * a.merger_linear_params * (patches // a.merge_size**2)
-    vision = w.prompts * vision_one
+    patch_embed = a.in_channels * a.temporal_patch_size * a.patch_size**2 * a.vision_dim
+    vision_one = 2 * (patch_embed + a.vision_linear_params) * patches
+    vision_one += 4 * a.vision_depth * a.vision_dim * patches**2 * attention
+    vision = w.prompts * (vision_one + 2 * a.merger_linear_params * (patches // a.merge_size**2))
 
-    def attn(queries: int, context_from: int) -> float:
-        """Score and value matmuls of `queries` tokens attending to `context_from + index` keys each."""
-        return 4 * L * q * (queries * context_from + queries * (queries + 1) / 2)
+    def attn(queries: int, keys: int) -> float:
+        return 4 * L * a.num_heads * a.head_dim * queries * keys * attention
 
-    prefill = w.prompts * (P * lin + attn(P, 0))
-    decode = w.rows * (T * (lin + head) + attn(T, P))
-    fwd_completions = w.rows * (T * (lin + head) + attn(T, P))
-    reference = vision + prefill + fwd_completions
-    if hold.gradient_checkpointing:  # full sequences, prompt repeated per completion
-        fwd = w.rows * ((P + T) * lin + attn(P + T, 0) + T * head) + w.group_size * vision
-        recompute = w.rows * ((P + T) * lin + attn(P + T, 0))
+    # Sampling: prompt prefilled once per group; each decode step attends to the preallocated P + T keys.
+    prefill = w.prompts * (P * (lin + adapters) + attn(P, P))
+    decode = w.rows * (T * (lin + adapters + head) + attn(T, P + T))
+    # Reference (and the policy's forward without checkpointing): the same prompt pass, completions on its cache.
+    lin_f = w.prompts * P * lin + w.rows * T * lin
+    attn_f = w.prompts * attn(P, P) + w.rows * attn(T, P + T)
+    reference = vision + lin_f + attn_f + w.rows * T * head
+    tokens = w.prompts * P + w.rows * T
+    lin_f += tokens * adapters
+    vision_f = vision
+    if hold.gradient_checkpointing:  # full sequences (prompt repeated per completion), each layer run twice
+        tokens = w.rows * (P + T)
+        lin_f, attn_f = tokens * (lin + adapters), w.rows * attn(P + T, P + T)
+        # peft makes the embeddings' output require grad under checkpointing, so the (frozen) vision tower
+        # also runs its input-gradient backward, for every repeated image: about twice its forward.
+        vision_f = 2 * w.group_size * vision
+    fwd = vision_f + lin_f + attn_f + w.rows * T * head
+    recompute = (lin_f + attn_f) if hold.gradient_checkpointing else 0.0
+    # Backward: input gradients of the linears (as many FLOPs as their forward; weight gradients double that
+    # under full fine-tuning), attention twice its forward, the head's logits recomputed plus its hidden
+    # gradient (and weight gradient when trained), the adapters' own small matmuls.
+    if hold.lora:  # adapters: input and weight gradients of both A and B
+        bwd = lin_f + 2 * attn_f + 2 * w.rows * T * head + tokens * adapters
     else:
-        fwd, recompute = reference, 0.0
-    # Backward: input gradients (as many FLOPs as the forward's matmuls; weight gradients double that under
-    # full fine-tuning), the head's logits recomputed plus its hidden gradient (and weight gradient if trained).
-    vision_in_fwd = (w.group_size if hold.gradient_checkpointing else 1) * vision
-    body = fwd - vision_in_fwd - w.rows * T * head
-    if hold.lora:
-        tokens = w.rows * (P + T) if hold.gradient_checkpointing else w.prompts * P + w.rows * T
-        adapters = 2 * a.lora_params(hold.lora_r, hold.lora_targets, hold.lora_include_vision)
-        bwd = body + 2 * w.rows * T * head + 3 * tokens * adapters
-    else:
-        bwd = 2 * body + 3 * w.rows * T * head
+        bwd = 2 * lin_f + 2 * attn_f + 3 * w.rows * T * head
     return {
         "vision": vision,
         "decode": decode,

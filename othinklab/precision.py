@@ -15,6 +15,7 @@ are bit-identical to runs without it.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -32,6 +33,27 @@ def upcast_trainable(model: Any) -> int:
     return n
 
 
+def float32_trainable(model: Any) -> list[torch.nn.Parameter]:
+    """The trainable parameters, each float32 (half ones cast in place): what the optimizer gets."""
+    upcast_trainable(model)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def no_scaler() -> torch.amp.GradScaler:
+    """A disabled GradScaler: losses pass through, `step` is `optimizer.step()`."""
+    return torch.amp.GradScaler("cpu", enabled=False)
+
+
+def apply_update(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer, finite: bool) -> None:
+    """Step the optimizer (through the scaler) when the gradients are finite, else drop them; then let an
+    enabled scaler adjust its scale (halved after an overflow, doubled after a run of good steps)."""
+    if finite:
+        scaler.step(optimizer)
+    else:
+        optimizer.zero_grad(set_to_none=True)
+    scaler.update()
+
+
 def uses_loss_scaling(cfg: Config) -> bool:
     """Loss scaling is on for float16 (unless `train.loss_scaling: false`), off for float32/bfloat16."""
     return cfg.model.dtype == "float16" and cfg.train.loss_scaling
@@ -44,16 +66,16 @@ def make_scaler(cfg: Config, device: torch.device | str) -> torch.amp.GradScaler
     return torch.amp.GradScaler(kind, enabled=uses_loss_scaling(cfg))
 
 
-def counts_as_nonfinite(scaler: torch.amp.GradScaler, loss_finite: bool, grad_finite: bool) -> bool:
+def counts_as_nonfinite(scaler: torch.amp.GradScaler, loss: float, grad_norm: float) -> bool:
     """Whether a skipped step counts towards `train.max_nonfinite_steps`.
 
     A NaN/inf loss always does. Infinite gradients with a finite loss are, under loss scaling, usually
     the scale being too high (the scaler halves it and the step is retried on the next batch); they count
     only once the scale has fallen to 1 or below, where the gradients themselves must be infinite.
     """
-    if not loss_finite:
+    if not math.isfinite(loss):
         return True
-    if grad_finite:
+    if math.isfinite(grad_norm):
         return False
     return not (scaler.is_enabled() and scaler.get_scale() > 1.0)
 

@@ -31,11 +31,11 @@ import torch
 from tqdm.auto import tqdm
 
 from othinklab import checkpoint as ckpt_io
-from othinklab import distributed, runlock
+from othinklab import distributed, precision, runlock
 from othinklab.config import Config, to_dict
 from othinklab.errors import TrainingError
 from othinklab.evaluate import periodic_eval
-from othinklab.grpo import group_advantages, grpo_loss
+from othinklab.grpo import grpo_loss, loss_mask, masked_mean
 from othinklab.kl import Schedule, needs_reference, schedule_from_config
 from othinklab.logprobs import completion_logprobs
 from othinklab.models import is_lora, load_model, make_reference
@@ -122,8 +122,9 @@ class _PolicyLogprobs(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, prompt: dict, ids: torch.Tensor, mask: torch.Tensor, group_size: int, chunk: int) -> torch.Tensor:
-        return completion_logprobs(self.model, prompt, ids, mask, group_size, chunk)
+    def forward(self, prompt: dict, ids: torch.Tensor, mask: torch.Tensor, group_size: int, chunk: int) -> Any:
+        """(log-probs with gradient, the policy's per-token entropy from the same pass, detached)."""
+        return completion_logprobs(self.model, prompt, ids, mask, group_size, chunk, with_entropy=True)
 
 
 @dataclass
@@ -152,6 +153,7 @@ class TrainParts:
     accuracy_fn: Callable[[str, str], float] | None = None
     sample_fn: Callable[..., Rollout] = sample_groups
     loss_fn: Callable[..., tuple[torch.Tensor, dict[str, float]]] = grpo_loss
+    scaler: torch.amp.GradScaler = field(default_factory=precision.no_scaler)  # float16 loss scaling
 
 
 def build_parts(
@@ -172,7 +174,7 @@ def build_parts(
     # Under LoRA the reference is free (adapter off), so KL is always measured; a full copy only if beta > 0.
     has_reference = use_lora or needs_reference(schedule)
     ref_model = None if use_lora or not has_reference else make_reference(model)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = precision.float32_trainable(model)  # adapters (and their AdamW state) float32 even under float16
     policy = distributed.wrap_policy(_PolicyLogprobs(model), ddp, device)
     optimizer = torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
     return TrainParts(
@@ -193,6 +195,7 @@ def build_parts(
         accuracy_fn=accuracy_fn,
         sample_fn=sample_fn,
         loss_fn=loss_fn,
+        scaler=precision.make_scaler(cfg, device),
     )
 
 
@@ -255,7 +258,7 @@ def generate_and_score(
     ]
     scores = [s for s, _ in scored]
     rewards = torch.tensor([s.total for s in scores])
-    adv = group_advantages(rewards, G)
+    adv = distributed.advantages(ddp, rewards, G, cfg.grpo.scale_rewards)
     with clock.part("reference", "computing reference log-probs"), torch.no_grad():
         ref_logp = old_logp = None
         if parts.has_reference:
@@ -282,34 +285,27 @@ def new_generation_batches(parts: TrainParts, counters: Counters, clock: Stopwat
 def compute_loss(
     parts: TrainParts, batches: list[GenerationBatch], beta: float, clock: Stopwatch | None = None
 ) -> dict[str, float]:
-    """Eq. 4 with weight `beta` on each batch, backpropagated (gradients averaged over the batches);
-    returns the loss stats averaged over batches (and ranks)."""
-    cfg, clock = parts.cfg, clock or Stopwatch()
-    G, chunk, aggregation = cfg.grpo.num_generations, cfg.grpo.logprob_chunk, cfg.grpo.aggregation
+    """Eq. 4 with weight `beta` on each batch (truncation mask and clip bounds from `cfg.grpo`), backpropagated;
+    returns the loss stats averaged over batches (and ranks). A `token` mean spans every batch and rank."""
+    cfg, clock, g = parts.cfg, clock or Stopwatch(), parts.cfg.grpo
+    G, chunk, aggregation = g.num_generations, g.logprob_chunk, g.aggregation
+    masks = [loss_mask(b.rollout.completion_mask, b.rollout.truncated, g.mask_truncated_completions) for b in batches]
+    token_weights = distributed.token_weights(masks, parts.ddp) if aggregation == "token" else None
     with clock.part("policy", "in the policy forward/backward"):
         parts.model.train()
         parts.optimizer.zero_grad(set_to_none=True)
         stats_acc: dict[str, float] = {}
-        for b in batches:
+        for i, (b, mask) in enumerate(zip(batches, masks)):
             r = b.rollout
-            logp = parts.policy(r.prompt, r.completion_ids, r.completion_mask, G, chunk)
-            loss, stats = parts.loss_fn(
-                logp,
-                b.old_logp,
-                b.ref_logp,
-                b.advantages,
-                r.completion_mask,
-                beta,
-                cfg.grpo.epsilon,
-                cfg.kl.estimator,
-                aggregation,
-            )
-            stats["loss/total"] = loss.item()
-            stats, total_tokens = distributed.reduce_stats(stats, r.completion_mask, parts.ddp, aggregation)
-            weight = distributed.token_weight(r.completion_mask, parts.ddp, aggregation, total_tokens)
-            if weight != 1.0:
-                loss = loss * weight
-            (loss / len(batches)).backward()
+            logp, entropy = parts.policy(r.prompt, r.completion_ids, r.completion_mask, G, chunk)
+            args = (b.old_logp, b.ref_logp, b.advantages, mask, beta, g.epsilon, cfg.kl.estimator, aggregation)
+            clip = {"epsilon_high": g.epsilon_high or None, "max_length": g.max_completion_length}
+            loss, stats = parts.loss_fn(logp, *args, **clip)
+            # entropy over every completion token (a property of the policy, truncated or not)
+            stats["loss/total"], stats["policy/entropy"] = loss.item(), masked_mean(entropy, r.completion_mask)
+            stats, _ = distributed.reduce_stats(stats, mask, parts.ddp, aggregation)
+            # `token`: one token mean over every accumulated batch and rank; otherwise the mean over batches
+            parts.scaler.scale(loss * token_weights[i] if token_weights else loss / len(batches)).backward()
             b.logp = logp.detach()
             for k, v in stats.items():
                 stats_acc[k] = stats_acc.get(k, 0.0) + v / len(batches)
@@ -335,15 +331,13 @@ def optimizer_step(
     cfg, clock = parts.cfg, clock or Stopwatch()
     with clock.part("optimizer", "in the optimizer step"):
         max_norm = cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else float("inf")
+        parts.scaler.unscale_(parts.optimizer)  # float16: true gradients before clipping; else a no-op
         grad_norm = float(torch.nn.utils.clip_grad_norm_(parts.params, max_norm))
         lr = parts.scheduler.get_last_lr()[0]
         finite = math.isfinite(stats["loss/total"]) and math.isfinite(grad_norm)
-        if finite:
-            parts.optimizer.step()
-            counters.nonfinite_in_a_row = 0
-        else:
-            parts.optimizer.zero_grad(set_to_none=True)
-            counters.nonfinite_in_a_row += 1
+        precision.apply_update(parts.scaler, parts.optimizer, finite)  # a step, or the gradients dropped
+        bad = precision.counts_as_nonfinite(parts.scaler, stats["loss/total"], grad_norm)  # not a scale overflow
+        counters.nonfinite_in_a_row = 0 if finite else counters.nonfinite_in_a_row + bad
         parts.scheduler.step()
         if parts.schedule.name == "adaptive" and math.isfinite(stats["kl/value"]):
             parts.schedule.update(stats["kl/value"])

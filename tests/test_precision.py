@@ -1,0 +1,105 @@
+"""The float16 path: float32 adapters and AdamW state, loss scaling, float16 full fine-tuning refused."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from othinklab import precision
+from othinklab.config import load_config
+from othinklab.errors import ConfigError
+
+
+def _cfg(*overrides: str):
+    return load_config(None, list(overrides))
+
+
+def test_scaler_only_under_float16():
+    assert precision.make_scaler(_cfg("model.dtype=float16"), "cpu").is_enabled()
+    assert not precision.make_scaler(_cfg("model.dtype=float16", "train.loss_scaling=false"), "cpu").is_enabled()
+    for dtype in ("float32", "bfloat16"):
+        assert not precision.make_scaler(_cfg(f"model.dtype={dtype}"), "cpu").is_enabled()
+
+
+def test_float16_full_fine_tuning_is_refused():
+    with pytest.raises(ConfigError, match="model.dtype='float16'.*lora: true"):
+        _cfg("model.dtype=float16", "model.lora=false")
+
+
+def test_loss_scaling_keeps_gradients_that_float16_would_flush_to_zero():
+    """A float32 weight behind float16 activations: a 1e-8 gradient underflows in float16 unless scaled."""
+    x = torch.full((4,), 0.5, dtype=torch.float16)
+
+    def grad_after_step(scaling: bool) -> torch.Tensor:
+        w = torch.nn.Parameter(torch.ones(4))
+        opt = torch.optim.SGD([w], lr=1.0)
+        scaler = precision.make_scaler(_cfg("model.dtype=float16", f"train.loss_scaling={scaling}"), "cpu")
+        loss = (w.half() * x).sum().float() * 1e-8  # d loss / d (w*x) = 1e-8: below float16's smallest subnormal
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        g = w.grad.clone()
+        precision.apply_update(scaler, opt, finite=bool(torch.isfinite(g).all()))
+        return g
+
+    assert torch.count_nonzero(grad_after_step(False)) == 0
+    g = grad_after_step(True)
+    assert torch.allclose(g, torch.full((4,), 0.5e-8), rtol=1e-2)
+
+
+def test_overflow_with_a_high_scale_is_not_counted_as_nonfinite():
+    on = precision.make_scaler(_cfg("model.dtype=float16"), "cpu")
+    off = precision.no_scaler()
+    assert precision.counts_as_nonfinite(off, 1.0, math.inf)
+    assert not precision.counts_as_nonfinite(on, 1.0, math.inf)  # scale 65536: the scaler halves it, retry
+    assert precision.counts_as_nonfinite(on, math.nan, 1.0)  # a NaN loss always counts
+    assert not precision.counts_as_nonfinite(on, 1.0, 2.0)
+
+
+def test_upcast_trainable_leaves_frozen_weights_alone():
+    m = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)).half()
+    m[0].requires_grad_(False)
+    assert precision.upcast_trainable(m) == 2
+    assert m[0].weight.dtype == torch.float16 and m[1].weight.dtype == torch.float32
+    assert precision.trainable_dtypes(m) == {"float32": 12}
+
+
+@pytest.mark.slow
+def test_float16_lora_training_step_on_cpu(tmp_path):
+    """The tiny model loaded in float16: adapters float32, loss scaled, two steps with finite loss that move
+    the adapters (a reward that varies within a group, so the policy gradient is not zero)."""
+    from othinklab import tiny
+    from othinklab.models import load_model
+    from othinklab.trainer import build_parts, train
+
+    path = str(tiny.ensure_untrained())
+    (tmp_path / "rw.py").write_text("def reward(completion, solution):\n    return float(len(completion) % 5)\n")
+    cfg = _cfg(
+        f"model.name={path}",
+        "model.dtype=float16",
+        "train.total_steps=2",
+        "train.save_every=0",
+        f"train.output_dir={tmp_path}",
+        "grpo.prompts_per_step=2",
+        "grpo.num_generations=4",
+        "grpo.max_completion_length=12",
+        "train.learning_rate=1e-3",
+        f"reward.accuracy_function={tmp_path / 'rw.py'}:reward",
+    )
+    model, processor = load_model(cfg.model)
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    assert frozen == {torch.float16}
+    assert set(precision.trainable_dtypes(model)) == {"float32"}
+    parts = build_parts(cfg, model, processor)
+    assert parts.scaler.is_enabled() and parts.scaler.get_scale() == 2.0**16
+    assert all(p.dtype == torch.float32 for p in parts.params)
+    before = [p.detach().clone() for p in parts.params]
+    rows: list[dict] = []
+    train(cfg, model_and_processor=(model, processor), progress=False, callbacks=[rows.append])
+    assert len(rows) == 2
+    assert all(math.isfinite(r["loss/total"]) and math.isfinite(r["grad/norm"]) for r in rows)
+    assert sum(r["skipped/nonfinite"] for r in rows) == 0
+    after = [p for p in model.parameters() if p.requires_grad]
+    assert all(p.dtype == torch.float32 for p in after)
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))

@@ -41,3 +41,33 @@ def test_evaluate_returns_records_consistent_with_table(untrained):
     assert (records["mode"] == "greedy").sum() == 3 and (records["mode"] == "sampled").sum() == 6
     greedy = records[records["mode"] == "greedy"]
     assert table.loc[0, "accuracy"] == pytest.approx(greedy["accuracy"].mean())
+
+
+def test_evaluate_tasks_scores_every_task_in_one_pass_and_keeps_each_prompt(untrained):
+    from othinklab.evaluate import evaluate_tasks, per_prompt
+    from othinklab.tasks import make_task
+
+    model, processor = untrained
+    by_task = {
+        "counting:ood": make_task("counting").samples(3, split="ood", seed=5),
+        "geometry:test": make_task("geometry").samples(2, split="test", seed=5),
+    }
+    kw = dict(num_samples=2, max_new_tokens=8, seed=3)
+    records = evaluate_tasks(model, processor, by_task, **kw)
+    counts = records.groupby(["eval_task", "mode"]).size().to_dict()
+    assert counts == {
+        ("counting:ood", "greedy"): 3,
+        ("counting:ood", "sampled"): 6,
+        ("geometry:test", "greedy"): 2,
+        ("geometry:test", "sampled"): 4,
+    }
+    per = per_prompt(records)
+    assert list(per["id"]) == [s.id for samples in by_task.values() for s in samples]  # evaluation order
+    sampled = records[records["mode"] == "sampled"].groupby("id")["accuracy"].mean()
+    assert (per.set_index("id")["sampled"] == sampled.reindex(per["id"]).to_numpy()).all()
+    again = per_prompt(evaluate_tasks(model, processor, by_task, **kw))
+    pd.testing.assert_frame_equal(per, again)  # seeded: the same draws
+    direct = evaluate_tasks(model, processor, {"counting:ood": by_task["counting:ood"]}, prompt="direct", **kw)
+    assert direct["eval_task"].eq("counting:ood").all() and len(direct) == 9
+    with pytest.raises(ValueError, match="unique"):
+        evaluate_tasks(model, processor, {"a": by_task["counting:ood"], "b": by_task["counting:ood"]}, **kw)

@@ -89,7 +89,8 @@ def load_hub_dataset(spec: HubId) -> Any:
             ) from None
         raise DataError(
             f"hub dataset {str(spec)!r} could not be loaded ({type(exc).__name__}: {exc}); cache directory: {where}. "
-            "Check the id and network access, or give a local path (save_to_disk directory, .parquet or .jsonl)."
+            "Check the id and network access (without network, HF_HUB_OFFLINE=1 reads the cache only and fails at once "
+            "instead of retrying), or give a local path (save_to_disk directory, .parquet or .jsonl)."
         ) from None
     if isinstance(loaded, datasets.DatasetDict):
         if not loaded:

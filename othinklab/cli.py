@@ -51,10 +51,13 @@ def cmd_build_base(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from othinklab.budget import one_line
     from othinklab.config import load_config
     from othinklab.trainer import train
 
     cfg = args.cfg = load_config(args.config, args.overrides)
+    if os.environ.get("RANK", "0") == "0" and (line := one_line(cfg, int(os.environ.get("WORLD_SIZE", "1")))):
+        print(line, flush=True)  # the memory/time model's estimate, before anything is loaded
     try:
         with _run_lock(cfg, "train --resume" if args.resume else "train"):
             res = train(cfg, resume=args.resume)

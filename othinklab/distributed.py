@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from othinklab.errors import UserError
+from othinklab.grpo import group_advantages, token_mean_weights
 from othinklab.sampling import RowShard
 
 
@@ -120,7 +121,7 @@ def row_shard(ddp: Dist, rows: int, total: int) -> RowShard | None:
     return RowShard(ddp.rank * rows, total, ddp.all_done) if ddp.enabled else None
 
 
-TOKEN_WEIGHTED = ("kl/value", "clip/fraction", "ratio/mean")
+TOKEN_WEIGHTED = ("kl/value", "clip/fraction", "clip/low_fraction", "clip/high_fraction", "ratio/mean", "policy/entropy")
 """Stats that are means over completion tokens (the rest are means over completions, or the loss)."""
 
 
@@ -139,9 +140,17 @@ def reduce_stats(
     return out, total_tokens
 
 
-def token_weight(mask: torch.Tensor, ddp: Dist, aggregation: str, total_tokens: float) -> float:
-    """DDP averages gradients over ranks; a token mean over the whole batch needs each rank's loss
-    weighted by its share of the batch's tokens (1 in one process or under sequence aggregation)."""
-    if ddp.enabled and aggregation == "token":
-        return float(mask.sum()) * ddp.world / max(total_tokens, 1.0)
-    return 1.0
+def token_weights(masks: list[torch.Tensor], ddp: Dist) -> list[float]:
+    """Per-batch loss weights that make the token means of accumulated batches (on every rank) one mean
+    over all of the step's tokens (`aggregation="token"`; see `grpo.token_mean_weights`)."""
+    local = [float(m.sum()) for m in masks]
+    return token_mean_weights(local, ddp.sum([sum(local)])[0], ddp.world)
+
+
+def advantages(ddp: Dist, rewards: torch.Tensor, G: int, scale: str = "group") -> torch.Tensor:
+    """`grpo.group_advantages` of this rank's rewards; `batch` scaling takes the std over every rank's."""
+    if scale != "batch" or not ddp.enabled:
+        return group_advantages(rewards, G, scale=scale)
+    everyone = ddp.gather(rewards)
+    start = sum(len(r) for r in everyone[: ddp.rank])
+    return group_advantages(torch.cat(everyone), G, scale=scale)[start : start + len(rewards)]

@@ -45,11 +45,14 @@ def completion_logprobs(
     group_size: int = 1,
     chunk_size: int = 8,
     disable_adapter: bool = False,
-) -> torch.Tensor:
+    with_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs `(B*G, T)` of `completion_ids` after their prompts; differentiable.
 
     `prompt` has B rows, each followed by `group_size` completions. `disable_adapter=True` gives the
     reference model's log-probs under LoRA (same weights, adapters off, no second copy).
+    `with_entropy=True` also returns the per-token entropy of the next-token distribution `(B*G, T)`
+    (detached), computed from the same chunk logits: no extra forward.
 
     The prompt (image included) runs once per group, not once per completion: its KV cache is repeated
     G times and the completions attend to it (gradients flow back through the repeat into the shared
@@ -65,7 +68,7 @@ def completion_logprobs(
             hidden = _completion_hidden_shared(backbone, prompt, completion_ids, group_size)
         else:
             hidden = _completion_hidden_full(backbone, prompt, completion_ids, completion_mask, group_size)
-        return token_logprobs_from_hidden(lm_head, hidden, completion_ids, chunk_size)
+        return token_logprobs_from_hidden(lm_head, hidden, completion_ids, chunk_size, with_entropy)
 
 
 def _can_share_prefix(model: Any, backbone: Any) -> bool:
@@ -134,9 +137,10 @@ def _completion_hidden_full(
 
 
 def token_logprobs_from_hidden(
-    lm_head: Any, hidden: torch.Tensor, labels: torch.Tensor, chunk_size: int = 8
-) -> torch.Tensor:
-    """`log softmax(lm_head(hidden))[labels]`, `(N, T)`, `chunk_size` rows of full-vocabulary logits at a time.
+    lm_head: Any, hidden: torch.Tensor, labels: torch.Tensor, chunk_size: int = 8, with_entropy: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """`log softmax(lm_head(hidden))[labels]`, `(N, T)`, `chunk_size` rows of full-vocabulary logits at a time
+    (and, with `with_entropy`, each position's entropy from the same logits, detached).
 
     With gradients and a plain linear head, `_ChunkedLogprobs` keeps only the hidden states and the
     log-normalisers and recomputes each chunk's logits in the backward pass; otherwise autograd keeps
@@ -145,12 +149,26 @@ def token_logprobs_from_hidden(
     chunk = max(1, int(chunk_size))
     plain = type(lm_head) is torch.nn.Linear
     if torch.is_grad_enabled() and plain and (hidden.requires_grad or lm_head.weight.requires_grad):
-        return _ChunkedLogprobs.apply(hidden, lm_head.weight, lm_head.bias, labels, chunk)
-    out = []
+        logp, entropy = _ChunkedLogprobs.apply(hidden, lm_head.weight, lm_head.bias, labels, chunk, with_entropy)
+        return (logp, entropy) if with_entropy else logp
+    out, ents = [], []
     for start in range(0, hidden.shape[0], chunk):
         logits = _at_least_f32(lm_head(hidden[start : start + chunk]))
-        out.append(label_logprobs(logits, labels[start : start + chunk])[0])
-    return torch.cat(out, dim=0)
+        logp, lse = label_logprobs(logits, labels[start : start + chunk])
+        out.append(logp)
+        if with_entropy:
+            with torch.no_grad():
+                ents.append(entropy_from_logits(logits, lse))
+    return (torch.cat(out, dim=0), torch.cat(ents, dim=0)) if with_entropy else torch.cat(out, dim=0)
+
+
+def entropy_from_logits(logits: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+    """Entropy `-sum p log p` of `softmax(logits)` over the last axis, given `lse = logsumexp(logits)`.
+
+    >>> round(entropy_from_logits(torch.zeros(1, 4), torch.logsumexp(torch.zeros(1, 4), -1)).item(), 4)
+    1.3863
+    """
+    return lse - (torch.exp(logits - lse.unsqueeze(-1)) * logits).sum(dim=-1)
 
 
 def label_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,20 +215,26 @@ class _ChunkedLogprobs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, chunk):  # noqa: ANN001, ANN205
-        out, lses = [], []
+    def forward(ctx, hidden, weight, bias, labels, chunk, with_entropy=False):  # noqa: ANN001, ANN205
+        out, lses, ents = [], [], []
         with torch.no_grad():
             for start in range(0, hidden.shape[0], chunk):
                 logits = _at_least_f32(torch.nn.functional.linear(hidden[start : start + chunk], weight, bias))
                 logp, lse = label_logprobs(logits, labels[start : start + chunk])
                 out.append(logp)
                 lses.append(lse)
+                if with_entropy:
+                    ents.append(entropy_from_logits(logits, lse))
         ctx.save_for_backward(hidden, weight, bias, labels, torch.cat(lses, dim=0))
         ctx.chunk = chunk
-        return torch.cat(out, dim=0)
+        logp = torch.cat(out, dim=0)
+        # The entropy is a by-product for logging: a second output without gradient (empty when not asked).
+        entropy = torch.cat(ents, dim=0) if with_entropy else logp.new_empty(0)
+        ctx.mark_non_differentiable(entropy)
+        return logp, entropy
 
     @staticmethod
-    def backward(ctx, grad_out):  # noqa: ANN001, ANN205
+    def backward(ctx, grad_out, _grad_entropy=None):  # noqa: ANN001, ANN205
         hidden, weight, bias, labels, lse = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         grad_h = torch.empty_like(hidden) if need_h else None
@@ -234,4 +258,4 @@ class _ChunkedLogprobs(torch.autograd.Function):
                 grad_b.add_(dlogits.flatten(0, -2).sum(dim=0).to(acc))
         grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
         grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
-        return grad_h, grad_w, grad_b, None, None
+        return grad_h, grad_w, grad_b, None, None, None

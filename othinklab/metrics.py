@@ -34,7 +34,7 @@ METRICS: dict[str, str] = {
     "clip/fraction": "fraction of completion tokens where the ratio clip is active (0 while num_iterations=1)",
     "clip/low_fraction": "fraction of completion tokens clipped at 1 - epsilon (ratio below it, negative advantage)",
     "clip/high_fraction": "fraction of completion tokens clipped at 1 + epsilon_high (ratio above it, positive advantage)",
-    "policy/entropy": "mean per-token entropy (nats) of the policy's next-token distribution over completion tokens, from the loss pass",
+    "policy/entropy": "mean per-token entropy (nats) of the policy's next-token distribution over completion tokens, from the loss pass (no extra forward)",
     "ratio/mean": "mean pi_theta / pi_old over tokens (1 while num_iterations=1)",
     "loss/total": "the minimised loss of Eq. 4",
     "loss/policy": "the clipped-surrogate part of the loss",

@@ -147,3 +147,90 @@ def test_masked_mean_entropy_style():
     ent = torch.tensor([[0.5, 1.5, 9.0]])
     assert masked_mean(ent, torch.tensor([[1, 1, 0]])) == pytest.approx(1.0)
     assert masked_mean(ent, torch.zeros(1, 3)) == 0.0
+
+
+def varied_reward(completion: str, solution: str) -> float:
+    """An accuracy term the untrained model earns about half the time, so groups have reward spread."""
+    return float(len(completion) % 4 > 1)
+
+
+def test_entropy_comes_from_the_same_chunked_pass():
+    from othinklab.logprobs import token_logprobs_from_hidden
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 11, bias=False)
+    hidden = torch.randn(5, 3, 8, requires_grad=True)
+    labels = torch.randint(0, 11, (5, 3))
+    plain = token_logprobs_from_hidden(head, hidden, labels, 2)
+    logp, entropy = token_logprobs_from_hidden(head, hidden, labels, 2, with_entropy=True)
+    assert torch.equal(plain, logp) and not entropy.requires_grad
+    logits = head(hidden).detach()
+    want = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1)
+    assert torch.allclose(entropy, want, atol=1e-6)
+    (g1,) = torch.autograd.grad(plain.sum(), hidden)
+    (g2,) = torch.autograd.grad(logp.sum(), hidden)
+    assert torch.equal(g1, g2)  # asking for the entropy leaves the gradient untouched
+    with torch.no_grad():
+        _, ent_nograd = token_logprobs_from_hidden(head, hidden, labels, 3, with_entropy=True)
+    assert torch.allclose(ent_nograd, want, atol=1e-6)
+
+
+VARIANTS = [
+    "grpo.scale_rewards=none",
+    "grpo.epsilon_high=0.28",
+    "grpo.mask_truncated_completions=true",
+    "grpo.aggregation=dr_grpo",
+    "grpo.num_iterations=2",
+]
+"""The issue's done-when combination: every loss variant at once, with two updates per batch."""
+
+
+def _two_step_run(tmp_path, model: str, max_len: int):
+    from pathlib import Path
+
+    from othinklab.config import load_config
+    from othinklab.metrics import METRICS, read_metrics
+    from othinklab.trainer import train
+
+    overrides = [
+        f"model.name={model}",
+        f"reward.accuracy_function={Path(__file__).resolve()}:varied_reward",
+        *VARIANTS,
+        "train.total_steps=2",
+        "train.learning_rate=5e-3",
+        "grpo.prompts_per_step=2",
+        "grpo.num_generations=4",
+        f"grpo.max_completion_length={max_len}",
+        "task.num_eval=4",
+        "train.threads=1",
+        f"train.output_dir={tmp_path}",
+    ]
+    m = read_metrics(train(load_config(None, overrides), progress=False).run_dir)
+    assert m["step"].tolist() == [0, 1]
+    new = ["policy/entropy", "clip/low_fraction", "clip/high_fraction", "groups/zero_spread_accuracy"]
+    assert all(k in METRICS for k in new) and set(new) <= set(m.columns)
+    assert (m["policy/entropy"] > 0).all() and m["policy/entropy"].notna().all()
+    assert ((m["clip/low_fraction"] >= 0) & (m["clip/high_fraction"] >= 0)).all()
+    assert (m["clip/low_fraction"] + m["clip/high_fraction"]).tolist() == pytest.approx(m["clip/fraction"].tolist())
+    assert m["groups/zero_spread_accuracy"].between(0, 1).all()
+    return m
+
+
+def test_two_step_run_with_every_variant_logs_entropy_and_clip_fractions(tmp_path):
+    """On the untrained tiny architecture (no warm-up needed), which never stops within 16 tokens: every
+    completion is truncated, so the truncation mask leaves no token with loss weight."""
+    m = _two_step_run(tmp_path, "tiny-init", 16)
+    assert (m["completion/truncated"] == 1.0).all()
+    assert (m["loss/total"] == 0.0).all() and (m["grad/norm"] == 0.0).all()  # masked: no gradient at all
+    assert (m["clip/fraction"] == 0.0).all()
+
+
+@pytest.mark.slow
+def test_two_step_run_with_every_variant_on_the_tiny_base(tmp_path, base_dir):
+    """The same on the warmed-up base, whose completions mostly stop: the second update of a batch moves
+    the ratio away from 1, so clipping can act (and is measured on each side)."""
+    m = _two_step_run(tmp_path, "tiny", 48)
+    assert (m["completion/truncated"] < 1.0).all()
+    assert m["ratio/mean"][0] == pytest.approx(1.0)  # first update of a batch: the policy is the old one
+    assert m["ratio/mean"][1] != pytest.approx(1.0, abs=1e-7)
+    assert m["grad/norm"][0] > 0

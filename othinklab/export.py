@@ -66,7 +66,8 @@ def model_card(cfg: Any, run_dir: Path, checkpoint: Path, merged: bool, lora: bo
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
     kl = cfg.kl
     schedule = {
-        "grpo_d": f"GRPO-D (Eq. 3): beta from {kl.beta_min} down then up to {kl.beta_max}, explore_frac {kl.explore_frac}",
+        "grpo_d": f"GRPO-D (Eq. 3): beta lowered to beta_min={kl.beta_min} over the first {kl.explore_frac:.0%} of steps, "
+        f"then raised to beta_max={kl.beta_max}",
         "constant": f"constant beta {kl.beta}",
         "none": "no KL term (beta 0)",
         "adaptive": f"adaptive beta from {kl.beta}, target KL {kl.target_kl}",

@@ -68,7 +68,7 @@ def test_merged_export_loads_with_auto_class_and_matches_the_adapter(run_dir, tm
     assert torch.allclose(got, want, atol=1e-4)
     assert not torch.allclose(base, want, atol=1e-3)  # the adapter did something, so the check can fail
     card = (out / "README.md").read_text()
-    for needle in ("base_model: tiny-init", "GRPO-D", "beta from 0.04", "counting", "| steps | 1 of 1", "reward/total"):
+    for needle in ("base_model: tiny-init", "GRPO-D", "beta_min=0.04", "counting", "| steps | 1 of 1", "reward/total"):
         assert needle in card, needle
     assert (out / "preprocessor_config.json").exists() or (out / "processor_config.json").exists()
     from transformers import AutoTokenizer

@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format notebooks clean-venv
+.PHONY: demo test lint format notebooks gpu-check clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ format: $(STAMP)
 notebooks: $(STAMP)
 	$(VENV)/bin/jupytext --update --to ipynb notebooks/[0-9]*.py
 	$(VENV)/bin/jupyter nbconvert --clear-output --inplace notebooks/[0-9]*.ipynb
+
+gpu-check: $(STAMP)  # on a CUDA machine: the real-size path, TRL side by side, notebook 05, NCCL (<= 8 min); skips on CPU
+	$(PY) benchmarks/gpu_check.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -102,9 +102,10 @@ print(cfg.model)
 # so GRPO's reference costs no second copy of the model.
 
 # %%
-from othinklab.trainer import eval_samples, load_policy
+from othinklab.models import load_model
+from othinklab.runs import eval_samples
 
-model, processor = load_policy(cfg)
+model, processor = load_model(cfg.model)
 n4 = sum(type(m).__name__ == "Linear4bit" for m in model.modules())
 trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 total = sum(p.numel() for p in model.parameters())

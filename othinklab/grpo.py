@@ -28,9 +28,7 @@ AGGREGATIONS = ("sequence", "token", "dr_grpo")
 SCALES = ("group", "batch", "none")
 
 
-def group_advantages(
-    rewards: torch.Tensor, group_size: int, eps: float = 1e-4, scale: str = "group"
-) -> torch.Tensor:
+def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4, scale: str = "group") -> torch.Tensor:
     """`(r - mean_g) / (std + eps)` within consecutive groups of `group_size` (Eq. 2).
 
     `scale`: `"group"` divides by each group's std (the paper's, Eq. 2); `"batch"` by the std of all of

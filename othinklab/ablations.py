@@ -152,9 +152,9 @@ def ablation_seconds(preset: Preset) -> float:
     measurement of every trained run (an estimate from per-sequence costs, not a timing).
 
     >>> {k: round(ablation_seconds(ABLATIONS[k]) / 60, 1) for k in FULL}
-    {'ablate-explore': 11.4, 'ablate-beta': 11.4, 'ablate-schedule': 16.8, 'ablate-loss': 21.9}
+    {'ablate-explore': 9.8, 'ablate-beta': 9.8, 'ablate-schedule': 14.6, 'ablate-loss': 19.4}
     >>> round(sum(ablation_seconds(ABLATIONS[k]) for k in FULL) / 60)
-    61
+    54
     """
     runs = sum(m.trainer != "none" for m in preset.methods) * len(preset.seeds) * len(preset.train_tasks)
     kl_seqs = runs * len(EVAL_OF) * min(KL_PROMPTS, preset.num_eval) * KL_SAMPLES

@@ -110,7 +110,6 @@ def normalize_answer(s: str) -> str:
     return " ".join(s.split())
 
 
-
 @functools.lru_cache(maxsize=65536)
 def _as_float(clean: str) -> float | None:
     """`float(clean)` when the cleaned answer is a plain number, else None."""

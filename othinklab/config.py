@@ -146,7 +146,9 @@ class RewardConfig:
     accuracy_function: str = ""
     """R_acc: empty = R1-V's (string, numeric, then symbolic match); or a name (`accuracy`),
     `package.module:function` or `file.py:function`, called as f(completion, solution) -> float. A call
-    that raises or returns a non-number scores that completion 0; it is counted and logged."""
+    that raises or returns a non-number scores that completion 0; it is counted and logged. The module or
+    file is imported and run as your own Python code, with your permissions: name only code you trust (a
+    shared config.yaml that names one runs it too)."""
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,7 @@ log = RunLog(run, is_main=True)
 row = trainer.log_step(parts, log, counters.step, beta, [batch], stats, outcome, clock)
 log.close()
 counters.step += 1
-read_metrics(run).T.head(20)
+read_metrics(run).T.round(4)
 
 # %% [markdown]
 # ## The same step through `train`

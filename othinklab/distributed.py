@@ -113,7 +113,9 @@ def wrap_policy(policy: torch.nn.Module, ddp: Dist, device: torch.device) -> tor
     """The policy forward wrapped in `DistributedDataParallel` under several processes (as it is in one)."""
     if not ddp.enabled:
         return policy
-    return torch.nn.parallel.DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.nn.parallel.DistributedDataParallel(
+        policy, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 def row_shard(ddp: Dist, rows: int, total: int) -> RowShard | None:
@@ -121,7 +123,14 @@ def row_shard(ddp: Dist, rows: int, total: int) -> RowShard | None:
     return RowShard(ddp.rank * rows, total, ddp.all_done) if ddp.enabled else None
 
 
-TOKEN_WEIGHTED = ("kl/value", "clip/fraction", "clip/low_fraction", "clip/high_fraction", "ratio/mean", "policy/entropy")
+TOKEN_WEIGHTED = (
+    "kl/value",
+    "clip/fraction",
+    "clip/low_fraction",
+    "clip/high_fraction",
+    "ratio/mean",
+    "policy/entropy",
+)
 """Stats that are means over completion tokens (the rest are means over completions, or the loss)."""
 
 

@@ -204,7 +204,14 @@ def cross_task_matrix(results: pd.DataFrame, metric: str = "greedy_accuracy") ->
 
 
 def periodic_eval(
-    model: Any, processor: Any, samples: list[Sample], steps_done: int, every: int, total: int, settings: dict, seed: int
+    model: Any,
+    processor: Any,
+    samples: list[Sample],
+    steps_done: int,
+    every: int,
+    total: int,
+    settings: dict,
+    seed: int,
 ) -> dict[str, float]:
     """`eval/...` keys for the metrics row of the update that made `steps_done` steps, when evaluation is due
     (every `every` steps and after the last; `{}` otherwise or without `samples`).

@@ -22,7 +22,6 @@ def text_model_parts(model: Any) -> tuple[Any, Any]:
     return base.model, base.lm_head
 
 
-
 def repeat_prompt(prompt: dict[str, torch.Tensor], group_size: int) -> dict[str, torch.Tensor]:
     """Repeat each prompt row (and its image patches) `group_size` times, for full-sequence forwards."""
     out = {}

@@ -31,10 +31,20 @@ def training_curves(metrics: pd.DataFrame, smooth: int = 10, axes: Any = None) -
     for key, label in (("reward/total", "total"), ("reward/accuracy", "accuracy"), ("reward/format", "format")):
         if key in metrics:
             ax.plot(x, _smooth(metrics[key], smooth), label=label)
-    for key, label, marker in (("eval/greedy_accuracy", "eval greedy acc", "o"), ("eval/sampled_accuracy", "eval sampled acc", "s")):
+    for key, label, marker in (
+        ("eval/greedy_accuracy", "eval greedy acc", "o"),
+        ("eval/sampled_accuracy", "eval sampled acc", "s"),
+    ):
         if key in metrics:  # held-out accuracy from train.eval_every, only in the rows that evaluated
             pts = metrics[["step", key]].dropna()
-            ax.plot(pts["step"], pts[key], marker=marker, linestyle=":", color="black" if marker == "o" else "grey", label=label)
+            ax.plot(
+                pts["step"],
+                pts[key],
+                marker=marker,
+                linestyle=":",
+                color="black" if marker == "o" else "grey",
+                label=label,
+            )
     ax.set_title(f"reward (rolling mean over {smooth} steps)")
     ax.set_xlabel("step")
     ax.legend()

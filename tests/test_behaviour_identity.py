@@ -94,7 +94,9 @@ def fingerprint() -> dict[str, str]:
     cpu = platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line), cpu)
+        cpu = next(
+            (line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line), cpu
+        )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -173,5 +175,7 @@ if __name__ == "__main__":  # python tests/test_behaviour_identity.py --write DI
     import othinklab
 
     root = Path(othinklab.__file__).parent
-    mixed = [m.__file__ for n, m in sys.modules.items() if n.startswith("othinklab") and root not in Path(m.__file__).parents]
+    mixed = [
+        m.__file__ for n, m in sys.modules.items() if n.startswith("othinklab") and root not in Path(m.__file__).parents
+    ]
     assert not mixed, f"modules from outside {root} were used: {mixed}"

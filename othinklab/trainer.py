@@ -35,6 +35,7 @@ from othinklab import distributed, precision, runlock
 from othinklab.config import Config, to_dict
 from othinklab.errors import TrainingError
 from othinklab.evaluate import periodic_eval
+from othinklab.failures import oom_message
 from othinklab.grpo import grpo_loss, loss_mask, masked_mean
 from othinklab.kl import Schedule, needs_reference, schedule_from_config
 from othinklab.logprobs import completion_logprobs
@@ -63,28 +64,6 @@ def lr_lambda(cfg: Config) -> Callable[[int], float]:
         return 1.0
 
     return f
-
-
-OOM_HELP = (
-    "ran out of memory {where}. Lower it with (each a config field): grpo.num_generations (G, now {G}), "
-    "grpo.prompts_per_step (now {P}), grpo.max_completion_length (now {T}), model.load_in_4bit=true (now {q}), "
-    "model.gradient_checkpointing=true (now {gc}), model.max_pixels (image size, now {px}), grpo.logprob_chunk "
-    "(now {chunk}); completed checkpoints and logs are kept, resume with --resume"
-)
-
-
-def oom_message(cfg: Config, where: str) -> str:
-    """What to turn down after an out-of-memory error, with the current values."""
-    return OOM_HELP.format(
-        where=where,
-        G=cfg.grpo.num_generations,
-        P=cfg.grpo.prompts_per_step,
-        T=cfg.grpo.max_completion_length,
-        q=cfg.model.load_in_4bit,
-        gc=cfg.model.gradient_checkpointing,
-        px=cfg.model.max_pixels,
-        chunk=cfg.grpo.logprob_chunk,
-    )
 
 
 # --------------------------------------------------------------------------- what a step uses

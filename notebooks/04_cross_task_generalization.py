@@ -160,7 +160,7 @@ cost
 # %% [markdown]
 # Read smoke numbers as a check that the protocol runs, not as evidence: 2 training steps and 16 eval prompts
 # move accuracy by less than the eval noise, and with one seed there is no seed spread to estimate. The
-# shipped powered run (6 seeds, 300 prompts per task) is what the README's table and claims come from.
+# shipped powered run (5 seeds, 200 prompts per task) is what the README's table and claims come from.
 
 # %% [markdown]
 # ## Checks (these can fail)

@@ -8,7 +8,7 @@ The mechanism view asks what the KL term is for: does a run that stays close to 
 measured KL on the eval prompts) keep more of the other task?
 
 Simplified versus a full study: one train task (counting, the paper's few-shot-sensitive one) and
-short runs, so every preset together fits in about an hour on 2 CPU cores (see `estimate_seconds`);
+short runs, so every preset together fits in under an hour on 2 CPU cores (see `estimate_seconds`);
 clipping variants need `grpo.num_iterations > 1` (with one update per batch the ratio is 1 and clipping
 does nothing), so the clip-higher variant reuses each batch twice.
 """
@@ -82,17 +82,17 @@ def _claims(methods: tuple[Method, ...], against: str = "grpo_d") -> tuple[Claim
 
 SIZES = dict(
     seeds=(0, 1, 2),
-    steps=40,
+    steps=30,
     prompts_per_step=6,
     num_generations=8,
     max_completion_length=48,
     num_eval=100,
-    eval_samples=2,
+    eval_samples=1,
     train_tasks=("counting",),
 )
-"""Shared by the full presets: 3 seeds, 40 steps of 6 prompts x G=8, 100 eval prompts per task x 2 samples,
-counting only (the cross-task column is geometry). Chosen so all four presets fit in an hour on 2 cores."""
-KL_PROMPTS = 50
+"""Shared by the full presets: 3 seeds, 30 steps of 6 prompts x G=8, 100 eval prompts per task x 1 sample,
+counting only (the cross-task column is geometry). Chosen so all four presets fit in under an hour on 2 cores."""
+KL_PROMPTS = 30
 """Eval prompts per eval task on which the mechanism view measures each run's KL to the base."""
 KL_SAMPLES = 2
 """Sampled completions per prompt for that measurement."""
@@ -152,9 +152,9 @@ def ablation_seconds(preset: Preset) -> float:
     measurement of every trained run (an estimate from per-sequence costs, not a timing).
 
     >>> {k: round(ablation_seconds(ABLATIONS[k]) / 60, 1) for k in FULL}
-    {'ablate-explore': 9.8, 'ablate-beta': 9.8, 'ablate-schedule': 14.6, 'ablate-loss': 19.4}
+    {'ablate-explore': 8.5, 'ablate-beta': 8.5, 'ablate-schedule': 12.7, 'ablate-loss': 16.9}
     >>> round(sum(ablation_seconds(ABLATIONS[k]) for k in FULL) / 60)
-    54
+    46
     """
     runs = sum(m.trainer != "none" for m in preset.methods) * len(preset.seeds) * len(preset.train_tasks)
     kl_seqs = runs * len(EVAL_OF) * min(KL_PROMPTS, preset.num_eval) * KL_SAMPLES

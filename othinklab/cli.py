@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--preset",
         default="smoke",
-        help="smoke (plumbing, ~1 min), tiny (3 seeds, <= 20 min), powered (6 seeds, ~1 h: the shipped run); "
+        help="smoke (plumbing, ~1 min), tiny (3 seeds, <= 20 min), powered (5 seeds, ~40 min: the shipped run); "
         "or a preset another module registered in othinklab.grid.PRESETS",
     )
     g.add_argument("--output-dir", type=_path_arg, default="grid_runs")
@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--preset",
         default="all",
-        help="all (ablate-explore, -beta, -schedule, -loss: about an hour on 2 CPU cores), one of them, or ablate-smoke",
+        help="all (ablate-explore, -beta, -schedule, -loss: about 45 minutes on 2 CPU cores), one of them, or ablate-smoke",
     )
     a.add_argument("--output-dir", default="grid_runs")
     a.set_defaults(func=cmd_ablate)

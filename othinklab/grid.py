@@ -313,14 +313,14 @@ def run_grid(
     import torch
 
     from othinklab.errors import UserError
-    from othinklab.provenance import write_provenance
+    from othinklab.provenance import git_state, write_provenance
     from othinklab.runs import atomic_write
     from othinklab.warmup import ensure_base
 
     if preset_name not in PRESETS:
         raise UserError(f"grid preset {preset_name!r} is unknown; choose one of {', '.join(PRESETS)}")
     preset = PRESETS[preset_name]
-    start = time.perf_counter()
+    start, git = time.perf_counter(), git_state()
     out = Path(output_dir) / preset_name
     cache = out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
@@ -344,6 +344,7 @@ def run_grid(
         command=command or f"othinklab grid --preset {preset_name}",
         wall_seconds=time.perf_counter() - start,
         extra={"preset": preset_name, "cells_run": ran, "cells_cached": cached, "sizes": _sizes(preset)},
+        git=git,
     )
     return paths
 

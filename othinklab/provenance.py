@@ -62,10 +62,20 @@ def machine() -> dict[str, Any]:
     }
 
 
-def provenance(command: str, wall_seconds: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The provenance record: git state, exact command, wall seconds, machine, versions (plus `extra`)."""
+def provenance(
+    command: str, wall_seconds: float, extra: dict[str, Any] | None = None, git: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The provenance record: git state, exact command, wall seconds, machine, versions (plus `extra`).
+
+    `git` is the state taken when the run *started* (`git_state()`): the code that ran is the code checked
+    out then, not whatever is checked out when a long run ends. If the checkout moved or was edited while
+    it ran, the state at the end is recorded as well, under `git_at_end`."""
+    now = git_state()
+    start = git if git is not None else now
+    moved = {"git_at_end": now} if now != start else {}
     return {
-        **git_state(),
+        **start,
+        **moved,
         "command": command,
         "argv": sys.argv,
         "wall_seconds": round(float(wall_seconds), 1),
@@ -75,8 +85,15 @@ def provenance(command: str, wall_seconds: float, extra: dict[str, Any] | None =
     }
 
 
-def write_provenance(path: str | Path, command: str, wall_seconds: float, extra: dict[str, Any] | None = None) -> Path:
+def write_provenance(
+    path: str | Path,
+    command: str,
+    wall_seconds: float,
+    extra: dict[str, Any] | None = None,
+    git: dict[str, Any] | None = None,
+) -> Path:
     """Write `provenance(...)` as JSON to `path` (atomically)."""
     from othinklab.runs import atomic_write
 
-    return atomic_write(path, json.dumps(provenance(command, wall_seconds, extra), indent=1, default=str) + "\n")
+    record = provenance(command, wall_seconds, extra, git=git)
+    return atomic_write(path, json.dumps(record, indent=1, default=str) + "\n")

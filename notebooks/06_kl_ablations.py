@@ -111,7 +111,7 @@ if len(mech) >= 3:
     print(mech[["kl_same", "same_task_gain", "cross_task_change"]].corr().round(2))
 
 # %% [markdown]
-# Read the correlation with care: every point is one (variant, seed) run, the KL is measured on 50 eval
+# Read the correlation with care: every point is one (variant, seed) run, the KL is measured on 30 eval
 # prompts per task, and seeds alone move accuracy by several points. A slope whose sign flips when one preset
 # is left out is not evidence.
 #

@@ -335,3 +335,113 @@ def run_ablations(names: tuple[str, ...] = FULL, output_dir: str | Path = "grid_
         paths = run_ablation(name, output_dir, progress)
         parts.append(f"## {name}\n\n{ABLATIONS[name].description}\n\n{paths['claims_md'].read_text()}")
     return atomic_write(Path(output_dir) / "ablations.md", "# Ablations\n\n" + "\n\n".join(parts))
+
+
+# --------------------------------------------------------------------------- shipped results and README
+SHIPPED_ABLATIONS = Path(__file__).resolve().parent.parent / "data" / "results" / "ablations"
+"""Where the study's reports (per preset: claims, results, mechanism, provenance) ship with the project."""
+README_BEGIN, README_END = "<!-- ablation-results:begin -->", "<!-- ablation-results:end -->"
+"""Markers around the README's generated ablation block."""
+
+
+def kl_correlation(mech: pd.DataFrame, y: str = "cross_task_change", n_boot: int = 2000, seed: int = 0) -> dict:
+    """Pearson r between each run's KL to the base (`kl_same`) and `y`, with a 95% percentile bootstrap
+    interval over runs and the verdict on its sign (`positive`, `negative`, `not separable`).
+
+    >>> m = pd.DataFrame({"kl_same": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "cross_task_change": [5, 4, 3, 2, 1, 0]})
+    >>> kl_correlation(m)["r"], kl_correlation(m)["verdict"]
+    (-1.0, 'negative')
+    """
+    import numpy as np
+
+    ok = mech[["kl_same", y]].dropna().to_numpy(dtype=float)
+    n = len(ok)
+    if n < 3 or np.ptp(ok[:, 0]) == 0 or np.ptp(ok[:, 1]) == 0:
+        return {"r": float("nan"), "lo": float("nan"), "hi": float("nan"), "verdict": "not separable", "n_runs": n}
+    r = float(np.corrcoef(ok[:, 0], ok[:, 1])[0, 1])
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(n_boot):
+        b = ok[rng.integers(0, n, n)]
+        if np.ptp(b[:, 0]) > 0 and np.ptp(b[:, 1]) > 0:
+            reps.append(np.corrcoef(b[:, 0], b[:, 1])[0, 1])
+    lo, hi = (float(x) for x in np.quantile(reps, [0.025, 0.975]))
+    verdict = "positive" if lo > 0 else "negative" if hi < 0 else "not separable"
+    return {"r": round(r, 3), "lo": round(lo, 3), "hi": round(hi, 3), "verdict": verdict, "n_runs": n}
+
+
+def load_study(root: str | Path | None = None) -> dict[str, Any]:
+    """The shipped study (`data/results/ablations/` unless `root`): every full preset's claims, mechanism
+    and provenance found there. Raises FileNotFoundError naming what is missing."""
+    import json
+
+    d = Path(root) if root else SHIPPED_ABLATIONS
+    names = [n for n in FULL if (d / n / "claims.csv").exists()]
+    if not names:
+        raise FileNotFoundError(f"no shipped ablation results: no {d}/<preset>/claims.csv for {', '.join(FULL)}")
+    need = [d / n / f for n in names for f in ("mechanism.csv", "provenance.json")]
+    missing = [str(p) for p in need if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"incomplete ablation results: missing {', '.join(missing)}")
+    return {
+        "names": names,
+        "claims": pd.concat([pd.read_csv(d / n / "claims.csv").assign(preset=n) for n in names], ignore_index=True),
+        "mechanism": pd.concat(
+            [pd.read_csv(d / n / "mechanism.csv").assign(preset=n) for n in names], ignore_index=True
+        ),
+        "provenance": {n: json.loads((d / n / "provenance.json").read_text()) for n in names},
+    }
+
+
+def readme_block(root: str | Path | None = None, metric: str = "greedy") -> str:
+    """The README's ablation block: each variant minus its reference on the trained task and on the other
+    one (paired difference [95% interval], verdict), the tally, and the KL mechanism's correlations."""
+    s = load_study(root)
+    claims = s["claims"][s["claims"]["metric"] == metric]
+    prov = s["provenance"]
+    commits = sorted({str(p.get("commit", "?"))[:7] for p in prov.values()})
+    sizes = next(iter(prov.values())).get("sizes", {})
+    wall = sum(p.get("wall_seconds", 0) for p in prov.values()) / 60
+    head = (
+        f"Generated from `data/results/ablations/` (commit {', '.join(commits)}; `othinklab ablate`: "
+        f"{len(s['names'])} presets, {wall:.0f} min of training and evaluation on "
+        f"{next(iter(prov.values())).get('machine', {}).get('cpu_count', '?')} CPU cores; "
+        f"{len(sizes.get('seeds', []))} seeds x {sizes.get('steps', '?')} steps on counting, "
+        f"{sizes.get('num_eval', '?')} eval prompts per task). {metric.capitalize()} accuracy, points: "
+        "variant minus reference, paired on seeds and prompts, 95% interval, verdict from the interval."
+    )
+    lines = [
+        "| preset | variant | vs | same task (counting:ood) | verdict | other task (geometry:test) | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (preset, better, worse), sub in claims.groupby(["preset", "better", "worse"], sort=False):
+        same = sub[sub["eval_task"] == EVAL_OF["counting"]]
+        other = sub[sub["eval_task"] != EVAL_OF["counting"]]
+
+        def cell(t: pd.DataFrame) -> tuple[str, str]:
+            if t.empty:
+                return "-", "-"
+            r = t.iloc[0]
+            return f"{r['diff']:+.1f} [{r['lo']:+.1f}, {r['hi']:+.1f}]", str(r["verdict"])
+
+        lines.append(f"| {preset} | {better} | {worse} | {' | '.join(cell(same))} | {' | '.join(cell(other))} |")
+    tally = claims["verdict"].value_counts()
+    count = ", ".join(f"{int(tally.get(v, 0))} {v}" for v in ("holds", "reversed", "not separable"))
+    mech = s["mechanism"]
+    corr = []
+    for y, label in (("same_task_gain", "same-task gain"), ("cross_task_change", "cross-task change")):
+        c = kl_correlation(mech, y)
+        corr.append(f"{label}: r = {c['r']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}], {c['verdict']}")
+    tail = (
+        f"\nOf {len(claims)} comparisons: {count} (`holds`: the variant is better, `reversed`: worse).\n\n"
+        f"Mechanism, over {len(mech)} trained runs (each run's KL to the base on the counting eval prompts "
+        f"against its change from the base; Pearson r, 95% bootstrap interval over runs): {'; '.join(corr)}."
+    )
+    return "\n".join([README_BEGIN, head, "", *lines, tail, README_END])
+
+
+def update_readme(readme: str | Path, root: str | Path | None = None) -> bool:
+    """Rewrite the README's ablation block from the shipped study; True if it changed."""
+    from othinklab.grid_report import replace_block
+
+    return replace_block(readme, README_BEGIN, README_END, readme_block(root))

@@ -371,14 +371,20 @@ def readme_block(path: str | Path | None = None) -> str:
     return "\n".join([README_BEGIN, head, s["same_task"], s["cross_task"], claims_markdown(s["claims"]), README_END])
 
 
-def update_readme(readme: str | Path, path: str | Path | None = None) -> bool:
-    """Rewrite the block between the README's markers from the shipped results; True if it changed."""
-    p = Path(readme)
+def replace_block(file: str | Path, begin: str, end: str, block: str) -> bool:
+    """Put `block` (which starts with `begin` and ends with `end`) where the file's `begin ... end` block
+    is; True if the file changed. A file without both markers is an error, not a silent no-op."""
+    p = Path(file)
     text = p.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"{p} has no {README_BEGIN} ... {README_END} block to update")
-    start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
-    new = text[:start] + readme_block(path) + text[end:]
+    if begin not in text or end not in text:
+        raise ValueError(f"{p} has no {begin} ... {end} block to update")
+    start, stop = text.index(begin), text.index(end) + len(end)
+    new = text[:start] + block + text[stop:]
     if new != text:
         p.write_text(new)
     return new != text
+
+
+def update_readme(readme: str | Path, path: str | Path | None = None) -> bool:
+    """Rewrite the block between the README's markers from the shipped results; True if it changed."""
+    return replace_block(readme, README_BEGIN, README_END, readme_block(path))

@@ -136,3 +136,62 @@ def test_ablate_smoke_writes_claims_with_intervals_and_the_mechanism(tmp_path, b
         tmp_path / "ablate-smoke" / "runs" / "clip_higher-counting-seed0" / "metrics.jsonl", lines=True
     )
     assert {"policy/entropy", "clip/low_fraction", "clip/high_fraction"} <= set(metrics.columns)
+
+
+def _fake_study(root, names=("ablate-explore", "ablate-schedule")):
+    """Constructed study files: known claims, a mechanism table where KL predicts losing the other task."""
+    import json
+
+    for i, name in enumerate(names):
+        d = root / name
+        d.mkdir(parents=True)
+        rows = []
+        for ev, diff, lo, hi, verdict in (
+            ("counting:ood", 4.0 + i, 1.0, 7.0, "holds"),
+            ("geometry:test", -1.0, -5.0, 3.0, "not separable"),
+        ):
+            for metric in ("greedy", "sampled"):
+                rows.append({"claim": f"v{i} vs grpo_d", "metric": metric, "better": f"v{i}", "worse": "grpo_d",
+                             "train_task": "counting", "eval_task": ev, "diff": diff, "lo": lo, "hi": hi, "verdict": verdict})  # fmt: skip
+        pd.DataFrame(rows).to_csv(d / "claims.csv", index=False)
+        kl = [0.01, 0.02, 0.03, 0.04]
+        pd.DataFrame({"method": f"v{i}", "train_task": "counting", "seed": range(4), "kl_same": kl,
+                      "same_task_gain": [10, 12, 11, 13], "cross_task_change": [-1, -2, -3, -4]}).to_csv(d / "mechanism.csv", index=False)  # fmt: skip
+        prov = {"commit": "abcdef1234", "wall_seconds": 600, "machine": {"cpu_count": 2}, "sizes": {"seeds": [0, 1, 2], "steps": 30, "num_eval": 100}}  # fmt: skip
+        (d / "provenance.json").write_text(json.dumps(prov))
+
+
+def test_readme_block_is_generated_from_the_study_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no shipped ablation results"):
+        ablations.load_study(tmp_path)
+    _fake_study(tmp_path)
+    block = ablations.readme_block(tmp_path)
+    assert block.startswith(ablations.README_BEGIN) and block.endswith(ablations.README_END)
+    assert "| ablate-explore | v0 | grpo_d | +4.0 [+1.0, +7.0] | holds | -1.0 [-5.0, +3.0] | not separable |" in block
+    assert "| ablate-schedule | v1 | grpo_d | +5.0 [+1.0, +7.0] | holds |" in block
+    assert "Of 4 comparisons: 2 holds, 0 reversed, 2 not separable" in block
+    assert "commit abcdef1" in block and "20 min" in block and "3 seeds x 30 steps" in block
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{ablations.README_BEGIN}\nold\n{ablations.README_END}\nb\n")
+    assert ablations.update_readme(readme, tmp_path) and not ablations.update_readme(readme, tmp_path)
+    assert readme.read_text() == f"a\n{block}\nb\n"
+    (tmp_path / "ablate-explore" / "mechanism.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="mechanism.csv"):
+        ablations.load_study(tmp_path)
+
+
+def test_kl_correlation_interval_and_verdict():
+    m = pd.DataFrame({"kl_same": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06], "cross_task_change": [0, -1, -2, -3, -4, -5]})
+    c = ablations.kl_correlation(m)
+    assert c["r"] == -1.0 and c["verdict"] == "negative" and c["n_runs"] == 6
+    noise = pd.DataFrame({"kl_same": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06], "cross_task_change": [1, -1, 1, -1, 1, -1]})
+    assert ablations.kl_correlation(noise)["verdict"] == "not separable"
+    assert math.isnan(ablations.kl_correlation(m.head(2))["r"])
+
+
+def test_readme_ablation_block_matches_the_shipped_study():
+    """Active once `data/results/ablations/` is shipped: the README's block must be generated from it."""
+    if not (ablations.SHIPPED_ABLATIONS / "ablate-explore" / "claims.csv").exists():
+        pytest.skip("no shipped ablation results in data/results/ablations/ yet")
+    readme = (ablations.SHIPPED_ABLATIONS.parent.parent.parent / "README.md").read_text()
+    assert ablations.readme_block() in readme

@@ -368,7 +368,36 @@ def readme_block(path: str | Path | None = None) -> str:
         f"Generated from `data/results/` (commit {str(prov.get('commit', '?'))[:7]}, `{prov.get('command', '?')}`, "
         f"{prov.get('wall_seconds', 0) / 60:.0f} min on {prov.get('machine', {}).get('cpu_count', '?')} CPU cores).\n"
     )
-    return "\n".join([README_BEGIN, head, s["same_task"], s["cross_task"], claims_markdown(s["claims"]), README_END])
+    return "\n".join(
+        [README_BEGIN, head, verdict_summary(s["claims"]), s["same_task"], s["cross_task"],
+         claims_markdown(s["claims"]), README_END]
+    )  # fmt: skip
+
+
+def verdict_summary(claims: pd.DataFrame) -> str:
+    """Which claims hold, are reversed or cannot be separated, per metric, with their intervals, and how
+    wide the GRPO-D vs GRPO interval is: the plain-words reading the README leads with."""
+    out = []
+    for metric in METRICS:
+        sub = claims[claims["metric"] == metric]
+        if sub.empty:
+            continue
+        parts = []
+        for v in ("holds", "reversed", "not separable"):
+            hit = sub[sub["verdict"] == v]
+            items = "; ".join(f"{r.claim} {r.diff:+.1f} [{r.lo:+.1f}, {r.hi:+.1f}]" for r in hit.itertuples())
+            parts.append(f"*{v}* ({len(hit)}): {items or 'none'}")
+        out.append(f"**{metric.capitalize()} accuracy.** " + ". ".join(parts) + ".")
+    gg = claims[(claims["better"] == "grpo_d") & (claims["worse"] == "grpo")]
+    power = []
+    for r in gg.itertuples():
+        need = "-" if r.seeds_for_5pts is None or pd.isna(r.seeds_for_5pts) else f"about {int(r.seeds_for_5pts)}"
+        power.append(
+            f"{r.train_task}, {r.metric}: ±{(r.hi - r.lo) / 2:.1f} points with {r.n_seeds} seeds, {need} seeds for ±5"
+        )
+    if power:
+        out.append("**Power of GRPO-D vs GRPO** (half-width of the 95% interval): " + "; ".join(power) + ".")
+    return "\n\n".join(out) + "\n"
 
 
 def replace_block(file: str | Path, begin: str, end: str, block: str) -> bool:

@@ -161,3 +161,21 @@ def test_claims_figure_draws_every_claim(tmp_path):
     claims = pd.read_csv(write_reports(tmp_path, paper_claims())["claims"])
     fig = claims_figure(claims, "greedy")
     assert len(fig.axes[0].get_yticklabels()) == (claims["metric"] == "greedy").sum()
+
+
+def test_verdict_summary_lists_each_claim_under_its_verdict_and_the_power_line():
+    from othinklab.grid_report import verdict_summary
+
+    rows = [
+        {"claim": "GRPO-D > GRPO, same task (counting)", "metric": "greedy", "better": "grpo_d", "worse": "grpo",
+         "train_task": "counting", "diff": 1.0, "lo": -9.0, "hi": 11.0, "verdict": "not separable", "n_seeds": 5,
+         "seeds_for_5pts": 20},
+        {"claim": "sft > base, same task (counting)", "metric": "greedy", "better": "sft", "worse": "base",
+         "train_task": "counting", "diff": 30.0, "lo": 20.0, "hi": 40.0, "verdict": "holds", "n_seeds": 5,
+         "seeds_for_5pts": None},
+    ]  # fmt: skip
+    text = verdict_summary(pd.DataFrame(rows))
+    assert "*holds* (1): sft > base, same task (counting) +30.0 [+20.0, +40.0]" in text
+    assert "*reversed* (0): none" in text and "*not separable* (1): GRPO-D > GRPO" in text
+    assert "counting, greedy: ±10.0 points with 5 seeds, about 20 seeds for ±5" in text
+    assert "Sampled" not in text  # no sampled rows, no sampled paragraph

@@ -339,10 +339,16 @@ def save_training(
     kl_schedule: Any,
     counters: dict[str, int],
     keep: int = 2,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
     """Checkpoint everything a GRPO run needs to continue exactly: weights, optimizer, LR and KL
-    schedules, every RNG (the sampling generator too) and the run's counters (`batch_index`, ...)."""
-    extra = {**counters, "kl_schedule": kl_schedule.state_dict(), "torch": {"generator": generator.get_state()}}
+    schedules, every RNG (the sampling generator too), the run's counters (`batch_index`, ...) and, under
+    float16, the loss scaler's scale and growth tracker (a resume that restarted at 2^16 would overflow
+    and skip steps an uninterrupted run did not)."""
+    torch_state: dict[str, Any] = {"generator": generator.get_state()}
+    if scaler is not None and scaler.is_enabled():
+        torch_state["scaler"] = scaler.state_dict()  # floats and ints only: loads under weights_only
+    extra = {**counters, "kl_schedule": kl_schedule.state_dict(), "torch": torch_state}
     return save_checkpoint(ckpt_root, step, model, optimizer, scheduler, extra, keep=keep)
 
 
@@ -354,6 +360,7 @@ def resume_training(
     generator: torch.Generator,
     kl_schedule: Any,
     is_main: bool = True,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, int]:
     """Load the run's latest complete checkpoint into the given objects; returns its counters
     (`step`, `batch_index`, `nonfinite_in_a_row`; zeros when there is none yet).
@@ -370,6 +377,8 @@ def resume_training(
         scheduler.load_state_dict(training["scheduler"])
         set_rng_state(training["rng"])
         generator.set_state(training["generator"])
+        if scaler is not None and scaler.is_enabled() and training.get("scaler"):
+            scaler.load_state_dict(training["scaler"])  # a checkpoint from before this was saved: default scale
         kl_schedule.load_state_dict(state["kl_schedule"])
         counters = {
             "step": state["step"],

@@ -397,7 +397,7 @@ def _train(
     counters = Counters()
     if resume:
         restored = ckpt_io.resume_training(
-            run, model, parts.optimizer, parts.scheduler, parts.generator, parts.schedule, ddp.is_main
+            run, model, parts.optimizer, parts.scheduler, parts.generator, parts.schedule, ddp.is_main, parts.scaler
         )
         counters = Counters(**restored)
         ddp.barrier()
@@ -477,5 +477,6 @@ def _checkpoint_if_due(parts: TrainParts, run: Path, counters: Counters, clock: 
             parts.schedule,
             {"batch_index": counters.batch_index, "nonfinite_in_a_row": counters.nonfinite_in_a_row},
             keep=cfg.train.keep_checkpoints,
+            scaler=parts.scaler,
         )
     parts.ddp.barrier()

@@ -103,3 +103,43 @@ def test_float16_lora_training_step_on_cpu(tmp_path):
     after = [p for p in model.parameters() if p.requires_grad]
     assert all(p.dtype == torch.float32 for p in after)
     assert any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+@pytest.mark.slow
+def test_float16_checkpoint_keeps_the_loss_scale_and_resume_restores_it(tmp_path):
+    """A resume must continue at the scale the run had reached, not restart at 2^16."""
+    from othinklab import checkpoint, tiny
+    from othinklab.models import load_model
+    from othinklab.trainer import build_parts, train
+
+    path = str(tiny.ensure_untrained())
+    (tmp_path / "rw.py").write_text("def reward(completion, solution):\n    return float(len(completion) % 5)\n")
+    cfg = _cfg(
+        f"model.name={path}",
+        "model.dtype=float16",
+        "train.total_steps=2",
+        "train.save_every=1",
+        f"train.output_dir={tmp_path}",
+        "train.run_name=fp16",
+        "grpo.prompts_per_step=2",
+        "grpo.num_generations=4",
+        "grpo.max_completion_length=8",
+        f"reward.accuracy_function={tmp_path / 'rw.py'}:reward",
+    )
+    model, processor = load_model(cfg.model)
+    train(cfg, model_and_processor=(model, processor), progress=False)
+    latest = checkpoint.latest_checkpoint(tmp_path / "fp16" / "checkpoints")
+    saved = checkpoint.load_state(latest)[1]["scaler"]
+    assert saved["scale"] > 0 and "_growth_tracker" in saved
+    # pretend the run had backed off to a low scale, then resume into fresh parts
+    saved["scale"] = 256.0
+    training = checkpoint.load_state(latest)[1]
+    training["scaler"] = saved
+    torch.save(training, latest / checkpoint.TRAINING_FILE)
+    model2, processor2 = load_model(cfg.model)
+    parts = build_parts(cfg, model2, processor2)
+    assert parts.scaler.get_scale() == 2.0**16
+    checkpoint.resume_training(
+        tmp_path / "fp16", model2, parts.optimizer, parts.scheduler, parts.generator, parts.schedule, True, parts.scaler
+    )
+    assert parts.scaler.get_scale() == 256.0

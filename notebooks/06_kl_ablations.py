@@ -100,7 +100,8 @@ claims.groupby(["metric", "verdict"]).size().unstack(fill_value=0)
 # ## The mechanism: KL to the base against what a run gains and keeps
 
 # %%
-mech = pd.concat([pd.read_csv(root / n / "mechanism.csv").assign(preset=n) for n in names], ignore_index=True)
+# the reference grpo_d is trained in every preset (same config, same seeds): keep each run once
+mech = ablations.unique_runs(pd.concat([pd.read_csv(root / n / "mechanism.csv").assign(preset=n) for n in names]))
 mech.sort_values("kl_same")
 
 # %%

@@ -395,6 +395,16 @@ def load_study(root: str | Path | None = None) -> dict[str, Any]:
     }
 
 
+def unique_runs(mech: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, train task, seed): the reference `grpo_d` is trained in every preset with the
+    same config and seed, so pooling presets would count those runs several times.
+
+    >>> unique_runs(pd.DataFrame({"method": ["a", "a", "b"], "train_task": ["c"] * 3, "seed": [0, 0, 0]})).shape
+    (2, 3)
+    """
+    return mech.drop_duplicates(["method", "train_task", "seed"]).reset_index(drop=True)
+
+
 def readme_block(root: str | Path | None = None, metric: str = "greedy") -> str:
     """The README's ablation block: each variant minus its reference on the trained task and on the other
     one (paired difference [95% interval], verdict), the tally, and the KL mechanism's correlations."""
@@ -429,7 +439,7 @@ def readme_block(root: str | Path | None = None, metric: str = "greedy") -> str:
         lines.append(f"| {preset} | {better} | {worse} | {' | '.join(cell(same))} | {' | '.join(cell(other))} |")
     tally = claims["verdict"].value_counts()
     count = ", ".join(f"{int(tally.get(v, 0))} {v}" for v in ("holds", "reversed", "not separable"))
-    mech = s["mechanism"]
+    mech = unique_runs(s["mechanism"])
     corr = []
     for y, label in (("same_task_gain", "same-task gain"), ("cross_task_change", "cross-task change")):
         c = kl_correlation(mech, y)

@@ -51,6 +51,7 @@ def run_demo(
     from othinklab.metrics import read_metrics
     from othinklab.models import load_model
     from othinklab.plots import training_curves
+    from othinklab.rng import seed_everything
     from othinklab.runs import EVAL_SEED, eval_samples, eval_settings
     from othinklab.tasks import EVAL_SPLITS, make_task
     from othinklab.trainer import train
@@ -69,6 +70,9 @@ def run_demo(
     t0 = time.perf_counter()
     path = warmup.ensure_base()
     print(f"    {path}  ({time.perf_counter() - t0:.0f} s)")
+    # LoRA's A matrices are drawn when the model is loaded, and torch's global RNG starts from a random seed
+    # in every process: seed first, as `othinklab train` does, or every demo run trains a different adapter.
+    seed_everything(cfg.train.seed)
     model, processor = load_model(cfg.model)
     samples = eval_samples(cfg)
     ev = dict(**eval_settings(cfg), seed=seed)

@@ -412,12 +412,13 @@ def readme_block(root: str | Path | None = None, metric: str = "greedy") -> str:
     claims = s["claims"][s["claims"]["metric"] == metric]
     prov = s["provenance"]
     commits = sorted({str(p.get("commit", "?"))[:7] for p in prov.values()})
-    sizes = next(iter(prov.values())).get("sizes", {})
+    first = next(iter(prov.values()))
+    sizes = first.get("sizes", {})
     wall = sum(p.get("wall_seconds", 0) for p in prov.values()) / 60
     head = (
         f"Generated from `data/results/ablations/` (commit {', '.join(commits)}; `othinklab ablate`: "
         f"{len(s['names'])} presets, {wall:.0f} min of training and evaluation on "
-        f"{next(iter(prov.values())).get('machine', {}).get('cpu_count', '?')} CPU cores; "
+        f"{first.get('machine', {}).get('cpu_count', '?')} CPU cores; "
         f"{len(sizes.get('seeds', []))} seeds x {sizes.get('steps', '?')} steps on counting, "
         f"{sizes.get('num_eval', '?')} eval prompts per task). {metric.capitalize()} accuracy, points: "
         "variant minus reference, paired on seeds and prompts, 95% interval, verdict from the interval."

@@ -133,19 +133,6 @@ def t_quantile(q: float, df: float) -> float:
     return (lo + hi) / 2
 
 
-def seed_factor(n_seeds: int, level: float = 0.95) -> float:
-    """How much wider than a seed bootstrap an interval over `n_seeds` seeds must be: t_{S-1}/z *
-    sqrt(S/(S-1)) (1 for one seed, where nothing is resampled over seeds).
-
-    >>> round(seed_factor(5), 2), round(seed_factor(3), 2), seed_factor(1)
-    (1.58, 2.69, 1.0)
-    """
-    if n_seeds < 2:
-        return 1.0
-    q = 1 - (1 - level) / 2
-    return t_quantile(q, n_seeds - 1) / t_quantile(q, math.inf) * math.sqrt(n_seeds / (n_seeds - 1))
-
-
 def paired_difference(
     better: np.ndarray | list, worse: np.ndarray | list, n_boot: int = 2000, seed: int = 0, level: float = 0.95
 ) -> PairedDifference:

@@ -16,6 +16,24 @@ def _cfg(*overrides: str):
     return load_config(None, list(overrides))
 
 
+def _fp16_run_cfg(tmp_path, *overrides: str):
+    """A 2-step float16 LoRA run of the untrained tiny model with a reward that varies within a group
+    (so the policy gradient is not zero), plus `overrides`."""
+    from othinklab import tiny
+
+    (tmp_path / "rw.py").write_text("def reward(completion, solution):\n    return float(len(completion) % 5)\n")
+    return _cfg(
+        f"model.name={tiny.ensure_untrained()}",
+        "model.dtype=float16",
+        "train.total_steps=2",
+        f"train.output_dir={tmp_path}",
+        "grpo.prompts_per_step=2",
+        "grpo.num_generations=4",
+        f"reward.accuracy_function={tmp_path / 'rw.py'}:reward",
+        *overrides,
+    )
+
+
 def test_scaler_only_under_float16():
     assert precision.make_scaler(_cfg("model.dtype=float16"), "cpu").is_enabled()
     assert not precision.make_scaler(_cfg("model.dtype=float16", "train.loss_scaling=false"), "cpu").is_enabled()
@@ -69,24 +87,10 @@ def test_upcast_trainable_leaves_frozen_weights_alone():
 def test_float16_lora_training_step_on_cpu(tmp_path):
     """The tiny model loaded in float16: adapters float32, loss scaled, two steps with finite loss that move
     the adapters (a reward that varies within a group, so the policy gradient is not zero)."""
-    from othinklab import tiny
     from othinklab.models import load_model
     from othinklab.trainer import build_parts, train
 
-    path = str(tiny.ensure_untrained())
-    (tmp_path / "rw.py").write_text("def reward(completion, solution):\n    return float(len(completion) % 5)\n")
-    cfg = _cfg(
-        f"model.name={path}",
-        "model.dtype=float16",
-        "train.total_steps=2",
-        "train.save_every=0",
-        f"train.output_dir={tmp_path}",
-        "grpo.prompts_per_step=2",
-        "grpo.num_generations=4",
-        "grpo.max_completion_length=12",
-        "train.learning_rate=1e-3",
-        f"reward.accuracy_function={tmp_path / 'rw.py'}:reward",
-    )
+    cfg = _fp16_run_cfg(tmp_path, "train.save_every=0", "grpo.max_completion_length=12", "train.learning_rate=1e-3")
     model, processor = load_model(cfg.model)
     frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
     assert frozen == {torch.float16}
@@ -108,24 +112,11 @@ def test_float16_lora_training_step_on_cpu(tmp_path):
 @pytest.mark.slow
 def test_float16_checkpoint_keeps_the_loss_scale_and_resume_restores_it(tmp_path):
     """A resume must continue at the scale the run had reached, not restart at 2^16."""
-    from othinklab import checkpoint, tiny
+    from othinklab import checkpoint
     from othinklab.models import load_model
     from othinklab.trainer import build_parts, train
 
-    path = str(tiny.ensure_untrained())
-    (tmp_path / "rw.py").write_text("def reward(completion, solution):\n    return float(len(completion) % 5)\n")
-    cfg = _cfg(
-        f"model.name={path}",
-        "model.dtype=float16",
-        "train.total_steps=2",
-        "train.save_every=1",
-        f"train.output_dir={tmp_path}",
-        "train.run_name=fp16",
-        "grpo.prompts_per_step=2",
-        "grpo.num_generations=4",
-        "grpo.max_completion_length=8",
-        f"reward.accuracy_function={tmp_path / 'rw.py'}:reward",
-    )
+    cfg = _fp16_run_cfg(tmp_path, "train.save_every=1", "train.run_name=fp16", "grpo.max_completion_length=8")
     model, processor = load_model(cfg.model)
     train(cfg, model_and_processor=(model, processor), progress=False)
     latest = checkpoint.latest_checkpoint(tmp_path / "fp16" / "checkpoints")

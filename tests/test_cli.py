@@ -16,22 +16,13 @@ def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize(
-    "yaml_text, args, needle",
-    [
-        ("kl:\n  shedule: grpo_d\n", [], "did you mean 'schedule'"),
-        ("grpo:\n  num_generations: 1\n", [], "grpo.num_generations=1"),
-        ("{}\n", ["kl.explore_frac=2"], "kl.explore_frac=2"),
-        ("{}\n", ["model.name=/no/such/model"], "model.name='/no/such/model'"),
-        ("kl: [\n", [], "not valid YAML"),
-    ],
-)
-def test_user_errors_exit_2_without_traceback(tmp_path, yaml_text, args, needle):
+def test_user_error_exits_2_without_traceback_across_the_process_boundary(tmp_path):
+    """The in-process cases live in test_bad_inputs.py; this one checks the real exit code and stderr."""
     f = tmp_path / "c.yaml"
-    f.write_text(yaml_text)
-    res = _run("train", "--config", str(f), f"train.output_dir={tmp_path / 'runs'}", *args)
+    f.write_text("kl:\n  shedule: grpo_d\n")
+    res = _run("train", "--config", str(f), f"train.output_dir={tmp_path / 'runs'}")
     assert res.returncode == 2, res.stderr[-1500:]
-    assert needle in res.stderr
+    assert "did you mean 'schedule'" in res.stderr
     assert "Traceback" not in res.stderr
 
 

@@ -43,7 +43,10 @@ def _lora_weights(model) -> torch.Tensor:
 
 def _assert_no_torn_lines(path):
     for i, line in enumerate(path.read_text().splitlines()):
-        json.loads(line), f"{path.name} line {i + 1} is torn"
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            pytest.fail(f"{path.name} line {i + 1} is torn: {line[:80]!r}")
 
 
 # --------------------------------------------------------------------------- kills

@@ -1,4 +1,4 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv when missing:
+# Two commands on a fresh machine: `make demo` and `make test` (`make test-all` is CI's full suite). Each creates .venv when missing:
 # torch 2.13.0 (CPU wheel) first and explicitly, so nothing pulls a multi-GB CUDA build, then the package with
 # constraints.txt pinning what the numbers depend on (transformers, peft, numpy, ...), so a fresh clone reproduces them.
 PYTHON ?= python3
@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format notebooks gpu-check clean-venv
+.PHONY: demo test test-all lint format notebooks gpu-check clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/othinklab demo
 
+# The fast suite a contributor runs before every change (every module's logic; <= 5 minutes on 2 cores).
 test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not notebook and not browser"
+
+# Everything: notebooks, the browser, grid and ablation smoke, kill-and-resume, distributed. CI runs this.
+test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

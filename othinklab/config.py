@@ -20,7 +20,7 @@ import yaml
 from othinklab.bounds import YamlTooComplex, field_problems, load_yaml, read_yaml_file, show
 from othinklab.errors import ConfigError
 from othinklab.grpo import AGGREGATIONS, SCALES
-from othinklab.kl import KL_KINDS, SCHEDULES, param_problems
+from othinklab.kl import KL_KINDS, PLACEMENTS, SCHEDULES, param_problems
 from othinklab.tasks import PROMPTS, TASKS
 
 
@@ -116,7 +116,9 @@ class GRPOConfig:
 @dataclass(frozen=True)
 class KLConfig:
     schedule: str = "grpo_d"
-    """beta(s): `none`, `constant`, `linear`, `cosine`, `grpo_d` (Eq. 3) or `adaptive` (target KL)."""
+    """beta(s): `none` (beta = 0; the KL is still logged when a reference exists), `constant`, `linear`,
+    `cosine`, `grpo_d` (Eq. 3), `adaptive` (target KL) or `accuracy` (beta_min..beta_max with the EMA of the
+    training accuracy: explore while wrong, exploit while right)."""
     beta: float = 0.04
     """Constant beta (schedule `constant`), or the starting beta of `adaptive`. TRL's historic default."""
     beta_min: float = 0.04
@@ -132,7 +134,17 @@ class KLConfig:
     explore_frac: float = 0.3
     """w/t of Eq. 3: fraction of steps spent lowering beta before raising it (paper: 0.3)."""
     estimator: str = "k3"
-    """Per-token KL estimator: `k3` (Eq. 5, the paper's), `k1`, `k2`."""
+    """Per-token KL estimator: `k3` (Eq. 5, the paper's; as a loss its gradient follows the forward KL),
+    `k1`, `k2`, `k3_plus` (k3's value, k2's gradient: verl's `k3+`) or `k3_is` (k3 times pi/pi_old: TRL's
+    `use_bias_correction_kl`). docs/paper.md tables which KL each one's gradient follows."""
+    placement: str = "loss"
+    """Where the KL enters: `loss` (Eq. 4, beta * estimator in the loss) or `reward` (beta times each
+    completion's summed k1, detached, is subtracted from its reward before the group advantage; the loss
+    then has no KL term and `kl.estimator` only sets what `kl/value` logs)."""
+    accuracy_momentum: float = 0.9
+    """EMA momentum of the `accuracy` schedule's training accuracy (0 = this step's accuracy alone)."""
+    reset_reference_every: int = 0
+    """Every N optimizer steps the reference becomes the current policy (0 = never: the initial model)."""
     target_kl: float = 0.05
     """Target per-token KL of the `adaptive` schedule."""
     horizon: float = 100.0
@@ -250,11 +262,22 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "grpo.scale_rewards": SCALES,
     "kl.schedule": SCHEDULES,
     "kl.estimator": KL_KINDS,
+    "kl.placement": PLACEMENTS,
     "train.lr_schedule": LR_SCHEDULES,
 }
 """Fields restricted to a fixed set of values, read from the registries that implement them."""
 TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")
 """Experiment trackers `train.report_to` may name (each an optional extra: `pip install othinklab[NAME]`)."""
+MAX_SEED = 2**32 - 1
+"""Largest seed (numpy's and torch's generators take 32-bit seeds everywhere this one travels)."""
+MIN_PIXELS = 28 * 28
+"""Smallest `model.max_pixels`: one merged 28x28 Qwen2-VL patch."""
+MAX_THREADS = 1024
+"""Most torch CPU threads `train.threads` may ask for."""
+MAX_GROUP = 4096
+"""Most completions per prompt, and prompts per step (a batch beyond this is a typo, not a plan)."""
+NULL_REFUSED = ("train.run_name", "train.output_dir", "model.name")
+"""String fields where YAML `null` is a mistake, not "empty": `run_name: null` once wrote into the default run."""
 
 
 def _validate(cfg: Config, where: str) -> None:
@@ -316,6 +339,18 @@ def _validate(cfg: Config, where: str) -> None:
             "to 0, moments overflow); use lora: true (adapters stay float32), or bfloat16/float32",
         ),
         ("sft.steps", cfg.sft.steps >= 1, "must be at least 1"),
+        ("sft.batch_size", cfg.sft.batch_size >= 1, "must be at least 1"),
+        ("sft.learning_rate", cfg.sft.learning_rate > 0, "must be > 0"),
+        ("eval.temperature", cfg.eval.temperature > 0, "must be > 0 (sampled accuracy needs a temperature)"),
+        ("eval.batch_size", cfg.eval.batch_size >= 1, "must be at least 1"),
+        ("model.lora_alpha", cfg.model.lora_alpha >= 1, "must be at least 1"),
+        ("model.lora_dropout", 0 <= cfg.model.lora_dropout < 1, "must be in [0, 1)"),
+        ("model.max_pixels", MIN_PIXELS <= cfg.model.max_pixels, f"must be at least {MIN_PIXELS} (one 28x28 patch)"),
+        ("train.threads", 0 <= cfg.train.threads <= MAX_THREADS, f"must be in [0, {MAX_THREADS}] (0 = torch's default)"),
+        ("grpo.num_generations", cfg.grpo.num_generations <= MAX_GROUP, f"G must be at most {MAX_GROUP}"),
+        ("grpo.prompts_per_step", cfg.grpo.prompts_per_step <= MAX_GROUP, f"must be at most {MAX_GROUP}"),
+        ("task.seed", 0 <= cfg.task.seed <= MAX_SEED, f"must be in [0, {MAX_SEED}]"),
+        ("train.seed", 0 <= cfg.train.seed <= MAX_SEED, f"must be in [0, {MAX_SEED}]"),
     ]
     for key, ok, why in checks:
         if not ok:
@@ -359,6 +394,8 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
         except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where}: {key}={show(value)} must be a number") from None
     if tp is str:
+        if value is None and key in NULL_REFUSED:
+            raise ConfigError(f"{where}: {key}=null is invalid: give a value (or leave the field out for the default)")
         if value is None:
             return ""
         if isinstance(value, dict | list):
@@ -445,19 +482,3 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 def to_yaml(cfg: Config) -> str:
     """The resolved config as YAML (written to each run directory)."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-def field_docs(section_cls: type) -> dict[str, str]:
-    """Field name -> its docstring, read from the source (shown by notebooks and `--help`)."""
-    import ast
-    import inspect
-    import textwrap
-
-    tree = ast.parse(textwrap.dedent(inspect.getsource(section_cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:] + [None]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
-                docs[node.target.id] = " ".join(str(nxt.value.value).split())
-    return docs

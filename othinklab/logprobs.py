@@ -180,26 +180,6 @@ def label_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return logits.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1) - lse, lse
 
 
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, chunk_size: int = 4) -> torch.Tensor:
-    """`log_softmax(logits)[labels]` in float32 from ready logits, `chunk_size` rows at a time; differentiable.
-
-    Never materialises a full-vocabulary float32 tensor for the whole batch: only for one chunk.
-
-    >>> logits = torch.tensor([[[0.0, 0.0]]]); token_logprobs(logits, torch.tensor([[1]])).tolist()
-    [[-0.6931471824645996]]
-    """
-    if logits.shape[:-1] != labels.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} do not match")
-    chunk_size = max(1, int(chunk_size))
-    out = [
-        label_logprobs(logits[start : start + chunk_size].float(), labels[start : start + chunk_size])[0]
-        for start in range(0, logits.shape[0], chunk_size)
-    ]
-    if not out:
-        return logits.new_zeros(labels.shape, dtype=torch.float32)
-    return torch.cat(out, dim=0)
-
-
 def _at_least_f32(x: torch.Tensor) -> torch.Tensor:
     """Half-precision logits in float32 for the log-softmax; float32/float64 as they are."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

@@ -208,10 +208,3 @@ def make_reference(model: Any) -> Any | None:
     for p in ref.parameters():
         p.requires_grad_(False)
     return ref
-
-
-def count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, total

@@ -78,13 +78,3 @@ def counts_as_nonfinite(scaler: torch.amp.GradScaler, loss: float, grad_norm: fl
     if math.isfinite(grad_norm):
         return False
     return not (scaler.is_enabled() and scaler.get_scale() > 1.0)
-
-
-def trainable_dtypes(model: Any) -> dict[str, int]:
-    """Count of trainable parameters per dtype name (what `make gpu-check` and the tests inspect)."""
-    out: dict[str, int] = {}
-    for p in model.parameters():
-        if p.requires_grad:
-            key = str(p.dtype).replace("torch.", "")
-            out[key] = out.get(key, 0) + p.numel()
-    return out

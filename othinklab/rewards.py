@@ -220,11 +220,6 @@ def combine(accuracy: Any, fmt: Any, format_weight: float = 1.0) -> Any:
     return accuracy + format_weight * fmt
 
 
-def total_reward(text: Any, solution: Any, format_weight: float = 1.0) -> float:
-    """Eq. 1 for one completion (see `combine`)."""
-    return combine(accuracy_reward(text, solution), format_reward(text), format_weight)
-
-
 @dataclass(frozen=True)
 class RewardBreakdown:
     """The two reward terms and their weighted sum for one completion."""

@@ -4,8 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from othinklab.config import Config, GRPOConfig, field_docs, load_config, parse_overrides, to_yaml
+from othinklab.config import Config, GRPOConfig, load_config, parse_overrides, to_yaml
 from othinklab.errors import ConfigError
+
+
+def field_docs(section_cls: type) -> dict[str, str]:
+    """Field name -> its docstring, read from the source: every config field must carry one."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(section_cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:] + [None]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
+                docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
 
 
 def test_defaults_and_overrides(tmp_path):

@@ -12,6 +12,16 @@ from othinklab.config import load_config
 from othinklab.errors import ConfigError
 
 
+def trainable_dtypes(model: torch.nn.Module) -> dict[str, int]:
+    """Count of trainable parameters per dtype name."""
+    out: dict[str, int] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            key = str(p.dtype).replace("torch.", "")
+            out[key] = out.get(key, 0) + p.numel()
+    return out
+
+
 def _cfg(*overrides: str):
     return load_config(None, list(overrides))
 
@@ -80,7 +90,7 @@ def test_upcast_trainable_leaves_frozen_weights_alone():
     m[0].requires_grad_(False)
     assert precision.upcast_trainable(m) == 2
     assert m[0].weight.dtype == torch.float16 and m[1].weight.dtype == torch.float32
-    assert precision.trainable_dtypes(m) == {"float32": 12}
+    assert trainable_dtypes(m) == {"float32": 12}
 
 
 @pytest.mark.slow
@@ -94,7 +104,7 @@ def test_float16_lora_training_step_on_cpu(tmp_path):
     model, processor = load_model(cfg.model)
     frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
     assert frozen == {torch.float16}
-    assert set(precision.trainable_dtypes(model)) == {"float32"}
+    assert set(trainable_dtypes(model)) == {"float32"}
     parts = build_parts(cfg, model, processor)
     assert parts.scaler.is_enabled() and parts.scaler.get_scale() == 2.0**16
     assert all(p.dtype == torch.float32 for p in parts.params)

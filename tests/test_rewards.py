@@ -13,11 +13,11 @@ from othinklab.rewards import (
     RewardBreakdown,
     accuracy_reward,
     answers_equal,
+    combine,
     extract_answer,
     format_reward,
     normalize_answer,
     score,
-    total_reward,
 )
 
 LONG = "<think>" + "x" * 100_000 + "</think><answer>" + "9" * 100_000 + "</answer>"
@@ -128,10 +128,10 @@ def test_accuracy_reward(text, solution, expected):
 
 def test_total_and_score():
     good = "<think>count</think><answer>3</answer>"
-    assert total_reward(good, "<answer>3</answer>") == 2.0
-    assert total_reward(good, "<answer>4</answer>") == 1.0
-    assert total_reward("<answer>3</answer>", "3", format_weight=0.5) == 1.0
-    assert total_reward(good, "3", format_weight=0.0) == 1.0
+    assert combine(accuracy_reward(good, "<answer>3</answer>"), format_reward(good), 1.0) == 2.0
+    assert combine(accuracy_reward(good, "<answer>4</answer>"), format_reward(good), 1.0) == 1.0
+    assert combine(accuracy_reward("<answer>3</answer>", "3"), format_reward("<answer>3</answer>"), 0.5) == 1.0
+    assert combine(accuracy_reward(good, "3"), format_reward(good), 0.0) == 1.0
     assert score(good, "3", format_weight=0.5) == RewardBreakdown(accuracy=1.0, format=1.0, total=1.5)
     assert score(None, None) == RewardBreakdown(0.0, 0.0, 0.0)
 

@@ -1,4 +1,5 @@
-"""Experiment trackers (`train.report_to`): every metrics row also goes to TensorBoard, trackio, W&B or MLflow.
+"""Experiment trackers (`train.report_to`): every metrics row also goes to TensorBoard, trackio, W&B or MLflow,
+through accelerate's tracker classes (`accelerate.tracking`).
 
 Why: users from TRL and EasyR1 watch runs in the tracker they already use (TensorBoard where W&B is blocked).
 `metrics.jsonl` stays the source of truth: trackers get a copy of each row, a tracker that fails mid-run is
@@ -107,74 +108,31 @@ def check_installed(names: tuple[str, ...] | list[str]) -> list[str]:
     return chosen
 
 
-class _TensorBoard:
-    def __init__(self, run_dir: Path, run_name: str, config: dict[str, Any]):
-        from torch.utils.tensorboard import SummaryWriter
+def _start(name: str, run_dir: Path, run_name: str, config: dict[str, Any]) -> Any:
+    """One of accelerate's trackers, started, with the run's config stored; where each writes is below."""
+    from accelerate import tracking
 
-        self.logdir = run_dir / "tensorboard"
-        self.writer = SummaryWriter(log_dir=str(self.logdir))
-
-    def log(self, scalars: dict[str, float], step: int) -> None:
-        for k, v in scalars.items():
-            self.writer.add_scalar(k, v, global_step=step)
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-class _Trackio:
-    def __init__(self, run_dir: Path, run_name: str, config: dict[str, Any]):
-        import trackio
-
-        self.trackio = trackio
+    flat = {
+        f"{s}.{k}": v if isinstance(v, bool | int | float | str) or v is None else str(v)[:500]
+        for s, sec in config.items()
+        for k, v in sec.items()
+    }
+    if name == "tensorboard":  # accelerate writes under logging_dir/run_name: <run_dir>/tensorboard/
+        tracker = tracking.TensorBoardTracker("tensorboard", run_dir)
+    elif name == "trackio":
         project = os.environ.get("TRACKIO_PROJECT", "othinklab")
-        self.run = trackio.init(project=project, name=run_name, config=config, resume="allow")
-
-    def log(self, scalars: dict[str, float], step: int) -> None:
-        self.trackio.log(scalars, step=step)
-
-    def close(self) -> None:
-        self.trackio.finish()
-
-
-class _Wandb:
-    def __init__(self, run_dir: Path, run_name: str, config: dict[str, Any]):
-        import wandb
-
-        self.run = wandb.init(
-            project=os.environ.get("WANDB_PROJECT", "othinklab"),
-            name=run_name,
-            config=config,
-            dir=str(run_dir),
-            reinit="finish_previous",
+        tracker = tracking.TrackioTracker(project, name=run_name, config=config, resume="allow")
+    elif name == "wandb":
+        project = os.environ.get("WANDB_PROJECT", "othinklab")
+        tracker = tracking.WandBTracker(
+            project, name=run_name, config=config, dir=str(run_dir), reinit="finish_previous"
         )
-
-    def log(self, scalars: dict[str, float], step: int) -> None:
-        self.run.log(scalars, step=step)
-
-    def close(self) -> None:
-        self.run.finish()
-
-
-class _MLflow:
-    def __init__(self, run_dir: Path, run_name: str, config: dict[str, Any]):
-        import mlflow
-
-        self.mlflow = mlflow
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "othinklab"))
-        self.run = mlflow.start_run(run_name=run_name)
-        flat = {f"{s}.{k}": str(v)[:500] for s, sec in config.items() for k, v in sec.items()}
-        mlflow.log_params(flat)
-
-    def log(self, scalars: dict[str, float], step: int) -> None:
-        self.mlflow.log_metrics(scalars, step=step)
-
-    def close(self) -> None:
-        self.mlflow.end_run()
-
-
-_BACKENDS = {"tensorboard": _TensorBoard, "trackio": _Trackio, "wandb": _Wandb, "mlflow": _MLflow}
+    else:
+        tracker = tracking.MLflowTracker(os.environ.get("MLFLOW_EXPERIMENT_NAME", "othinklab"), run_name=run_name)
+    tracker.start()
+    if name in ("mlflow", "tensorboard"):  # wandb and trackio took the nested config at init
+        tracker.store_init_configuration(flat)
+    return tracker
 
 
 class Trackers:
@@ -191,7 +149,7 @@ class Trackers:
         self.active: dict[str, Any] = {}
         try:
             for name in self.names:
-                self.active[name] = _BACKENDS[name](Path(run_dir), run_name, config)
+                self.active[name] = _start(name, Path(run_dir), run_name, config)
         except UserError:
             self.close()
             raise
@@ -214,7 +172,7 @@ class Trackers:
     def _close_one(self, name: str) -> None:
         backend = self.active.pop(name)
         try:
-            backend.close()
+            backend.finish()
         except Exception as exc:  # noqa: BLE001
             log.warning("tracker %s did not close cleanly (%s)", name, exc)
 

@@ -110,7 +110,7 @@ def test_mlflow_local_file_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 deprecates, but still writes, a file store
     t = Trackers(["mlflow"], tmp_path, "run-m", CONFIG)
-    run_id = t.active["mlflow"].run.info.run_id
+    run_id = t.active["mlflow"].tracker.info.run_id
     for row in ROWS:
         t.log(row)
     t.close()

@@ -30,10 +30,16 @@ MAX_NAME = 200
 """Longest run name (one path component; file systems allow 255 bytes)."""
 MAX_PATH = 4096
 """Longest path accepted in a config field."""
+MAX_INT = 2**53
+"""Largest integer a config field may hold (a 100-digit step count overflows torch, numpy and JSON readers)."""
 
 
 class YamlTooComplex(ConfigError):
     """A YAML document over the alias or nesting limit."""
+
+
+class DuplicateKey(YamlTooComplex):
+    """A YAML mapping that names one key twice."""
 
 
 class BoundedLoader(yaml.SafeLoader):
@@ -64,6 +70,22 @@ class BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """Refuse a key written twice in one mapping, at any depth: PyYAML keeps the last silently (a second
+        `kl:` section once turned a constant-KL run into GRPO-D)."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise DuplicateKey(
+                    f"key {show(key)} appears twice in one mapping (lines {seen[key]} and "
+                    f"{key_node.start_mark.line + 1}); YAML would keep only the last. Merge them into one"
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_yaml(text: str) -> Any:
@@ -171,6 +193,8 @@ def field_problems(cfg: Any) -> list[tuple[str, Any, str]]:
             key = f"{sec.name}.{f.name}"
             if tp is float and isinstance(value, float) and not math.isfinite(value):
                 out.append((key, value, "must be a finite number (not inf or nan)"))
+            elif tp is int and isinstance(value, int) and not -MAX_INT <= value <= MAX_INT:
+                out.append((key, value, f"is out of range (at most {MAX_INT} in size)"))
             elif tp is str and isinstance(value, str) and path_problem(value):
                 out.append((key, value, str(path_problem(value))))
     if cfg.train.run_name and name_problem(cfg.train.run_name):

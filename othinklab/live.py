@@ -1,19 +1,23 @@
-"""A live training view for notebooks: pass it to `train(cfg, callbacks=[view])` and it redraws reward,
+"""A live training view for notebooks: pass it to `train(cfg, callbacks=[view])` and it updates reward,
 measured KL and beta(s), and completion length in place as steps finish, under a progress bar.
 
 Why: a short run in a class or a long one on a GPU is easier to judge while it runs ("is the format reward
 climbing? is KL running away while beta is low?"). The trainer calls the view with each step's metrics
-row (`trainer._metrics_row`); the view keeps the rows (`frame()`, the DataFrame twin, tested directly)
-and draws them with `plots.training_curves` into an `ipywidgets.Image`, so the figure is replaced, not
-appended, and it works the same in JupyterLab, classic Notebook, VS Code and nbclient.
+row (`trainer._metrics_row`); the view keeps the rows (`frame()`, the DataFrame twin, tested directly).
+While the run goes, the curves are one small inline SVG (`svg_curves`) in an `ipywidgets.HTML` whose value
+is replaced each step: the widget updates in place (no PNG rendered per step, no flicker, a few kB per
+update) and it works the same in JupyterLab, classic Notebook, VS Code, Colab and nbclient. `finish()` then
+draws the full matplotlib figure (`plots.training_curves`, legends and axes) once, into `image`.
 
-Simplified: the figure is a PNG re-rendered every `every` steps (about 0.1-0.3 s each on a laptop CPU),
-not an interactive canvas; outside a notebook (`display=False`) it only collects rows.
+Simplified: the SVG has no axes ticks, only each curve's last value and range; outside a notebook
+(`display=False`) the view only collects rows.
 """
 
 from __future__ import annotations
 
+import html
 import io
+import math
 import time
 from typing import Any
 
@@ -44,8 +48,10 @@ class LiveTrainingView:
 
             self.progress = w.IntProgress(value=0, min=0, max=self.total_steps, description="step 0")
             self.status = w.HTML("waiting for the first step ...")
-            self.image = w.Image(format="png")
-            self.widget = w.VBox([w.HBox([self.progress, self.status]), self.image])
+            self.chart = w.HTML("")  # the live curves: an SVG replaced in place each step
+            self.chart.add_class("othinklab-live-chart")
+            self.image = w.Image(format="png")  # the full figure, drawn once by finish()
+            self.widget = w.VBox([w.HBox([self.progress, self.status]), self.chart, self.image])
             self.widget.add_class("othinklab-live-view")
             ipy_display(self.widget)
 
@@ -79,14 +85,68 @@ class LiveTrainingView:
         return buf.getvalue()
 
     def redraw(self) -> None:
+        """Replace the live SVG curves with the rows seen so far."""
         self.redraws += 1
         if self.widget is not None:
-            self.image.value = self.render_png()
+            self.chart.value = svg_curves(self.frame())
 
     def finish(self) -> None:
-        """Draw the last rows (when the run stopped between redraws)."""
+        """Draw the last rows (when the run stopped between redraws) and the full matplotlib figure, once."""
         if self.widget is not None and self.rows:
             self.redraw()
+            self.image.value = self.render_png()
+
+
+PANELS = (
+    ("reward", ("reward/total", "reward/accuracy", "reward/format")),
+    ("measured KL and beta(s)", ("kl/value", "kl/beta")),
+    ("completion length", ("completion/length",)),
+)
+"""The live view's panels and the metrics each one draws."""
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c")
+
+
+def svg_curves(frame: pd.DataFrame, width: int = 300, height: int = 120) -> str:
+    """The live view's curves as one inline SVG: a panel per `PANELS` entry, each series a polyline scaled to
+    its panel (KL and beta each to its own range, as they differ by orders of magnitude), labelled with its
+    last value and range.
+
+    >>> svg = svg_curves(pd.DataFrame({"step": [0, 1], "reward/total": [0.5, 1.0], "kl/value": [0.0, 0.01]}))
+    >>> svg.count("<polyline"), "reward/total 1.000" in svg
+    (2, True)
+    """
+    panels = []
+    for p, (title, keys) in enumerate(PANELS):
+        x0, series = p * (width + 20), [k for k in keys if k in frame and frame[k].notna().any()]
+        parts = [f"<text x='{x0}' y='12' font-weight='bold'>{html.escape(title)}</text>"]
+        shared = None if p == 1 else _range(frame[series]) if series else None
+        for i, key in enumerate(series):
+            values = frame[key].astype(float)
+            lo, hi = shared or _range(values)
+            pts = [
+                f"{x0 + width * (j / max(len(values) - 1, 1)):.1f},{20 + height * (1 - (v - lo) / (hi - lo)):.1f}"
+                for j, v in enumerate(values)
+                if math.isfinite(v)
+            ]
+            parts.append(
+                f"<polyline fill='none' stroke='{COLOURS[i]}' stroke-width='2' points='{' '.join(pts)}'/>"
+                f"<text x='{x0}' y='{height + 36 + 13 * i}' fill='{COLOURS[i]}'>{html.escape(key)} "
+                f"{values.dropna().iloc[-1]:.3f} (range {values.min():.3g} to {values.max():.3g})</text>"
+            )
+        panels.append("".join(parts))
+    total_w, total_h = len(PANELS) * (width + 20), height + 36 + 13 * 3
+    return (
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{total_w}' height='{total_h}' "
+        f"style='font:11px sans-serif'>{''.join(panels)}</svg>"
+    )
+
+
+def _range(values: Any) -> tuple[float, float]:
+    """(low, high) of the finite values, widened when flat so a constant curve sits mid-panel."""
+    v = pd.Series(pd.DataFrame(values).to_numpy().ravel()).astype(float)
+    v = v[v.map(math.isfinite)]
+    lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 1.0)
+    return (lo - 0.5, hi + 0.5) if hi - lo < 1e-12 else (lo, hi)
 
 
 def status_line(

@@ -20,6 +20,7 @@ from othinklab.grpo import zero_spread_fraction
 from othinklab.kl import kl_estimate
 from othinklab.metrics import JsonlWriter
 from othinklab.runs import image_name, save_image
+from othinklab.token_text import token_pieces
 
 
 def batch_summary(b: Any) -> dict[str, Any]:
@@ -104,12 +105,15 @@ def metrics_row(
     }
 
 
-def rollout_rows(step: int, b: Any, G: int, processor: Any) -> tuple[list[dict], dict[str, Any]]:
-    """One row per completion, with its tokens, their log-probs and per-token KL to the reference (k3)
-    so the rollout inspector can colour them; and the prompt images by file name (saved once)."""
+def rollout_rows(
+    step: int, b: Any, G: int, processor: Any, logp: torch.Tensor | None = None
+) -> tuple[list[dict], dict[str, Any]]:
+    """One row per completion, with its tokens, their log-probs `logp` (the policy's, from the loss pass)
+    and per-token KL to the reference (k3) so the rollout inspector can colour them; and the prompt images
+    by file name (saved once)."""
     r = b.rollout
     tok = processor.tokenizer
-    logp, ref = b.logp, b.ref_logp
+    ref = b.ref_logp
     kl = kl_estimate(logp, ref, "k3") if logp is not None and ref is not None else None
     rows, images = [], {}
     for i, text in enumerate(r.texts):
@@ -134,7 +138,7 @@ def rollout_rows(step: int, b: Any, G: int, processor: Any) -> tuple[list[dict],
                 "truncated": bool(r.truncated[i]),
                 "reward_error": b.errors[i],
                 "image": f"images/{name}",
-                "tokens": tok.batch_decode([[t] for t in r.completion_ids[i, :n].tolist()]),
+                "tokens": token_pieces(tok, r.completion_ids[i, :n].tolist()),  # readable: no U+FFFD pieces
                 "token_logprobs": [round(float(v), 4) for v in logp[i, :n]] if logp is not None else None,
                 "token_kl": [round(float(v), 5) for v in kl[i, :n]] if kl is not None else None,
             }

@@ -25,6 +25,7 @@ import pandas as pd
 from othinklab.grpo import group_advantages
 from othinklab.metrics import read_rollouts
 from othinklab.rewards import accuracy_reward, combine, extract_answer, format_reward
+from othinklab.token_text import merge_for_display
 
 FILTERS = ("all", "failures", "format errors", "zero-spread groups")
 """Row filters of the rollout inspector."""
@@ -117,6 +118,8 @@ def token_html(
 
     >>> token_html(["<a", "b"], [0.0, -0.69]).count("<span")
     3
+    >>> token_html(["", "é"], [-0.5, -0.25]).count("<span")  # one character over two tokens: one span
+    2
     """
     if mode not in COLOUR_MODES:
         raise ValueError(f"mode must be one of {COLOUR_MODES}, got {mode!r}")
@@ -127,7 +130,7 @@ def token_html(
         finite = [v for v in vals if v is not None and math.isfinite(v)]
         scale = max(finite, default=0.0) or 1.0
     spans = []
-    for tok, v in zip(tokens, vals):
+    for tok, v in merge_for_display(tokens, vals):  # a character split over tokens shows once, whole
         if v is None or mode == "none":
             tip = ""
         elif mode == "log-prob":

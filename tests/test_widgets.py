@@ -110,7 +110,9 @@ def test_inspector_on_a_real_run(tmp_path, base_dir):
 
     live = LiveTrainingView(cfg.train.total_steps)
     run = train(cfg, progress=False, callbacks=[live]).run_dir
-    assert len(live.frame()) == 2 and live.image.value[:4] == b"\x89PNG"
+    assert len(live.frame()) == 2 and live.chart.value.startswith("<svg") and live.image.value == b""
+    live.finish()  # the full figure, once
+    assert live.image.value[:4] == b"\x89PNG"
     insp = RolloutInspector(run)
     shown = insp.table.value
     assert len(insp.view()) == 8
@@ -193,15 +195,40 @@ def test_live_view_collects_rows_and_redraws():
         for s in range(5)
     ]
     view = LiveTrainingView(total_steps=5, every=2)
-    pngs = []
+    chart = view.chart
+    svgs = []
     for row in rows:
         view(row)
-        pngs.append(view.image.value)
+        svgs.append(view.chart.value)
     assert view.frame()["reward/total"].tolist() == [r["reward/total"] for r in rows]
     assert view.redraws == 3 and view.progress.value == 5  # after steps 2 and 4, and the last one
-    assert pngs[0] == b"" and pngs[1][:4] == b"\x89PNG" and pngs[3] != pngs[1]  # redrawn in place, new curves
+    # the same widget's value replaced in place: an SVG, no PNG rendered per step
+    assert view.chart is chart and svgs[0] == "" and svgs[1].startswith("<svg") and svgs[3] != svgs[1]
+    assert view.image.value == b"" and "reward/total 0.900" in svgs[4] and svgs[4].count("<polyline") == 6
+    view.finish()
+    assert view.image.value[:4] == b"\x89PNG"  # the full matplotlib figure, drawn once at the end
     assert "step 5/5" in view.status.value and "reward 0.900" in view.status.value
     quiet = LiveTrainingView(total_steps=2, display=False)
     quiet(rows[0])
     assert quiet.widget is None and len(quiet.frame()) == 1 and quiet.render_png()[:4] == b"\x89PNG"
     assert "~0 s left" in status_line(rows[0], 1, 1, 3.0)
+
+
+def test_token_pieces_merge_split_characters_and_escape_broken_bytes(untrained):
+    """Byte-level BPE splits "é" and "世" over tokens; the logged pieces show them whole (no U+FFFD), aligned
+    one-to-one with the tokens, and joined they are the decoded text."""
+    from othinklab.token_text import readable_pieces, token_pieces
+
+    tok = untrained[1].tokenizer
+    text = "héllo 世界 <answer> 3 </answer>"
+    ids = tok.encode(text)
+    naive = [tok.decode([i]) for i in ids]
+    assert "\ufffd" in "".join(naive)  # what the log showed before
+    pieces = token_pieces(tok, ids)
+    assert len(pieces) == len(ids) and "".join(pieces) == tok.decode(ids) == text
+    assert "\ufffd" not in "".join(pieces) and "世" in pieces and "" in pieces
+    cut = token_pieces(tok, ids[: naive.index(" ") + 2])  # cut inside "世": its first byte as an escape
+    assert cut[-1].startswith("\\x") and "\ufffd" not in "".join(cut)
+    assert readable_pieces([b"\xff", b"ok"]) == ["\\xff", "ok"]
+    html_ = token_html(pieces, [-0.1] * len(pieces))
+    assert "世" in html_ and html_.count("<span") == 1 + sum(p != "" for p in pieces)  # one span per character

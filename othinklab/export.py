@@ -30,23 +30,18 @@ EXPORT_DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
 
 def _load_trained(run_dir: Path, dtype: str | None) -> tuple[Any, Any, Any, Path, str]:
     """(config, model with the latest checkpoint's weights, processor, checkpoint path, dtype) on the CPU."""
-    from othinklab import checkpoint as ckpt_io
-    from othinklab.config import load_config
-    from othinklab.models import load_model
+    from othinklab.checkpoint import load_run
 
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"--run {str(run_dir)!r}: no config.yaml there; is it a run directory?")
-    cfg = load_config(run_dir / "config.yaml")
-    latest = ckpt_io.latest_checkpoint(run_dir / "checkpoints")
-    if latest is None:
-        raise UserError(f"--run {str(run_dir)!r} has no complete checkpoint yet; nothing to export")
-    dtype = dtype or ("bf16" if cfg.model.dtype == "bfloat16" else "fp32")
-    model_cfg = dataclasses.replace(
-        cfg.model, load_in_4bit=False, dtype=EXPORT_DTYPES[dtype], gradient_checkpointing=False
-    )
-    model, processor = load_model(model_cfg, device="cpu")
-    ckpt_io.load_weights(model, latest)
-    return cfg, model.eval(), processor, latest, dtype
+    chosen: list[str] = []
+
+    def full_precision(cfg: Any) -> Any:
+        chosen.append(dtype or ("bf16" if cfg.model.dtype == "bfloat16" else "fp32"))
+        return dataclasses.replace(
+            cfg.model, load_in_4bit=False, dtype=EXPORT_DTYPES[chosen[0]], gradient_checkpointing=False
+        )
+
+    cfg, model, processor, latest = load_run(run_dir, model_config=full_precision, device="cpu")
+    return cfg, model, processor, latest, chosen[0]
 
 
 def _fmt(value: Any) -> str:
@@ -55,16 +50,55 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
+def _step_of(row: Any) -> int | None:
+    """A metrics row's step, or None for a row that is not a mapping with an integer step (hand-edited, torn)."""
+    step = row.get("step") if isinstance(row, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def run_method(cfg: Any, checkpoint: Path) -> str:
+    """What trained the run: `SFT` (its checkpoint says so), else `GRPO-D` or `GRPO` by the KL schedule."""
+    import json
+
+    try:
+        state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8")[:1_000_000])
+    except (OSError, ValueError):
+        state = {}
+    if isinstance(state, dict) and state.get("method") == "sft":
+        return "SFT"
+    return "GRPO-D" if cfg.kl.schedule == "grpo_d" else "GRPO"
+
+
+def _card_data(cfg: Any, method: str, library: str) -> Any:
+    """The hub front matter, built by huggingface_hub (`base_model` only when it is a hub id)."""
+    from huggingface_hub import ModelCardData
+
+    name = cfg.model.name
+    hub_id = name.count("/") == 1 and not Path(name).exists() and not name.startswith((".", "/", "~"))
+    tags = ["othinklab", method.lower(), "vision-language"]
+    tags += ["grpo", "reinforcement-learning"] if method != "SFT" else ["sft"]
+    return ModelCardData(
+        library_name=library, base_model=name if hub_id else None, pipeline_tag="image-text-to-text", tags=tags
+    )
+
+
+CARD_TEMPLATE = "---\n{{ card_data }}\n---\n\n{{ body }}"
+"""The card: huggingface_hub's front matter, then othinklab's body."""
+
+
 def model_card(cfg: Any, run_dir: Path, checkpoint: Path, merged: bool, lora: bool, dtype: str) -> str:
     """The README.md of an export: YAML front matter for the hub, then what was trained how and how it did."""
+    from huggingface_hub import ModelCard
+
     from othinklab.metrics import read_jsonl
 
-    rows = read_jsonl(run_dir / "metrics.jsonl")
+    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if _step_of(r) is not None]
     step = int(checkpoint.name.split("-")[-1]) if checkpoint.name.startswith("step-") else len(rows)
-    rows = [r for r in rows if int(r.get("step", -1)) < step]
+    rows = [r for r in rows if int(r["step"]) < step]
     final = rows[-1] if rows else {}
-    evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
+    evals = [r for r in rows if any(str(k).startswith("eval/") for k in r)]
     kl = cfg.kl
+    method = run_method(cfg, checkpoint)
     schedule = {
         "grpo_d": f"GRPO-D (Eq. 3): beta lowered to beta_min={kl.beta_min} over the first {kl.explore_frac:.0%} of steps, "
         f"then raised to beta_max={kl.beta_max}",
@@ -72,34 +106,37 @@ def model_card(cfg: Any, run_dir: Path, checkpoint: Path, merged: bool, lora: bo
         "none": "no KL term (beta 0)",
         "adaptive": f"adaptive beta from {kl.beta}, target KL {kl.target_kl}",
     }.get(kl.schedule, f"{kl.schedule} from beta {kl.beta_min} to {kl.beta_max}")
-    method = "GRPO-D" if kl.schedule == "grpo_d" else "GRPO"
     data = cfg.task.data_path or f"synthetic `{cfg.task.name}` generator (seed {cfg.task.seed})"
     kind = "merged model (LoRA folded into the base)" if merged else ("LoRA adapter (peft)" if lora else "full model")
     library = "peft" if lora and not merged else "transformers"
+    if method == "SFT":
+        what = "supervised fine-tuning (SFT) on the task's reasoning and answer"
+        how = f"SFT, batch {cfg.sft.batch_size}"
+        kl_rows: list[str] = []
+        steps = f"| steps | {step} of {cfg.sft.steps} (learning rate {cfg.sft.learning_rate}) |"
+    else:
+        what = f"{method} reinforcement learning with a KL weight schedule"
+        how = f"{method}, G={cfg.grpo.num_generations} completions per prompt, {cfg.grpo.prompts_per_step} prompts per step"
+        kl_rows = [f"| KL schedule | {schedule}; estimator {kl.estimator} |"]
+        steps = (
+            f"| steps | {step} of {cfg.train.total_steps} (learning rate {cfg.train.learning_rate}, "
+            f"{cfg.train.lr_schedule}) |"
+        )
     lines = [
-        "---",
-        f"library_name: {library}",
-        f"base_model: {cfg.model.name}",
-        "pipeline_tag: image-text-to-text",
-        "tags: [othinklab, grpo, "
-        + ("grpo-d, " if method == "GRPO-D" else "")
-        + "reinforcement-learning, vision-language]",
-        "---",
-        "",
         f"# {run_dir.name} ({method}, {kind})",
         "",
-        f"Trained with othinklab: {method} reinforcement learning with a KL weight schedule on a vision-language model.",
+        f"Trained with othinklab: {what} on a vision-language model.",
         "",
         "| | |",
         "|---|---|",
         f"| base model | `{cfg.model.name}` |",
-        f"| method | {method}, G={cfg.grpo.num_generations} completions per prompt, {cfg.grpo.prompts_per_step} prompts per step |",
-        f"| KL schedule | {schedule}; estimator {kl.estimator} |",
+        f"| method | {how} |",
+        *kl_rows,
         f"| adapters | {'LoRA r=' + str(cfg.model.lora_r) + ', alpha=' + str(cfg.model.lora_alpha) if lora else 'none (full fine-tuning)'}"
         + (" on a 4-bit base" if cfg.model.load_in_4bit else "")
         + " |",
         f"| task and data | {cfg.task.name}: {data} |",
-        f"| steps | {step} of {cfg.train.total_steps} (learning rate {cfg.train.learning_rate}, {cfg.train.lr_schedule}) |",
+        steps,
         f"| exported as | {kind}, {dtype} |",
         "",
         "## Final training metrics (last logged step)",
@@ -109,6 +146,7 @@ def model_card(cfg: Any, run_dir: Path, checkpoint: Path, merged: bool, lora: bo
         lines += ["| metric | value |", "|---|---|"]
         for key in (
             "step",
+            "loss/total",
             "reward/total",
             "reward/accuracy",
             "reward/format",
@@ -122,18 +160,19 @@ def model_card(cfg: Any, run_dir: Path, checkpoint: Path, merged: bool, lora: bo
         lines.append("No metrics were logged.")
     lines += ["", "## Evaluation during training (held-out prompts)", ""]
     if evals:
-        keys = sorted({k for r in evals for k in r if k.startswith("eval/")})
+        keys = sorted({str(k) for r in evals for k in r if str(k).startswith("eval/")})
         lines += ["| step | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
         for r in evals:
             lines.append(f"| {r['step']} | " + " | ".join(_fmt(r.get(k)) for k in keys) + " |")
     else:
         lines.append("None logged (train.eval_every was 0); run `othinklab eval --run DIR` for figures.")
+    load_proc = 'processor = AutoProcessor.from_pretrained("PATH")  # no torchvision: add trust_remote_code=True'
     lines += ["", "## Use", "", "```python"]
     if merged or not lora:
         lines += [
             "from transformers import AutoModelForImageTextToText, AutoProcessor",
             'model = AutoModelForImageTextToText.from_pretrained("PATH")',
-            'processor = AutoProcessor.from_pretrained("PATH")',
+            load_proc,
         ]
     else:
         lines += [
@@ -141,10 +180,18 @@ def model_card(cfg: Any, run_dir: Path, checkpoint: Path, merged: bool, lora: bo
             "from transformers import AutoModelForImageTextToText, AutoProcessor",
             f'base = AutoModelForImageTextToText.from_pretrained("{cfg.model.name}")',
             'model = PeftModel.from_pretrained(base, "PATH")',
-            'processor = AutoProcessor.from_pretrained("PATH")',
+            load_proc,
         ]
-    lines += ["```", ""]
-    return "\n".join(lines)
+    lines += [
+        "```",
+        "",
+        "Without torchvision, transformers cannot build Qwen2-VL's video processor; `trust_remote_code=True` loads",
+        "the shipped `processing_othinklab.py` instead (the same processor, without video). With torchvision,",
+        "the standard `Qwen2VLProcessor` loads.",
+        "",
+    ]
+    card = ModelCard.from_template(_card_data(cfg, method, library), template_str=CARD_TEMPLATE, body="\n".join(lines))
+    return str(card)
 
 
 def export_run(
@@ -184,13 +231,14 @@ def export_run(
 
 
 def _save_processor(processor: Any, folder: Path) -> None:
-    """The processor, or its tokenizer and image processor where it cannot save itself (no video processor:
-    torchvision is absent beside the CPU torch wheel); `othinklab.models` loads either layout."""
-    try:
+    """The processor, loadable by plain `AutoProcessor`: a full Qwen2-VL processor saves itself; one without
+    a video processor (torchvision absent, the tiny default) is written by `tiny.write_processor`."""
+    from othinklab.tiny import write_processor
+
+    if getattr(processor, "video_processor", None) is not None:
         processor.save_pretrained(folder)
-    except Exception:  # noqa: BLE001 - fall back to the parts, as the tiny model's cache does
-        processor.tokenizer.save_pretrained(folder)
-        processor.image_processor.save_pretrained(folder)
+    else:
+        write_processor(processor, folder)
 
 
 def push(folder: Path, repo_id: str) -> str:

@@ -129,28 +129,68 @@ def build_tokenizer(seed: int = SEED) -> Any:
 
 
 # --------------------------------------------------------------------------- processor
+PROCESSOR_MODULE = "processing_othinklab"
+"""File name (without .py) of the processor code an export ships for `AutoProcessor(trust_remote_code=True)`."""
+PROCESSOR_SOURCE = '''"""Qwen2-VL's processor without a video processor (shipped by othinklab exports).
+
+Qwen2-VL's own processor insists on a video processor, which needs torchvision; where torchvision is
+installed, `AutoProcessor.from_pretrained(path)` loads the standard `Qwen2VLProcessor` (named in
+processor_config.json); without it, `AutoProcessor.from_pretrained(path, trust_remote_code=True)` loads this.
+"""
+
+from transformers import Qwen2VLProcessor
+
+
+class TinyQwen2VLProcessor(Qwen2VLProcessor):
+    """Qwen2VLProcessor without a video processor (Qwen2-VL's needs torchvision)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, video_processor=None, **kw):
+        try:
+            super().__init__(image_processor, tokenizer, video_processor, **kw)
+        except (TypeError, ValueError):
+            # ProcessorMixin insists on every attribute: set them by hand, as it would.
+            self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            self.image_processor, self.tokenizer, self.video_processor = image_processor, tokenizer, None
+            self.chat_template = kw.get("chat_template")
+        if not getattr(self, "chat_template", None):  # saved beside the tokenizer, not the processor
+            self.chat_template = getattr(tokenizer, "chat_template", None)
+
+    @classmethod
+    def get_attributes(cls):
+        return ["image_processor", "tokenizer"]
+'''
+"""The processor class as source: defined once, run here and copied verbatim into every export."""
+_PROCESSOR_CLASS: list[type] = []
+
+
 def _processor_class() -> type:
-    from transformers import Qwen2VLProcessor
+    if not _PROCESSOR_CLASS:
+        namespace: dict[str, Any] = {"__name__": f"othinklab.{PROCESSOR_MODULE}"}
+        exec(compile(PROCESSOR_SOURCE, f"<othinklab {PROCESSOR_MODULE}.py>", "exec"), namespace)  # noqa: S102
+        _PROCESSOR_CLASS.append(namespace["TinyQwen2VLProcessor"])
+    return _PROCESSOR_CLASS[0]
 
-    class TinyQwen2VLProcessor(Qwen2VLProcessor):
-        """Qwen2VLProcessor without a video processor (Qwen2-VL's needs torchvision)."""
 
-        def __init__(self, image_processor: Any = None, tokenizer: Any = None, video_processor: Any = None, **kw: Any):
-            try:
-                super().__init__(image_processor, tokenizer, video_processor, **kw)
-            except (TypeError, ValueError):
-                # ProcessorMixin insists on every attribute: set them by hand, as it would.
-                self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
-                self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-                self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
-                self.image_processor, self.tokenizer, self.video_processor = image_processor, tokenizer, None
-                self.chat_template = kw.get("chat_template") or getattr(tokenizer, "chat_template", None)
-
-        @classmethod
-        def get_attributes(cls) -> list[str]:
-            return ["image_processor", "tokenizer"]
-
-    return TinyQwen2VLProcessor
+def write_processor(processor: Any, folder: str | Path) -> None:
+    """Save a processor so plain transformers loads it: tokenizer, image processor and chat template, a
+    `processor_config.json` naming the standard `Qwen2VLProcessor` (what `AutoProcessor` loads where
+    torchvision is installed) with an `auto_map` to the shipped video-less class for where it is not."""
+    folder = Path(folder)
+    processor.tokenizer.save_pretrained(folder)
+    processor.image_processor.save_pretrained(folder)
+    (folder / f"{PROCESSOR_MODULE}.py").write_text(PROCESSOR_SOURCE, encoding="utf-8")
+    auto_map = {"AutoProcessor": f"{PROCESSOR_MODULE}.TinyQwen2VLProcessor"}
+    for name in ("tokenizer_config.json", "preprocessor_config.json"):
+        path = folder / name
+        if path.is_file():  # a stale internal class name here would make AutoProcessor fall back to a tokenizer
+            data = json.loads(path.read_text(encoding="utf-8"))
+            data["processor_class"] = "Qwen2VLProcessor"
+            data.setdefault("auto_map", {}).update(auto_map)
+            path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    config = {"processor_class": "Qwen2VLProcessor", "auto_map": auto_map}
+    (folder / "processor_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def make_processor(tokenizer: Any, image_processor: Any) -> Any:

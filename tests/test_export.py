@@ -68,7 +68,14 @@ def test_merged_export_loads_with_auto_class_and_matches_the_adapter(run_dir, tm
     assert torch.allclose(got, want, atol=1e-4)
     assert not torch.allclose(base, want, atol=1e-3)  # the adapter did something, so the check can fail
     card = (out / "README.md").read_text()
-    for needle in ("base_model: tiny-init", "GRPO-D", "beta_min=0.04", "counting", "| steps | 1 of 1", "reward/total"):
+    for needle in (
+        "| base model | `tiny-init` |",
+        "GRPO-D",
+        "beta_min=0.04",
+        "counting",
+        "| steps | 1 of 1",
+        "reward/total",
+    ):
         assert needle in card, needle
     assert (out / "preprocessor_config.json").exists() or (out / "processor_config.json").exists()
     from transformers import AutoTokenizer
@@ -114,3 +121,79 @@ def test_push_to_hub_offline_is_a_clear_error_and_keeps_the_export(run_dir, tmp_
     assert "someone/tiny-grpo-d" in proc.stderr and "unreachable" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert (out / "README.md").exists() and (out / "config.json").exists()
+
+
+def _image_generate(model, processor) -> torch.Tensor:
+    from PIL import Image
+
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many?"}]}]
+    text = processor.apply_chat_template(msgs, add_generation_prompt=True)
+    inputs = processor(text=[text], images=[Image.new("RGB", (112, 112), "red")], return_tensors="pt")
+    assert "pixel_values" in inputs and "image_grid_thw" in inputs
+    return model.generate(**inputs, max_new_tokens=3, do_sample=False)
+
+
+@pytest.mark.slow
+def test_export_of_the_default_model_is_a_model_plain_transformers_loads_and_feeds_an_image(run_dir, tmp_path):
+    """Class 3: processor_config.json names the standard processor, with the shipped video-less class as
+    remote code; AutoModelForImageTextToText + AutoProcessor load it here (no torchvision) and take an image,
+    and `othinklab eval --model <export>` (models.load_model) gets a full processor, not a bare tokenizer."""
+    import json
+
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from othinklab.models import load_model
+
+    out = export_run(run_dir, tmp_path / "merged", merge=True)
+    config = json.loads((out / "processor_config.json").read_text())
+    assert config["processor_class"] == "Qwen2VLProcessor"
+    assert "TinyQwen2VLProcessor" not in (out / "tokenizer_config.json").read_text().replace(
+        "processing_othinklab.TinyQwen2VLProcessor", ""
+    )
+    model = AutoModelForImageTextToText.from_pretrained(out).eval()
+    processor = AutoProcessor.from_pretrained(out, trust_remote_code=True)
+    assert hasattr(processor, "image_processor") and processor.chat_template
+    assert _image_generate(model, processor).shape[1] > 0
+    model2, processor2 = load_model(str(out), device="cpu")
+    assert hasattr(processor2, "image_processor")
+    assert _image_generate(model2.eval(), processor2).shape[1] > 0
+
+
+@pytest.mark.slow
+def test_card_front_matter_is_huggingface_hubs_and_says_what_the_run_was(run_dir, tmp_path):
+    """Class 4: an SFT run's card says SFT (not GRPO-D); front matter parses as hub metadata."""
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    from othinklab.sft_run import run_sft
+
+    out = export_run(run_dir, tmp_path / "grpo")
+    data = ModelCard.load(out / "README.md").data
+    assert data.library_name == "peft" and data.pipeline_tag == "image-text-to-text"
+    assert "grpo-d" in data.tags and data.base_model is None  # `tiny-init` is not a hub id
+    cfg = load_config(
+        None, [*SMALL, "sft.steps=1", "sft.batch_size=2", f"train.output_dir={tmp_path}", "train.run_name=s"]
+    )
+    sft = run_sft(cfg, progress=False).run_dir
+    card = (export_run(sft, tmp_path / "sft_out") / "README.md").read_text()
+    assert "(SFT," in card and "GRPO-D" not in card and "| steps | 1 of 1" in card
+    assert "sft" in ModelCard.load(tmp_path / "sft_out" / "README.md").data.tags
+    # malformed metrics rows (a list, a string step, junk) neither crash the card nor reach it
+    shutil.copytree(run_dir, tmp_path / "junk")
+    with open(tmp_path / "junk" / "metrics.jsonl", "a") as fh:
+        fh.write('[1, 2]\n{"step": "x", "reward/total": 9}\n"text"\n{"step": true}\n')
+    card = (export_run(tmp_path / "junk", tmp_path / "junk_out") / "README.md").read_text()
+    assert "| reward/total | 9 |" not in card
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# nothing\n", "[]\n", "kl: 3\n"])
+def test_export_refuses_an_empty_or_foreign_config(run_dir, tmp_path, text):
+    """Class 4: an empty config.yaml once exported the adapter onto a default base with a card of defaults."""
+    import shutil
+
+    shutil.copytree(run_dir, tmp_path / "run")
+    (tmp_path / "run" / "config.yaml").write_text(text)
+    with pytest.raises(UserError, match="config"):
+        export_run(tmp_path / "run", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

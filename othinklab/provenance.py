@@ -49,12 +49,36 @@ def versions() -> dict[str, str]:
     return out
 
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile",
+             "amx_bf16", "amx_int8", "asimd", "sve")  # fmt: skip
+"""/proc/cpuinfo flags that decide which kernels torch runs (and so a CPU run's speed and its last bits)."""
+
+
+def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
+    """`{"cpu_model": ..., "cpu_isa": [flags among ISA_FLAGS]}` from /proc/cpuinfo (`platform.processor()`
+    and no flags where there is none, as on macOS)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        text = ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    model = fields.get("model name") or fields.get("Model") or platform.processor() or platform.machine()
+    return {"cpu_model": model, "cpu_isa": [f for f in ISA_FLAGS if f in flags]}
+
+
 def machine() -> dict[str, Any]:
-    """What the timing depends on: CPU count, torch threads, platform, accelerator."""
+    """What the timing depends on: CPU count, model and vector ISA, torch threads and the CPU kernels torch
+    picked, platform, accelerator."""
     import torch
 
     return {
         "cpu_count": os.cpu_count(),
+        **cpu_info(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),

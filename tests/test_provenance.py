@@ -23,3 +23,16 @@ def test_unchanged_checkout_adds_nothing(monkeypatch):
     rec = provenance.provenance("cmd", 1.0, git=dict(same))
     assert "git_at_end" not in rec and rec["commit"] == "c" * 40
     assert provenance.provenance("cmd", 1.0)["commit"] == "c" * 40  # no start state: taken now
+
+
+def test_machine_names_the_cpu_model_and_vector_isa(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\nflags\t\t: fpu avx2 fma avx512f amx_tile\n\n"
+                    "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\nflags\t\t: fpu avx2\n")  # fmt: skip
+    assert provenance.cpu_info(info) == {
+        "cpu_model": "Intel(R) Xeon(R) Platinum 8481C",
+        "cpu_isa": ["avx2", "fma", "avx512f", "amx_tile"],
+    }
+    assert provenance.cpu_info(tmp_path / "missing")["cpu_isa"] == []
+    m = provenance.machine()
+    assert {"cpu_model", "cpu_isa", "torch_cpu_capability"} <= set(m) and isinstance(m["torch_cpu_capability"], str)

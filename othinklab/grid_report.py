@@ -79,13 +79,27 @@ def paper_claims(train_tasks: tuple[str, ...] = ("counting", "geometry")) -> tup
 # --------------------------------------------------------------------------- reading the cache
 def load_cells(out: Path, keys: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary rows, per-prompt rows) of the cached cells under `out/cache` (only `keys` if given)."""
+    from othinklab.errors import UserError
+    from othinklab.grid import cache_problem
+
     rows, per = [], []
-    for f in sorted((Path(out) / "cache").glob("*.json")):
+    files = sorted((Path(out) / "cache").glob("*.json"))
+    missing = sorted(set(keys or ()) - {f.stem for f in files})
+    if missing:  # a report never silently drops a cell
+        raise UserError(
+            f"grid cache {str(Path(out) / 'cache')!r} lacks {len(missing)} cell(s) ({', '.join(missing[:4])}); "
+            "rerun `othinklab grid` with the same preset and output directory to compute them"
+        )
+    for f in files:
         if keys is not None and f.stem not in keys:
             continue
+        problem = cache_problem(f)
+        if problem:
+            raise UserError(
+                f"grid cache file {str(f)!r} is {problem}; rerun `othinklab grid` with the same preset and output "
+                "directory (it recomputes such cells) or delete the file"
+            )
         cell = json.loads(f.read_text())
-        if not isinstance(cell, dict) or "per_prompt" not in cell:
-            continue  # a cache from before per-prompt results: not pairable, rerun it
         rows += cell["rows"]
         r0 = cell["rows"][0]
         for ev, d in cell["per_prompt"].items():

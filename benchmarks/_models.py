@@ -79,54 +79,121 @@ def info(name: str) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-QWEN2VL_2B_CONFIG = Path(__file__).resolve().parent / "qwen2vl_2b_config.json"
+ARCH_DIR = Path(__file__).resolve().parent.parent / "configs" / "architectures"
+"""The published config.json of each real architecture (architecture only; the weights are random)."""
+REAL_ARCHS = {
+    "Qwen2-VL-2B": ("qwen2-vl-2b.json", 112),
+    "Qwen2.5-VL-3B": ("qwen2.5-vl-3b.json", 112),
+    "Qwen3-VL-2B": ("qwen3-vl-2b.json", 128),
+}
+"""Name -> (config file, image side): 112 px is 16 visual tokens at patch 14, 128 px the same at Qwen3-VL's 16."""
+BUILD_VERSION = "v2"
+QWEN2VL_2B_CONFIG = ARCH_DIR / "qwen2-vl-2b.json"
 """Qwen/Qwen2-VL-2B-Instruct's architecture (its config.json), for bench_gpu.py; weights are random."""
 
 
-def qwen2vl_2b_dir(image_size: int = 448) -> Path:
-    from othinklab.tiny import home
-
-    return home() / f"bench-qwen2vl-2b-arch-v1-img{image_size}"
-
-
-def ensure_qwen2vl_2b(image_size: int = 448, device: str = "cuda") -> Path:
-    """Build (once, seeded, bfloat16) and cache Qwen2-VL-2B's architecture with random weights.
-
-    The tokenizer is the embedded tiny one (no download); the config's special-token ids are set to its
-    ids, everything else is the 2B config (2.2B parameters, vocabulary 151,936). The image processor is
-    pinned to `image_size`^2 pixels (448 -> 32x32 patches -> 256 visual tokens).
-    """
-    path = qwen2vl_2b_dir(image_size)
-    if (path / "othinklab.json").exists():
-        return path
-    import torch
-    from transformers import AutoModelForImageTextToText, Qwen2VLConfig
+def arch_config(name: str, tokenizer: Any) -> Any:
+    """The transformers config of a real architecture, its special-token ids set to `tokenizer`'s."""
+    from transformers import AutoConfig
 
     from othinklab import tiny
-    from othinklab.rng import seed_everything
 
-    raw = {k: v for k, v in json.loads(QWEN2VL_2B_CONFIG.read_text()).items() if not k.startswith("_")}
-    tokenizer = tiny.build_tokenizer(tiny.SEED)
-    processor = tiny.make_processor(tokenizer, tiny.build_image_processor(image_size))
+    raw = {k: v for k, v in json.loads((ARCH_DIR / REAL_ARCHS[name][0]).read_text()).items() if not k.startswith("_")}
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in tiny.SPECIAL_TOKENS}
-    raw.update(
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
+    special = dict(
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
         vision_token_id=ids["<|image_pad|>"],
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
     )
-    config = Qwen2VLConfig.from_dict(raw)
-    seed_everything(0)
-    with torch.device(device):
+    text = dict(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    raw.update(special)
+    if "text_config" in raw:
+        raw["text_config"] = {**raw["text_config"], **text}
+    else:
+        raw.update(text)
+    kind = raw.pop("model_type")
+    return AutoConfig.for_model(kind, **raw)
+
+
+def arch_dir(name: str, image_size: int | None = None) -> Path:
+    from othinklab.tiny import home
+
+    side = image_size or REAL_ARCHS[name][1]
+    return home() / f"real-{name.lower()}-random-{BUILD_VERSION}-img{side}"
+
+
+def fill_random(model: Any, seed: int = 0, std: float = 0.02) -> None:
+    """Seeded weights without transformers' per-module init: matrices uniform with standard deviation `std`
+    (one generator, parameters in name order), norm weights 1, biases and other vectors 0."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    bound = std * 3**0.5
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2:
+                p.uniform_(-bound, bound, generator=g)
+            elif "norm" in name or name.endswith(("ln_q.weight", "ln.weight")):
+                p.fill_(1.0)
+            else:
+                p.zero_()
+
+
+def build_random(config: Any, seed: int = 0) -> Any:
+    """The model of `config` in bfloat16 with seeded random weights, fast: parameters are created on the meta
+    device (no per-module init), then given CPU storage and filled by one generator."""
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForImageTextToText
+
+    with init_empty_weights(include_buffers=False):  # buffers (rotary frequencies) are computed for real
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    for module in model.modules():
+        for key, p in list(module._parameters.items()):
+            if p is not None and p.device.type == "meta":
+                module._parameters[key] = torch.nn.Parameter(torch.empty(p.shape, dtype=p.dtype), requires_grad=False)
+    model.tie_weights()
+    fill_random(model, seed)
+    return model.eval()
+
+
+def ensure_arch(name: str, image_size: int | None = None) -> Path:
+    """Build (once, seeded, bfloat16 safetensors) and cache a real architecture with random weights.
+
+    The tokenizer is the embedded tiny one (no download), the config's special-token ids its ids;
+    everything else is the published config. The image processor is pinned to `image_size`^2 pixels.
+    Written to a temporary directory and renamed when complete (`tiny.save_pretrained`), so an
+    interrupted build leaves nothing a later run trusts.
+    """
+    path = arch_dir(name, image_size)
+    if (path / "othinklab.json").exists():
+        return path
+    from othinklab import tiny
+
+    side = image_size or REAL_ARCHS[name][1]
+    tokenizer = tiny.build_tokenizer(tiny.SEED)
+    config = arch_config(name, tokenizer)
+    image = tiny.build_image_processor(side)
+    vision = config.vision_config
+    image.patch_size, image.merge_size = vision.patch_size, vision.spatial_merge_size
+    processor = tiny.make_processor(tokenizer, image)
+    model = build_random(config)
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     params = sum(p.numel() for p in model.parameters())
-    info = {"kind": "bench-qwen2vl-2b-arch", "parameters": params, "image_size": image_size, "vocab_size": 151936}
+    info = {"kind": "real-arch-random", "name": name, "parameters": params, "image_size": side, "seed": 0}
     out = tiny.save_pretrained(model, processor, path, extra=info)
     del model
     return out
+
+
+def qwen2vl_2b_dir(image_size: int = 448) -> Path:
+    return arch_dir("Qwen2-VL-2B", image_size)
+
+
+def ensure_qwen2vl_2b(image_size: int = 448, device: str = "cpu") -> Path:
+    """Qwen2-VL-2B's architecture with random weights (see `ensure_arch`); `device` is kept for callers and
+    ignored: the fast build needs no accelerator."""
+    return ensure_arch("Qwen2-VL-2B", image_size)

@@ -1,6 +1,6 @@
 """The real-size path on one GPU: Qwen2-VL-2B's architecture, 4-bit NF4 + LoRA, othinklab vs TRL side by side.
 
-Qwen/Qwen2-VL-2B-Instruct's architecture built from its config (`qwen2vl_2b_config.json`, 2.2B
+Qwen/Qwen2-VL-2B-Instruct's architecture built from its config (`configs/architectures/qwen2-vl-2b.json`, 2.2B
 parameters, vocabulary 151,936) with random weights (no download; the embedded tokenizer), saved once in
 bfloat16 under `$OTHINKLAB_HOME`; both trainers load it 4-bit NF4 (double quantisation, bf16 compute;
 the LM head and vision tower stay bf16) with the same LoRA (r=64, alpha=128 on the language model's

@@ -3,13 +3,13 @@
 Within about 8 minutes on one modern GPU it runs, each check in a fresh process with its own time limit:
 
 1. `train-2b`: Qwen2-VL-2B (the real weights when `Qwen/Qwen2-VL-2B-Instruct` is in the local Hugging Face
-   cache, else its architecture with random weights from `qwen2vl_2b_config.json`, 448x448 images) in 4-bit
+   cache, else its architecture with random weights from `configs/architectures/qwen2-vl-2b.json`, 448x448 images) in 4-bit
    NF4 + LoRA r=64 with gradient checkpointing, through `othinklab train` itself (the CLI's `main`):
    3 steps of 2 prompts x G=8 and 256 completion tokens, bfloat16 (float16 where bfloat16 is missing);
    time per step (median after the first), peak GPU memory, and the memory model's estimate beside it;
 2. `train-2b-fp16`: the same in float16 with loss scaling (the T4 path), 2 steps;
 3. `vs-trl`: `bench_gpu.py`'s side-by-side against TRL's GRPOTrainer (1 warm-up + 1 measured step, 128 tokens);
-4. `notebook-05`: notebook 05 executed on its real path (`REAL = True`; the random-weight checkpoint stands
+4. `notebook-06`: notebook 06 executed on its real path (`REAL = True`; the random-weight checkpoint stands
    in when the real one is not cached), 2 training steps of 128 tokens without accumulation;
 5. `nccl-2proc`: a 2-process `torchrun` NCCL run of the tiny model, when two or more GPUs exist.
 
@@ -154,7 +154,7 @@ def check_notebook(path: str, real: bool, timeout: float) -> tuple[str, str]:
     import jupytext
     from nbclient import NotebookClient
 
-    src = (ROOT / "notebooks" / "05_real_model_on_gpu.py").read_text()
+    src = (ROOT / "notebooks" / "06_real_model_on_gpu.py").read_text()
     src = src.replace("REAL_STEPS = 20", "REAL_STEPS = 2").replace("NUM_EVAL = 8", "NUM_EVAL = 4")
     # The paper-scale config accumulates 4 batches of 512 tokens per step: shorter here, to fit the budget.
     short = '"train.gradient_accumulation_steps=1", "grpo.max_completion_length=128", "eval.max_new_tokens=128"'
@@ -217,7 +217,7 @@ def main() -> int:
         ("train-2b", 0.35, lambda t: check_train(path, image, "bfloat16" if bf16 else "float16", 3, t)),
         ("train-2b-fp16", 0.2, lambda t: check_train(path, image, "float16", 2, t)),
         ("vs-trl", 0.3, check_trl),
-        ("notebook-05", 0.2, lambda t: check_notebook(path, real, t)),
+        ("notebook-06", 0.2, lambda t: check_notebook(path, real, t)),
         ("nccl-2proc", 0.1, check_nccl),
     ]
     results = []

@@ -1,4 +1,4 @@
-"""The shape numbers of a Qwen2-VL / Qwen2.5-VL model, read from its config without loading weights.
+"""The shape numbers of a Qwen2-VL / Qwen2.5-VL / Qwen3-VL model, read from its config without loading weights.
 
 Why: the memory and time model (`othinklab.budget`) needs layer sizes, not a model. They come from the
 model's `config.json`: the cached tiny model's, a local directory's, or the local Hugging Face cache's
@@ -63,6 +63,15 @@ class Architecture:
     merge_size: int = 2
     temporal_patch_size: int = 2
     in_channels: int = 3
+    attention_bias: bool = True
+    """q/k/v biases (Qwen2-VL, Qwen2.5-VL); Qwen3-VL has none but normalises queries and keys per head."""
+    qk_norm: bool = False
+    vision_mlp_names: tuple[str, str] = ("fc1", "fc2")
+    """The non-gated vision MLP's layers: `fc1`/`fc2` (Qwen2-VL), `linear_fc1`/`linear_fc2` (Qwen3-VL)."""
+    vision_positions: int = 0
+    """Qwen3-VL's learned vision position embeddings (rows of `vision_dim`); 0 elsewhere."""
+    deepstack: int = 0
+    """Qwen3-VL's extra patch mergers feeding intermediate vision features to the first decoder layers."""
 
     # ------------------------------------------------------------------ parameter counts
     def text_linears(self) -> dict[str, tuple[int, int]]:
@@ -89,7 +98,7 @@ class Architecture:
         mlp = (
             {"gate_proj": (e, m), "up_proj": (e, m), "down_proj": (m, e)}
             if self.vision_gated
-            else {"fc1": (e, m), "fc2": (m, e)}
+            else {self.vision_mlp_names[0]: (e, m), self.vision_mlp_names[1]: (m, e)}
         )
         return {"qkv": (e, 3 * e), "proj": (e, e), **mlp}
 
@@ -103,7 +112,8 @@ class Architecture:
         """Embeddings, an untied LM head, q/k/v biases and RMSNorm weights."""
         h, heads = self.hidden_size, (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
         embed = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
-        return embed + self.num_layers * (heads + 2 * h) + h
+        per_layer = heads * self.attention_bias + 2 * h + 2 * self.head_dim * self.qk_norm
+        return embed + self.num_layers * per_layer + h
 
     @property
     def merger_linear_params(self) -> int:
@@ -121,17 +131,14 @@ class Architecture:
         """Everything in the vision tower: patch embedding, blocks (with biases and norms), merger."""
         e, c = self.vision_dim, self.vision_dim * self.merge_size**2
         patch = self.in_channels * self.temporal_patch_size * self.patch_size**2 * e
+        patch += e * (self.vision_positions > 0) + self.vision_positions * e  # Qwen3-VL: a patch bias, positions
         biases = sum(b for _, b in self.vision_linears().values())
         norms = 2 * e if self.vision_gated else 4 * e
         merger_norm = e if self.vision_gated else 2 * e
+        merger = self.merger_linear_params + c + self.vision_out
+        deepstack = self.deepstack * (merger + 2 * c)  # LayerNorm over the merged (4x wider) features
         return (
-            patch
-            + self.vision_linear_params
-            + self.vision_depth * (biases + norms)
-            + self.merger_linear_params
-            + c
-            + self.vision_out
-            + merger_norm
+            patch + self.vision_linear_params + self.vision_depth * (biases + norms) + merger + merger_norm + deepstack
         )
 
     @property
@@ -155,8 +162,9 @@ def from_config_dict(raw: dict[str, Any]) -> Architecture:
     vision = raw.get("vision_config") or {}
     try:
         h, heads = int(text["hidden_size"]), int(text["num_attention_heads"])
-        gated = "intermediate_size" in vision and "embed_dim" not in vision
-        e = int(vision["hidden_size"] if gated else vision["embed_dim"])
+        qwen3 = "deepstack_visual_indexes" in vision or str(raw.get("model_type", "")).startswith("qwen3")
+        gated = "intermediate_size" in vision and "embed_dim" not in vision and not qwen3
+        e = int(vision["embed_dim"] if "embed_dim" in vision else vision["hidden_size"])
         return Architecture(
             vocab_size=int(text["vocab_size"]),
             hidden_size=h,
@@ -168,13 +176,20 @@ def from_config_dict(raw: dict[str, Any]) -> Architecture:
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", text.get("tie_word_embeddings", False))),
             vision_depth=int(vision["depth"]),
             vision_dim=e,
-            vision_mlp_dim=int(vision["intermediate_size"]) if gated else int(e * vision.get("mlp_ratio", 4)),
-            vision_out=int(vision["out_hidden_size"] if gated else vision.get("hidden_size", h)),
+            vision_mlp_dim=int(vision["intermediate_size"])
+            if "intermediate_size" in vision
+            else int(e * vision.get("mlp_ratio", 4)),
+            vision_out=int(vision["out_hidden_size"] if "out_hidden_size" in vision else vision.get("hidden_size", h)),
             vision_gated=gated,
             patch_size=int(vision.get("patch_size", 14)),
             merge_size=int(vision.get("spatial_merge_size", 2)),
             temporal_patch_size=int(vision.get("temporal_patch_size", 2)),
             in_channels=int(vision.get("in_chans", vision.get("in_channels", 3))),
+            attention_bias=bool(text.get("attention_bias", not qwen3)),
+            qk_norm=qwen3,
+            vision_mlp_names=("linear_fc1", "linear_fc2") if qwen3 else ("fc1", "fc2"),
+            vision_positions=int(vision.get("num_position_embeddings", 0)) if qwen3 else 0,
+            deepstack=len(vision.get("deepstack_visual_indexes") or ()) if qwen3 else 0,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(

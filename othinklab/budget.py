@@ -5,13 +5,17 @@ answer before a model is downloaded or a run dies of out-of-memory at step 1. Th
 trainer actually holds, phase by phase (sampling, reference pass, policy forward+backward):
 
 - weights: 4-bit NF4 text projections (0.516 bytes/parameter with double quantisation); everything else
-  (embeddings, norms, vision tower) in float32 under 4-bit, because peft's `prepare_model_for_kbit_training`
-  upcasts it, else in `model.dtype`; a second copy for the reference only under full fine-tuning;
+  (embeddings, norms, vision tower) in `model.dtype` (othinklab does not let peft upcast it to float32);
+  a second copy for the reference only under full fine-tuning;
 - trainable state: LoRA A/B in float32 (peft keeps adapters float32) with gradient and two AdamW moments
   (16 bytes/parameter), or, under full fine-tuning, gradient and moments in the weights' dtype;
 - activations: a decoder layer's tensors kept for the backward pass, per token (the residual stream is
   float32 under 4-bit, for the same reason), all layers or, under gradient checkpointing, each layer's
   input plus one layer recomputed; the KV cache of G completions; chunked full-vocabulary float32 logits.
+
+On CPU the number that matters is the process's peak RSS: `cpu_rss_gib` adds what the allocated bytes
+do not see (the Python/torch/transformers runtime, a model load's transient copy of the largest shard,
+allocator slack), calibrated on `make real-check`'s three architectures.
 
 Simplified: attention is assumed memory-efficient (no sequence x sequence score matrix), allocator
 fragmentation and the CUDA context are one stated allowance (`overhead_gib`), and step time is a roofline
@@ -120,8 +124,14 @@ class Holding:
 
     @property
     def act_bytes(self) -> int:
-        """Bytes per activation element: float32 under 4-bit (peft upcasts embeddings and norms), else dtype."""
-        return 4 if self.load_in_4bit else DTYPE_BYTES[self.dtype]
+        """Bytes per activation element: the compute dtype (4-bit's non-quantised weights stay in it)."""
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def vision_backward(self) -> bool:
+        """Whether the frozen vision tower runs a backward under checkpointing: peft's input-gradient hook
+        (full-precision LoRA) reaches its patch embedding; the 4-bit path has no hook (non-reentrant)."""
+        return self.gradient_checkpointing and not self.load_in_4bit
 
 
 @dataclass
@@ -150,10 +160,10 @@ class Estimate:
         """Roofline time per phase on `device` (seconds for one generation batch)."""
         half = self.hold.dtype != "float32" and (self.hold.dtype != "bfloat16" or device.bf16)
         peak = (device.half_flops if half else device.fp32_flops) * efficiency
-        vision_peak = (device.fp32_flops if self.hold.load_in_4bit or not half else device.half_flops) * efficiency
+        vision_peak = (device.half_flops if half else device.fp32_flops) * efficiency
         a, w, T = self.arch, self.work, self.work.completion_tokens
         vis = self.flops["vision"] / vision_peak
-        cb, eb = DTYPE_BYTES[self.hold.dtype], 4 if self.hold.load_in_4bit else DTYPE_BYTES[self.hold.dtype]
+        cb = eb = DTYPE_BYTES[self.hold.dtype]
         # A decode step reads every text weight (4-bit ones dequantised: read 4-bit, write and read half).
         read = a.text_linear_params * (NF4_BYTES + 2 * cb if self.hold.load_in_4bit else cb)
         read += a.vocab_size * a.hidden_size * eb
@@ -163,7 +173,8 @@ class Estimate:
         per_token = max(self.flops["decode"] / T / peak, (read + kv) / device.bandwidth)
         decode = T * (per_token + EFFICIENCY["decode_overhead_s_per_layer"] * a.num_layers)
         sampling = vis + (self.flops["sampling"] - self.flops["decode"] - self.flops["vision"]) / peak + decode
-        policy_vision = self.flops["vision"] * (2 * w.group_size if self.hold.gradient_checkpointing else 1)
+        repeats = w.group_size * (2 if self.hold.vision_backward else 1) if self.hold.gradient_checkpointing else 1
+        policy_vision = self.flops["vision"] * repeats
         return {
             "sampling": sampling,
             "reference": vis + (self.flops["reference"] - self.flops["vision"]) / peak,
@@ -210,7 +221,10 @@ def workload_from_config(
 # --------------------------------------------------------------------------- memory
 def weight_bytes(arch: Architecture, hold: Holding) -> float:
     if hold.load_in_4bit:
-        w = arch.text_linear_params * NF4_BYTES + (arch.text_other_params + arch.vision_params) * 4
+        w = (
+            arch.text_linear_params * NF4_BYTES
+            + (arch.text_other_params + arch.vision_params) * DTYPE_BYTES[hold.dtype]
+        )
     else:
         w = arch.parameters * DTYPE_BYTES[hold.dtype]
     return w * (2 if hold.reference_copy else 1)
@@ -243,7 +257,7 @@ def _kv_bytes(arch: Architecture, hold: Holding, heads: int) -> float:
 
 def _vision_bytes(arch: Architecture, hold: Holding, images: int, patches: int) -> float:
     """The vision tower's working set over a batch of images (one block at a time, no gradients)."""
-    vb = 4 if hold.load_in_4bit else DTYPE_BYTES[hold.dtype]
+    vb = DTYPE_BYTES[hold.dtype]
     return images * patches * (6 * arch.vision_dim + arch.vision_mlp_dim) * vb
 
 
@@ -278,8 +292,8 @@ def phase_bytes(arch: Architecture, work: Workload, hold: Holding) -> dict[str, 
         tokens = w.rows * (P + T)
         policy = tokens * (L * h * ab + saved + kv_rep + grads)
         policy += _vision_bytes(a, hold, w.rows, w.image_patches(a))
-        # ... and, as its output requires grad there (see phase_flops), each vision block's input is kept.
-        policy += w.rows * w.image_patches(a) * a.vision_depth * a.vision_dim * (4 if hold.load_in_4bit else ab)
+        if hold.vision_backward:  # its output requires grad there (see phase_flops): each block's input is kept
+            policy += w.rows * w.image_patches(a) * a.vision_depth * a.vision_dim * ab
     else:  # shared prompt: prompt tokens once, completions on its repeated cache, every layer kept
         policy = L * (w.prompts * P * (saved + kvd) + w.rows * T * saved + w.rows * (P + T) * kv_rep)
         policy += w.rows * T * grads + vision
@@ -321,9 +335,9 @@ def phase_flops(arch: Architecture, work: Workload, hold: Holding, attention: bo
     if hold.gradient_checkpointing:  # full sequences (prompt repeated per completion), each layer run twice
         tokens = w.rows * (P + T)
         lin_f, attn_f = tokens * (lin + adapters), w.rows * attn(P + T, P + T)
-        # peft makes the embeddings' output require grad under checkpointing, so the (frozen) vision tower
-        # also runs its input-gradient backward, for every repeated image: about twice its forward.
-        vision_f = 2 * w.group_size * vision
+        # The vision tower runs for every repeated image; where peft's input-gradient hook reaches it
+        # (`Holding.vision_backward`) it also runs its input-gradient backward: about twice its forward.
+        vision_f = (2 if hold.vision_backward else 1) * w.group_size * vision
     fwd = vision_f + lin_f + attn_f + w.rows * T * head
     recompute = (lin_f + attn_f) if hold.gradient_checkpointing else 0.0
     # Backward: input gradients of the linears (as many FLOPs as their forward; weight gradients double that
@@ -359,6 +373,16 @@ def estimate(
     est.phases = phase_bytes(arch, work, hold)
     est.flops = phase_flops(arch, work, hold)
     return est
+
+
+CPU_RUNTIME_GIB = 1.0
+"""Peak RSS of the CPU process besides the tensors the estimate counts (Python, torch, transformers,
+tokenizer, allocator slack); calibrated by `make real-check`."""
+
+
+def cpu_rss_gib(est: Estimate) -> float:
+    """The peak resident memory (GiB) of a CPU run: allocated bytes at the peak plus the runtime."""
+    return est.peak_gib() + CPU_RUNTIME_GIB
 
 
 def describe(est: Estimate, device: Device | None = None, overhead_gib: float = 0.75) -> list[str]:

@@ -59,25 +59,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0" and (line := one_line(cfg, int(os.environ.get("WORLD_SIZE", "1")))):
         print(line, flush=True)  # the memory/time model's estimate, before anything is loaded
     try:
-        with _run_lock(cfg, "train --resume" if args.resume else "train"):
-            res = train(cfg, resume=args.resume)
+        res = train(cfg, resume=args.resume)  # train() holds the run directory's lock
     finally:
         _leave_process_group()
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
         print(f"trained {res.steps_done} steps in {res.seconds:.0f} s; run directory: {res.run_dir}")
     return 0
-
-
-def _run_lock(cfg: Any, what: str) -> Any:
-    """The run directory's one-writer lock, taken by the process that writes (rank 0 under torchrun)."""
-    import contextlib
-
-    from othinklab import runlock
-    from othinklab.runs import run_dir_for
-
-    if os.environ.get("RANK", "0") != "0":
-        return contextlib.nullcontext()
-    return runlock.hold(run_dir_for(cfg), what)
 
 
 def _leave_process_group() -> None:
@@ -92,14 +79,12 @@ def cmd_sft(args: argparse.Namespace) -> int:
     from othinklab.sft_run import run_sft
 
     cfg = args.cfg = load_config(args.config, args.overrides)
-    with _run_lock(cfg, "sft"):
-        res = run_sft(cfg)
+    res = run_sft(cfg)  # run_sft() holds the run directory's lock
     print(f"SFT: {res.steps_done} steps in {res.seconds:.0f} s; run directory: {res.run_dir}")
     return 0
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    import othinklab.ablations  # noqa: F401  (registers the ablate-* presets in the grid's presets)
     from othinklab.grid import run_grid
 
     out = run_grid(args.preset, output_dir=args.output_dir, command=" ".join(["othinklab", *sys.argv[1:]]))
@@ -117,9 +102,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from othinklab.evaluate import evaluate, format_summary
+    from othinklab.evaluate import evaluate_tasks, format_summary, summary_table
     from othinklab.runs import EVAL_SEED
-    from othinklab.tasks import EVAL_SPLITS, make_task, with_prompt
+    from othinklab.tasks import EVAL_SPLITS, make_task
 
     task, _, split = args.task.partition(":")
     if args.data:
@@ -131,33 +116,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
         split = split or EVAL_SPLITS.get(task, "test")
         samples = make_task(task).samples(args.n, split=split, seed=EVAL_SEED)
     model, processor = _load_for_eval(args.run, args.model)
-    samples = with_prompt(samples, args.prompt)
-    table = evaluate(model, processor, samples, num_samples=args.samples)
+    ev = {"num_samples": args.samples, "max_new_tokens": args.max_new_tokens, "prompt": args.prompt}
+    table = summary_table(evaluate_tasks(model, processor, samples, **ev))  # with pass@k and maj@n
     print(f"{task}:{split}")
     print("\n".join(format_summary(table)))
     return 0
 
 
 def _load_for_eval(run: str | None, model_name: str) -> tuple[Any, Any]:
-    """A run directory's latest checkpoint on top of its base model, or a model by name."""
-    from othinklab import checkpoint as ckpt_io
-    from othinklab.bounds import read_run_config
-    from othinklab.config import load_config
+    """A run directory's latest checkpoint on top of its base model (`checkpoint.load_run`), or a model by name."""
+    from othinklab.checkpoint import load_run
     from othinklab.models import load_model
 
     if not run:
         return load_model(model_name)
-    run_dir = Path(run)
-    if not (run_dir / "config.yaml").exists():
-        raise UserError(f"--run {run!r}: no config.yaml there; is it a run directory?")
-    read_run_config(run_dir)  # refuses an empty or foreign config.yaml (never a silent default model)
-    cfg = load_config(run_dir / "config.yaml")
-    latest = ckpt_io.latest_checkpoint(run_dir / "checkpoints")
-    if latest is None:
-        raise UserError(f"--run {run!r} has no complete checkpoint yet")
-    model, processor = load_model(cfg.model)
-    ckpt_io.load_weights(model, latest)
-    return model.eval(), processor
+    _, model, processor, _ = load_run(run)
+    return model, processor
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
@@ -175,7 +149,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from othinklab.export import export_run
 
     out = export_run(args.run, args.out, merge=args.merge, dtype=args.dtype, push_to_hub=args.push_to_hub)
-    what = "merged model" if args.merge else "adapter"
+    what = "merged model" if args.merge else "adapter" if (Path(out) / "adapter_config.json").exists() else "model"
     pushed = f"; pushed to {args.push_to_hub}" if args.push_to_hub else ""
     print(f"exported the {what}, processor and model card to {out}{pushed}")
     return 0
@@ -220,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         default="smoke",
         help="smoke (plumbing, ~1 min), tiny (3 seeds, <= 20 min), powered (5 seeds, ~40 min: the shipped run); "
-        "or a preset another module registered in othinklab.grid.PRESETS",
+        "or an ablation preset (ablate-explore, ...: othinklab.grid.find_preset knows both)",
     )
     g.add_argument("--output-dir", type=_path_arg, default="grid_runs")
     g.set_defaults(func=cmd_grid)
@@ -254,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory the --data file's image_path entries are relative to",
     )
     e.add_argument("--samples", type=_int_at_least(1), default=4, help="samples per prompt for sampled accuracy")
+    e.add_argument("--max-new-tokens", type=_int_at_least(1), default=48, help="longest completion generated")
     e.add_argument(
         "--prompt", default="think", choices=["think", "direct"], help="R1-V's <think> prompt or answer-only"
     )

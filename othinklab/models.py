@@ -24,6 +24,12 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 """`model.dtype` names (the config's list) -> torch dtypes."""
 VISION_MODULE_HINTS = ("visual", "vision")
+SKIP_4BIT = ("lm_head", "visual", "model.visual")
+"""Modules 4-bit leaves in `model.dtype`: the head and the vision tower. transformers 5 matches a name from
+its start or as a suffix (`model.visual.blocks.0.attn.qkv` is not matched by `visual`, so the tower would be
+quantised); older versions match substrings. Both spellings are listed."""
+GC_KWARGS = {"use_reentrant": False}
+"""Non-reentrant checkpointing: no input needs `requires_grad`, so a frozen vision tower runs no backward."""
 CONFIG_OPTIONS = (
     "dtype",
     "load_in_4bit",
@@ -109,7 +115,7 @@ def load_model(
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=DTYPES[dtype],
-            llm_int8_skip_modules=["lm_head", "visual"],
+            llm_int8_skip_modules=list(SKIP_4BIT),
         )
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -125,7 +131,7 @@ def load_model(
     if getattr(model.generation_config, "pad_token_id", None) is None:
         model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(GC_KWARGS))
         model.config.use_cache = False
     if lora:
         model = add_lora(
@@ -183,14 +189,27 @@ def add_lora(
     quantized: bool = False,
     gradient_checkpointing: bool = False,
 ) -> Any:
-    """Wrap `model` with peft LoRA adapters on `target_modules` (language model only by default)."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    """Wrap `model` with peft LoRA adapters on `target_modules` (language model only by default).
+
+    A 4-bit base is not passed through peft's `prepare_model_for_kbit_training`: it upcasts every
+    non-quantised weight (embeddings, norms, the whole vision tower) to float32, 0.9B parameters x 2 bytes
+    more on Qwen2-VL-2B in bfloat16, and re-enables checkpointing without `use_reentrant`. Its remaining job,
+    freezing the base, is done here; adapters are float32 (`othinklab.precision`), checkpointing is
+    non-reentrant (`GC_KWARGS`), so the input-gradient hooks are removed: with them the frozen vision tower
+    ran a backward for every repeated image in the policy pass.
+    """
+    from peft import LoraConfig, get_peft_model
 
     targets = lora_targets(model, target_modules, include_vision)
     if not targets:
         raise UserError(f"model.lora_target_modules={list(target_modules)!r} matched no linear layer of the model")
     if quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if gradient_checkpointing and hasattr(model, "disable_input_require_grads"):
+            # transformers' checkpointing hooks every input embedding, the vision tower's patch embedding
+            # included, to output requires_grad; non-reentrant checkpointing needs none of it.
+            model.disable_input_require_grads()
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
     return get_peft_model(model, config)
 

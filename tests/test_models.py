@@ -97,3 +97,29 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         completion_logprobs(model, r.prompt, r.completion_ids, r.completion_mask, 2).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for n, p in model.named_parameters() if p.grad is not None]))
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_4bit_keeps_the_vision_tower_and_dtype_and_checkpoints_without_reentrancy(recwarn):
+    """Under 4-bit: the vision tower is not quantised (transformers 5 matches skip names from the start), no
+    weight is upcast to float32 (peft's kbit preparation is not used), checkpointing is non-reentrant, and the
+    frozen vision tower's output needs no gradient in the policy pass, so it runs no backward."""
+    from othinklab.tiny import ensure_untrained
+
+    model, processor = load_model(
+        str(ensure_untrained()), dtype="bfloat16", load_in_4bit=True, lora=True, lora_r=4, gradient_checkpointing=True
+    )
+    quantised = [n for n, m in model.named_modules() if type(m).__name__ == "Linear4bit"]
+    assert quantised and not any("visual" in n for n in quantised)
+    frozen = {p.dtype for n, p in model.named_parameters() if not p.requires_grad and p.dtype.is_floating_point}
+    assert frozen == {torch.bfloat16}, frozen
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    visual = next(m for n, m in model.named_modules() if n.endswith("model.visual"))
+    seen = []
+    visual.register_forward_hook(lambda m, i, o: seen.append(getattr(o, "pooler_output", o).requires_grad))
+    samples = make_task("counting").samples(1)
+    r = sample_groups(model, processor, samples, num_generations=2, max_new_tokens=4)
+    model.train()
+    completion_logprobs(model, r.prompt, r.completion_ids, r.completion_mask, 2).sum().backward()
+    assert seen and not any(seen)
+    assert sum(p.grad.abs().sum().item() for n, p in model.named_parameters() if "lora_B" in n) > 0
+    assert not [w for w in recwarn if "use_reentrant" in str(w.message)]

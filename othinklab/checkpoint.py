@@ -4,17 +4,22 @@ Why: a run killed at any moment — including in the middle of a save — must r
 *complete* checkpoint and continue exactly as if never stopped. Each checkpoint is written into a
 temporary directory, fsynced, then renamed into place (a rename is atomic on POSIX); only then does
 the `latest` pointer move (itself replaced atomically), and only then are old checkpoints pruned.
-A directory without `state.json` — a save that was cut off — is never loaded.
+A directory without `state.json` — a save that was cut off — is never loaded. A reader (`load_run`:
+eval, export, ablations) pins the checkpoint it chose with a shared lock on its `state.json`, and pruning
+skips a pinned checkpoint (a later save removes it), so a run saving every step never deletes what a reader
+is loading. Weights are checked for NaN/inf on load as well as on save.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,12 @@ from othinklab.errors import TrainingError, UserError
 from othinklab.metrics import truncate_from_step
 from othinklab.rng import rng_state, set_rng_state
 from othinklab.runs import atomic_write
+from othinklab.weights import apply_weights, nonfinite_parameters, nonfinite_tensors
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no pins; a reader retries with the new latest instead
+    fcntl = None  # type: ignore[assignment]
 
 STATE_FILE = "state.json"
 TRAINING_FILE = "training.pt"
@@ -108,8 +119,87 @@ def save_checkpoint(
     atomic_write(root / "latest", final.name)
     _fsync_dir(root)
     for old in complete_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _prune(old)
     return final
+
+
+def _prune(old: Path) -> None:
+    """Remove an old checkpoint unless a reader has pinned it (then a later save removes it)."""
+    try:
+        fd = os.open(old / STATE_FILE, os.O_RDONLY)
+    except OSError:
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return  # a reader is loading it
+        shutil.rmtree(old, ignore_errors=True)  # under the exclusive lock: a reader waits, then sees it gone
+    finally:
+        os.close(fd)
+
+
+def _pin(ckpt: Path) -> int | None:
+    """A shared lock on `ckpt/state.json` held by the returned descriptor; None when it was pruned meanwhile."""
+    try:
+        fd = os.open(ckpt / STATE_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    with contextlib.suppress(OSError):
+        if os.path.samestat(os.fstat(fd), os.stat(ckpt / STATE_FILE)):
+            return fd
+    os.close(fd)
+    return None
+
+
+@contextlib.contextmanager
+def pinned_latest(ckpt_root: str | Path) -> Iterator[Path | None]:
+    """The newest complete checkpoint, kept on disk for the block's duration (None when there is none).
+
+    A checkpoint pruned between choosing and pinning is skipped for the new latest, so a reader of a run
+    that saves every step with one kept always gets a whole checkpoint."""
+    for _ in range(1000):
+        latest = latest_checkpoint(ckpt_root)
+        fd = _pin(latest) if latest is not None else None
+        if latest is None or fd is not None:
+            break
+    else:  # pragma: no cover - a writer faster than 1000 reads
+        raise UserError(f"checkpoints in {str(ckpt_root)!r} are replaced faster than they can be read; try again")
+    try:
+        yield latest
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def load_run(
+    run_dir: str | Path, model_config: Callable[[Any], Any] | None = None, device: str | None = None
+) -> tuple[Any, Any, Any, Path]:
+    """(config, model with the run's latest checkpoint, processor, checkpoint) of a run directory, in eval mode.
+
+    The one way eval, export and the ablations load a run: its `config.yaml` builds the base
+    (`model_config(cfg)` may adjust the model section, e.g. export's dtype), the checkpoint is pinned
+    while the base loads, and its weights are checked (NaN/inf, mismatch) before use."""
+    from othinklab.bounds import read_run_config
+    from othinklab.config import load_config
+    from othinklab.models import load_model
+
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"run {str(run)!r}: no config.yaml there; is it a run directory?")
+    read_run_config(run)  # refuses an empty or foreign config.yaml (never a silent default model)
+    cfg = load_config(run / "config.yaml")
+    with pinned_latest(run / "checkpoints") as latest:
+        if latest is None:
+            raise UserError(f"run {str(run)!r} has no complete checkpoint yet")
+        model_cfg = model_config(cfg) if model_config else cfg.model
+        model, processor = load_model(model_cfg, device=device) if device else load_model(model_cfg)
+        load_weights(model, latest)
+    return cfg, model.eval(), processor, latest
 
 
 def complete_checkpoints(ckpt_root: str | Path) -> list[Path]:
@@ -221,107 +311,50 @@ def _state_problems(state: Any, training: dict[str, Any]) -> list[str]:
     return out
 
 
-def _previous_hint(ckpt: Path) -> str:
-    older = [p for p in complete_checkpoints(ckpt.parent) if p.name < ckpt.name]
-    if older:
-        return f"the previous checkpoint {str(older[-1])!r} can be used instead (delete or move the broken one)"
-    return "no earlier complete checkpoint exists; start the run again"
+def _previous_hint(ckpt: Path, weights: bool = False) -> str:
+    """Names the newest earlier complete checkpoint; with `weights`, the newest whose weights load and are
+    finite (the last good one, past any other broken by the same NaN/inf or damage)."""
+    for older in reversed([p for p in complete_checkpoints(ckpt.parent) if p.name < ckpt.name]):
+        with contextlib.suppress(ValueError):
+            if not weights or not nonfinite_tensors(_read_weights(older / "model")):
+                return f"the previous checkpoint {str(older)!r} can be used instead (delete or move the broken one)"
+    return "no earlier good checkpoint exists; start the run again"
 
 
-def load_weights(model: Any, ckpt: str | Path) -> None:
-    """Load the checkpoint's adapter (peft) or full weights into `model` in place.
-
-    The checkpoint must match the model: a LoRA adapter of the same rank, alpha and target modules, or
-    full weights of the same shapes. Anything else is a `UserError` naming both sides, never a quiet
-    evaluation of an untrained adapter.
-    """
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint's `model/` folder; ValueError naming the problem when absent or corrupt."""
     from safetensors.torch import load_file
 
-    folder = Path(ckpt) / "model"
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise UserError(f"checkpoint {str(folder)!r} holds no weights; {_previous_hint(Path(ckpt))}")
+        raise ValueError(f"checkpoint {str(folder)!r} holds no weights")
     tensors: dict[str, torch.Tensor] = {}
     for f in files:
         try:
             tensors.update(load_file(f))
         except Exception as exc:  # noqa: BLE001 - any failure to read means a corrupt or truncated file
-            raise UserError(
-                f"checkpoint weights file {str(f)!r} is corrupt or truncated ({str(exc)[:200]}); {_previous_hint(Path(ckpt))}"
-            ) from None
-    ckpt_is_adapter = (folder / "adapter_config.json").exists()
-    model_is_lora = hasattr(model, "peft_config")
-    theirs = describe_saved_weights(folder)
-    ours = describe_model(model)
-    if ckpt_is_adapter != model_is_lora:
-        raise mismatch_error(folder, theirs, ours)
-    if model_is_lora:
-        from peft import set_peft_model_state_dict
-
-        saved = _adapter_config(folder)
-        live = model.peft_config.get("default")
-        for key in ("r", "lora_alpha"):
-            if saved.get(key) is not None and live is not None and saved.get(key) != getattr(live, key, None):
-                raise mismatch_error(folder, theirs, ours)
-        try:
-            result = set_peft_model_state_dict(model, tensors)
-        except RuntimeError as exc:  # shape mismatches
-            raise mismatch_error(folder, theirs, ours, str(exc).splitlines()[-1][:200]) from None
-        missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
-        if missing:
-            raise mismatch_error(folder, theirs, ours, f"adapter weights missing for {missing[:2]}")
-    else:
-        try:
-            missing, unexpected = model.load_state_dict(tensors, strict=False)
-        except RuntimeError as exc:
-            raise mismatch_error(folder, theirs, ours, str(exc).splitlines()[-1][:200]) from None
-        real_missing = [k for k in missing if "lm_head" not in k]  # tied to the embeddings
-        if real_missing or unexpected:
-            raise mismatch_error(folder, theirs, ours, f"missing {real_missing[:3]}, unexpected {unexpected[:3]}")
+            raise ValueError(f"checkpoint weights file {str(f)!r} is corrupt or truncated ({str(exc)[:200]})") from None
+    return tensors
 
 
-def _adapter_config(folder: Path) -> dict[str, Any]:
+def load_weights(model: Any, ckpt: str | Path) -> None:
+    """Load the checkpoint's adapter (peft) or full weights into `model` in place.
+
+    Missing, corrupt or NaN/inf weights are a `UserError` naming the last good checkpoint; a mismatch
+    with the model is one naming both sides (`othinklab.weights`).
+    """
+    folder = Path(ckpt) / "model"
     try:
-        data = json.loads((folder / "adapter_config.json").read_text()[:1_000_000])
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def describe_saved_weights(folder: Path) -> str:
-    """One phrase for what a checkpoint's `model/` folder holds (for mismatch messages)."""
-    if (folder / "adapter_config.json").exists():
-        cfg = _adapter_config(folder)
-        return f"a LoRA adapter (r={cfg.get('r')}, lora_alpha={cfg.get('lora_alpha')})"
-    return "full model weights"
-
-
-def describe_model(model: Any) -> str:
-    """One phrase for the model weights are loaded into (for mismatch messages)."""
-    live = getattr(model, "peft_config", {}).get("default") if hasattr(model, "peft_config") else None
-    if live is not None:
-        return f"a LoRA model (r={getattr(live, 'r', '?')}, lora_alpha={getattr(live, 'lora_alpha', '?')})"
-    return "a full model (model.lora=false)"
-
-
-def mismatch_error(folder: Path, theirs: str, ours: str, detail: str = "") -> UserError:
-    """The weights/model mismatch as one paragraph naming both sides."""
-    more = f" ({detail})" if detail else ""
-    return UserError(
-        f"checkpoint {str(folder)!r} holds {theirs} but the run's config builds {ours}{more}; the weights "
-        "cannot be loaded into it. Use the config.yaml the checkpoint was trained with (same model.lora, "
-        "model.lora_r, model.lora_alpha, model.lora_target_modules, model.name)"
-    )
-
-
-def nonfinite_parameters(model: Any) -> list[str]:
-    """Names of trainable parameters holding NaN or inf (checked before every save)."""
-    bad = []
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.requires_grad and p.is_floating_point() and not bool(torch.isfinite(p).all()):
-                bad.append(name)
-    return bad
+        tensors = _read_weights(folder)
+    except ValueError as exc:
+        raise UserError(f"{exc}; {_previous_hint(Path(ckpt), weights=True)}") from None
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise UserError(
+            f"checkpoint {str(ckpt)!r} holds NaN/inf weights ({len(bad)} tensor(s), first: {bad[0][:120]}), so it "
+            f"is not loaded; {_previous_hint(Path(ckpt), weights=True)}"
+        )
+    apply_weights(model, folder, tensors)
 
 
 # --------------------------------------------------------------------------- a GRPO run's resume
@@ -340,14 +373,17 @@ def save_training(
     counters: dict[str, int],
     keep: int = 2,
     scaler: torch.amp.GradScaler | None = None,
+    reference: Any = None,
 ) -> Path:
     """Checkpoint everything a GRPO run needs to continue exactly: weights, optimizer, LR and KL
     schedules, every RNG (the sampling generator too), the run's counters (`batch_index`, ...) and, under
     float16, the loss scaler's scale and growth tracker (a resume that restarted at 2^16 would overflow
-    and skip steps an uninterrupted run did not)."""
+    and skip steps an uninterrupted run did not); and a reset reference's weights (`othinklab.reference`)."""
     torch_state: dict[str, Any] = {"generator": generator.get_state()}
     if scaler is not None and scaler.is_enabled():
         torch_state["scaler"] = scaler.state_dict()  # floats and ints only: loads under weights_only
+    if reference is not None and reference.state_dict():
+        torch_state["reference"] = reference.state_dict()  # tensors and ints: loads under weights_only
     extra = {**counters, "kl_schedule": kl_schedule.state_dict(), "torch": torch_state}
     return save_checkpoint(ckpt_root, step, model, optimizer, scheduler, extra, keep=keep)
 
@@ -361,6 +397,7 @@ def resume_training(
     kl_schedule: Any,
     is_main: bool = True,
     scaler: torch.amp.GradScaler | None = None,
+    reference: Any = None,
 ) -> dict[str, int]:
     """Load the run's latest complete checkpoint into the given objects; returns its counters
     (`step`, `batch_index`, `nonfinite_in_a_row`; zeros when there is none yet).
@@ -372,6 +409,12 @@ def resume_training(
     latest = latest_checkpoint(run / "checkpoints")
     if latest is not None:
         state, training = load_state(latest)
+        if not isinstance(state.get("kl_schedule"), dict):  # an SFT run's checkpoint has no GRPO state
+            raise UserError(
+                f"checkpoint {str(latest)!r} was written by {state.get('method', 'another')!r} training, not by "
+                "`othinklab train`, so `train --resume` cannot continue it; evaluate or export it, or choose "
+                "another train.run_name for a GRPO run"
+            )
         load_weights(model, latest)
         optimizer.load_state_dict(training["optimizer"])
         scheduler.load_state_dict(training["scheduler"])
@@ -380,6 +423,8 @@ def resume_training(
         if scaler is not None and scaler.is_enabled() and training.get("scaler"):
             scaler.load_state_dict(training["scaler"])  # a checkpoint from before this was saved: default scale
         kl_schedule.load_state_dict(state["kl_schedule"])
+        if reference is not None:
+            reference.load_state_dict(training.get("reference", {}))
         counters = {
             "step": state["step"],
             "batch_index": state["batch_index"],

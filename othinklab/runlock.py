@@ -1,11 +1,11 @@
-"""One writer per run directory: an advisory lock held for the whole `train`/`sft` run.
+"""One writer per run directory: a `filelock` lock on `<run>/.lock`, held for the whole `train`/`sft` run.
 
 Why: two trainers on one run directory interleave their logs and overwrite each other's checkpoints.
-The lock is `fcntl.flock` on `<run>/.lock`, so the kernel drops it the moment its holder dies (even by
-SIGKILL): a lock left by a killed process is never "stuck", the next run takes it over and says whose
-it was. The file names the holder (pid, host, command, start time) so a refused second writer can say
-who holds it. Where `fcntl` is missing (Windows) an `O_EXCL` pid file is used, with the pid checked for
-liveness on the same host. Re-acquiring in the same process (the CLI and `train()` both lock) nests.
+The lock is an OS lock (flock), so the kernel drops it the moment its holder dies (even by SIGKILL): the
+next run takes a killed run's lock over and says whose it was. The file names its holder (pid, host,
+command, start time) so a refused second writer can say who holds it. The lock file is never followed
+through a link nor opened when it is a directory or FIFO: a link planted there would otherwise make a run
+truncate (or create) a file anywhere writable. Re-acquiring in the same process nests.
 """
 
 from __future__ import annotations
@@ -14,45 +14,57 @@ import contextlib
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from othinklab.errors import UserError
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 LOCK_FILE = ".lock"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # no link, and a FIFO never blocks
 
-_held: dict[str, list[Any]] = {}  # resolved lock path -> [open file object or None, nesting depth]
+_locks: dict[str, FileLock] = {}  # absolute lock path -> the lock this process holds
 
 
 class RunLockedError(UserError):
     """Another live process holds the run directory's lock."""
 
 
-def _holder_info(what: str) -> dict[str, Any]:
-    return {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "command": what,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+def _open(path: Path, flags: int) -> int:
+    """A descriptor of `path` opened without following a link; anything but a regular file is refused."""
+    fd = os.open(path, flags | _NOFOLLOW)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(f"{path} is not a regular file")
+    return fd
 
 
 def read_holder(run_dir: str | Path) -> dict[str, Any] | None:
     """What the lock file says about its (current or last) holder; None when absent or unreadable."""
     try:
-        text = (Path(run_dir) / LOCK_FILE).read_text(errors="replace")[:4096]
+        fd = _open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+        try:
+            text = os.read(fd, 4096).decode("utf-8", errors="replace")
+        finally:
+            os.close(fd)
         info = json.loads(text) if text.strip() else None
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
+
+
+def _write(path: Path, text: str) -> None:
+    fd = _open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def _describe(info: dict[str, Any] | None) -> str:
@@ -64,104 +76,86 @@ def _describe(info: dict[str, Any] | None) -> str:
     )
 
 
-def _pid_alive(pid: int) -> bool:
+def _check_lock_path(path: Path) -> None:
+    """Refuse a lock path that is a link (even a dangling one), directory, FIFO or device, before any open."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
-def _refuse(run: Path, info: dict[str, Any] | None) -> RunLockedError:
-    return RunLockedError(
-        f"run directory {str(run)!r} is in use by {_describe(info)}; two writers would interleave its logs "
-        "and checkpoints. Wait for that run to finish (or stop it), or choose another train.run_name"
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _unusable(path, exc) from None
+    if stat.S_ISREG(mode):
+        return
+    kind = "a symbolic link" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+    raise UserError(
+        f"run lock {str(path)!r} is {kind}; othinklab never writes through it (a link would let a run truncate or "
+        "create the file it points to). Remove it, then run again; nothing was written"
     )
 
 
-def _acquire_flock(run: Path, path: Path, what: str) -> Any:
-    fh = open(path, "a+")  # noqa: SIM115 - kept open for as long as the lock is held
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.close()
-        raise _refuse(run, read_holder(run)) from None
-    previous = read_holder(run)
-    if previous and previous.get("pid") != os.getpid():
-        print(
-            f"othinklab: taking over the lock of {str(run)!r} left by {_describe(previous)}, no longer running",
-            file=sys.stderr,
-        )
-    fh.seek(0)
-    fh.truncate()
-    fh.write(json.dumps(_holder_info(what)))
-    fh.flush()
-    return fh
-
-
-def _acquire_pidfile(run: Path, path: Path, what: str) -> None:  # pragma: no cover - used where fcntl is missing
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            info = read_holder(run)
-            same_host = info is not None and info.get("host") == socket.gethostname()
-            if same_host and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"]):
-                print(
-                    f"othinklab: taking over the stale lock of {str(run)!r} left by {_describe(info)}", file=sys.stderr
-                )
-                path.unlink(missing_ok=True)
-                continue
-            raise _refuse(run, info) from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(_holder_info(what)))
-        return None
-    raise _refuse(run, read_holder(run))
+def _unusable(path: Path, exc: OSError) -> UserError:
+    return UserError(
+        f"run lock {str(path)!r} cannot be taken ({exc.strerror or exc}); the run directory must be a writable "
+        "directory on a local disk (not read-only). Choose another train.output_dir or fix its permissions"
+    )
 
 
 def acquire(run_dir: str | Path, what: str = "train") -> None:
     """Take the run directory's lock (creating the directory); raise `RunLockedError` naming the holder."""
     run = Path(run_dir)
+    path = run / LOCK_FILE
+    key = os.path.abspath(path)
+    if key in _locks:
+        _locks[key].acquire()  # nests: filelock counts the levels
+        return
     try:
         run.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise UserError(f"run directory {str(run)!r} cannot be created: a file is in the way") from None
-    path = run / LOCK_FILE
-    key = str(path.resolve())
-    if key in _held:
-        _held[key][1] += 1
-        return
-    fh = _acquire_flock(run, path, what) if fcntl is not None else _acquire_pidfile(run, path, what)
-    _held[key] = [fh, 1]
+    except OSError as exc:
+        raise _unusable(path, exc) from None
+    _check_lock_path(path)
+    lock = FileLock(str(path), timeout=0, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunLockedError(
+            f"run directory {str(run)!r} is in use by {_describe(read_holder(run))}; two writers would interleave "
+            "its logs and checkpoints. Wait for that run to finish (or stop it), or choose another train.run_name"
+        ) from None
+    except OSError as exc:
+        raise _unusable(path, exc) from None
+    try:
+        previous = read_holder(run)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "command": what}
+        _write(path, json.dumps({**me, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+    except OSError as exc:
+        lock.release()
+        raise _unusable(path, exc) from None
+    if previous and previous.get("pid") != os.getpid():
+        print(
+            f"othinklab: taking over the lock of {str(run)!r} left by {_describe(previous)}, no longer running",
+            file=sys.stderr,
+        )
+    _locks[key] = lock
 
 
 def release(run_dir: str | Path) -> None:
-    """Drop one level of the lock; the last level empties the lock file and unlocks it."""
+    """Drop one level of the lock; the last level empties the lock file (no holder) and unlocks it."""
     path = Path(run_dir) / LOCK_FILE
-    key = str(path.resolve())
-    entry = _held.get(key)
-    if entry is None:
+    lock = _locks.get(os.path.abspath(path))
+    if lock is None:
         return
-    entry[1] -= 1
-    if entry[1] > 0:
+    if lock.lock_counter > 1:
+        lock.release()
         return
-    del _held[key]
-    fh = entry[0]
-    if fh is None:  # pragma: no cover - pid-file mode
-        path.unlink(missing_ok=True)
-        return
+    del _locks[os.path.abspath(path)]
     with contextlib.suppress(OSError):
-        fh.seek(0)
-        fh.truncate()  # an empty file: no holder
-        fh.flush()
-    run = path.parent
-    with contextlib.suppress(OSError):
-        if [p.name for p in run.iterdir()] == [LOCK_FILE]:  # a run that wrote nothing leaves no directory
+        _write(path, "")
+        if [p.name for p in path.parent.iterdir()] == [LOCK_FILE]:  # a run that wrote nothing leaves no directory
             path.unlink()
-            run.rmdir()
-    fh.close()  # closing drops the flock
+            path.parent.rmdir()
+    lock.release()
 
 
 @contextlib.contextmanager
@@ -176,4 +170,5 @@ def hold(run_dir: str | Path, what: str = "train") -> Iterator[Path]:
 
 def is_held_here(run_dir: str | Path) -> bool:
     """True when this process holds the run directory's lock."""
-    return str((Path(run_dir) / LOCK_FILE).resolve()) in _held
+    lock = _locks.get(os.path.abspath(Path(run_dir) / LOCK_FILE))
+    return lock is not None and lock.is_locked

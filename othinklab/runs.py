@@ -9,16 +9,16 @@ none of them should import the GRPO loop for that. Every file written here (and 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from othinklab.bounds import read_run_config
-from othinklab.config import Config, to_dict, to_yaml
+from othinklab.config import Config, load_config, to_dict, to_yaml
 from othinklab.errors import UserError
 from othinklab.tasks import EVAL_SPLITS, Sample, load_r1v, make_task, with_prompt
 
@@ -145,21 +145,51 @@ def run_dir_for(cfg: Config) -> Path:
     return Path(cfg.train.output_dir) / name
 
 
+RESUMABLE_FIELDS = frozenset(
+    {
+        "train.report_to",
+        "train.threads",
+        "train.output_dir",
+        "train.log_rollouts",
+        "train.save_every",
+        "train.keep_checkpoints",
+        "train.max_nonfinite_steps",
+        "train.eval_every",
+        "train.eval_prompts",
+        "eval.batch_size",
+        "model.gradient_checkpointing",
+        "grpo.logprob_chunk",
+    }
+)
+"""Fields that change how a run is logged, checkpointed, tracked or fits in memory, not what it trains:
+a `--resume` may change them (e.g. add a tracker, or turn on gradient checkpointing after running out
+of memory); `config.yaml` is then updated."""
+
+
 def prepare_run_dir(cfg: Config, resume: bool) -> Path:
-    """Create the run directory; refuse to mix two configs or to overwrite a run without `--resume`."""
+    """Create the run directory; refuse to mix two configs or to overwrite a run without `--resume`.
+
+    A run that never completed a step (a failed start: a typo, bad data, out of memory at step 0) holds
+    nothing to protect, so it starts again under the new config; a refusal names the differing fields."""
     run = run_dir_for(cfg)
     cfg_path = run / "config.yaml"
     if cfg_path.exists():
-        existing = read_run_config(run)  # an empty or damaged config.yaml is a UserError, not a TypeError
-        if existing != yaml.safe_load(to_yaml(cfg)):
-            diff = [
-                f"{s}.{k}" for s in existing for k in existing[s] if to_dict(cfg).get(s, {}).get(k) != existing[s][k]
-            ]
+        diff = _config_differences(run, cfg)
+        started = _completed_a_step(run)
+        fixed = sorted(k for k in diff if k not in RESUMABLE_FIELDS or not resume)
+        if diff and started and fixed:
+            more = f" and {len(fixed) - 6} more" if len(fixed) > 6 else ""
             raise UserError(
-                f"run directory {str(run)!r} already holds a run with another config (differs in {', '.join(diff[:5]) or 'sections'}); "
-                "choose another train.run_name or delete that directory"
+                f"run directory {str(run)!r} already holds a run with another config (differs in "
+                f"{', '.join(fixed[:6])}{more}): {'; '.join(diff[k] for k in fixed[:6])}. A run that "
+                "completed steps continues only under its own config (a --resume may change only "
+                f"{', '.join(sorted(RESUMABLE_FIELDS))}). Choose another train.run_name or delete that directory"
             )
-        if not resume and (run / "metrics.jsonl").exists():
+        if diff:
+            why = "it never completed a step" if not started else "--resume"
+            print(f"othinklab: {str(cfg_path)!r} updated ({why}): {'; '.join(diff.values())[:600]}", file=sys.stderr)
+            atomic_write(cfg_path, to_yaml(cfg))
+        if not resume and started:
             raise UserError(
                 f"run directory {str(run)!r} already holds this run; pass --resume to continue it, "
                 "or choose another train.run_name"
@@ -170,6 +200,34 @@ def prepare_run_dir(cfg: Config, resume: bool) -> Path:
     if not cfg_path.exists():
         atomic_write(cfg_path, to_yaml(cfg))
     return run
+
+
+def _completed_a_step(run: Path) -> bool:
+    """Whether the run logged a step or wrote a checkpoint (a failed start did neither)."""
+    metrics = run / "metrics.jsonl"
+    logged = metrics.is_file() and metrics.stat().st_size > 0
+    return logged or any((run / "checkpoints").glob("step-*"))
+
+
+def _config_differences(run: Path, cfg: Config) -> dict[str, str]:
+    """`section.field` -> "field was X, now Y" for every field where the run's config.yaml differs from
+    `cfg`. The file is read as a config (fields a run from an older version lacks take their defaults)."""
+    read_run_config(run)  # an empty or damaged config.yaml is a UserError, not a TypeError
+    try:
+        old = to_dict(load_config(run / "config.yaml"))
+    except UserError as exc:
+        raise UserError(
+            f"run directory {str(run)!r} holds a config.yaml this version cannot read ({exc}); choose another "
+            "train.run_name or delete that directory"
+        ) from None
+    new = to_dict(cfg)
+    out = {}
+    for section in sorted(old.keys() | new.keys()):
+        for name in sorted(old.get(section, {}).keys() | new.get(section, {}).keys()):
+            was, now = old.get(section, {}).get(name, "<absent>"), new.get(section, {}).get(name, "<absent>")
+            if was != now:
+                out[f"{section}.{name}"] = f"{section}.{name} was {str(was)[:60]!r}, now {str(now)[:60]!r}"
+    return out
 
 
 def image_name(sample: Sample) -> str:

@@ -14,11 +14,12 @@ import torch
 from tqdm.auto import tqdm
 
 from othinklab import checkpoint as ckpt_io
+from othinklab import runlock
 from othinklab.config import Config
 from othinklab.metrics import JsonlWriter
 from othinklab.models import load_model
 from othinklab.rng import seed_everything
-from othinklab.runs import PromptStream, TrainResult, prepare_run_dir
+from othinklab.runs import PromptStream, TrainResult, prepare_run_dir, run_dir_for
 from othinklab.sft import train_sft
 
 
@@ -28,7 +29,14 @@ def run_sft(cfg: Config, progress: bool = True, model_and_processor: tuple[Any, 
     With `sft.batch_size` equal to `grpo.prompts_per_step` and `sft.steps` equal to `train.total_steps`,
     SFT sees exactly the prompts the GRPO run sees (the same seeded `PromptStream`), with the sample's
     reasoning as target. Writes `config.yaml`, `metrics.jsonl` (step, loss, lr, time) and a final checkpoint.
+    The run directory's lock (`othinklab.runlock`) is held throughout: a second writer is refused.
     """
+    with runlock.hold(run_dir_for(cfg), "sft"):
+        return _run_sft(cfg, progress, model_and_processor)
+
+
+def _run_sft(cfg: Config, progress: bool, model_and_processor: tuple[Any, Any] | None) -> TrainResult:
+    """`run_sft` with the run directory locked."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     run = prepare_run_dir(cfg, resume=False)

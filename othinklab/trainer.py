@@ -371,7 +371,8 @@ def train(
     directory's lock (`othinklab.runlock`) is held throughout: a second writer is refused, naming this one.
     """
     writer = os.environ.get("RANK", "0") == "0"  # the process that writes the run directory
-    with runlock.hold(run_dir_for(cfg), "train") if writer else contextlib.nullcontext():
+    what = "train --resume" if resume else "train"
+    with runlock.hold(run_dir_for(cfg), what) if writer else contextlib.nullcontext():
         return _train(cfg, resume, callbacks, progress, model_and_processor, sample_fn, loss_fn)
 
 

@@ -133,6 +133,20 @@ def _filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: 
     return logits
 
 
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample a group: the settings both samplers (shared prefill, `generate`) take."""
+
+    num_generations: int = 8
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    greedy: bool = False
+    stop_at_eos: bool = True
+    """False masks the stop tokens out too, so every completion runs to `max_new_tokens`."""
+
+
 @torch.no_grad()
 def sample_groups(
     model: Any,
@@ -158,21 +172,9 @@ def sample_groups(
     sampler = _sample_groups if supports_shared_prefill(model) else generate_groups
     if sampler is generate_groups:
         _log_fallback(model)
+    params = SamplingParams(num_generations, max_new_tokens, temperature, top_k, top_p, greedy, stop_at_eos)
     try:
-        return sampler(
-            model,
-            processor,
-            samples,
-            num_generations,
-            max_new_tokens,
-            temperature,
-            top_k,
-            top_p,
-            greedy,
-            generator,
-            stop_at_eos,
-            shard,
-        )
+        return sampler(model, processor, samples, params, generator, shard)
     finally:
         model.train(was_training)
 
@@ -181,24 +183,20 @@ def _sample_groups(
     model: Any,
     processor: Any,
     samples: list[Sample],
-    num_generations: int,
-    max_new_tokens: int,
-    temperature: float,
-    top_k: int,
-    top_p: float,
-    greedy: bool,
-    generator: torch.Generator | None,
-    stop_at_eos: bool,
+    params: SamplingParams,
+    generator: torch.Generator | None = None,
     shard: RowShard | None = None,
 ) -> Rollout:
+    """Shared prefill per prompt, then G continuations decoded together from its repeated KV cache."""
+    p, max_new_tokens = params, params.max_new_tokens
     device = next(model.parameters()).device
     backbone, lm_head = text_model_parts(model)
-    G = int(num_generations)
+    G = int(p.num_generations)
     enc = encode_prompts(processor, samples, device)
     check_context(model, enc, samples, max_new_tokens)
     stop_ids = token_ids(processor, STOP_TOKENS)
     stop = torch.tensor(stop_ids, device=device, dtype=torch.long)
-    banned = token_ids(processor, NEVER_SAMPLED) + ([] if stop_at_eos else stop_ids)
+    banned = token_ids(processor, NEVER_SAMPLED) + ([] if p.stop_at_eos else stop_ids)
     banned_t = torch.tensor(banned, device=device, dtype=torch.long) if banned else None
     pad_id = processor.tokenizer.pad_token_id
 
@@ -218,7 +216,7 @@ def _sample_groups(
     # generated token t sits at (real prompt tokens + t + delta) on all three rotary axes.
     base = (prompt_mask.sum(dim=1, keepdim=True) + deltas).view(1, rows, 1)
     ids = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    done = torch.zeros(rows, dtype=torch.bool, device=device) if stop_at_eos else None
+    done = torch.zeros(rows, dtype=torch.bool, device=device) if p.stop_at_eos else None
     # A host sync per token is cheap on CPU; on an accelerator check for "all done" every few tokens.
     check_every = 1 if device.type == "cpu" or shard is not None else 8
     n = max_new_tokens
@@ -228,10 +226,10 @@ def _sample_groups(
             logits = logits.float()
         if banned_t is not None:
             logits.index_fill_(1, banned_t, float("-inf"))
-        if greedy:
+        if p.greedy:
             nxt = logits.argmax(dim=-1)
         else:
-            nxt = _draw(_probs(logits, temperature, top_k, top_p), generator, shard)
+            nxt = _draw(_probs(logits, p.temperature, p.top_k, p.top_p), generator, shard)
         if done is not None:
             nxt.masked_fill_(done, pad_id)
             done |= torch.isin(nxt, stop)
@@ -243,15 +241,16 @@ def _sample_groups(
                 n = t + 1
                 break
         hidden = step(nxt, base + t, t)
-    ids = ids[:, :n]
-    is_stop = torch.isin(ids, stop)
-    # mask = tokens up to and including the first stop token
+    return _rollout(processor, enc, ids[:, :n], stop_ids, G)
+
+
+def _rollout(processor: Any, enc: dict[str, torch.Tensor], ids: torch.Tensor, stop_ids: list[int], G: int) -> Rollout:
+    """The completions cut after their first stop token: ids padded there, the mask up to and including it."""
+    is_stop = torch.isin(ids, torch.tensor(stop_ids, device=ids.device, dtype=torch.long))
     after_stop = (is_stop.long().cumsum(dim=1) - is_stop.long()) > 0
-    mask = (~after_stop).long()
-    ids = ids.masked_fill(after_stop, pad_id)
-    truncated = ~is_stop.any(dim=1)
+    ids = ids.masked_fill(after_stop, processor.tokenizer.pad_token_id)
     texts = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
-    return Rollout(enc, ids, mask, texts, truncated, G)
+    return Rollout(enc, ids, (~after_stop).long(), texts, ~is_stop.any(dim=1), G)
 
 
 def _log_fallback(model: Any) -> None:
@@ -271,14 +270,8 @@ def generate_groups(
     model: Any,
     processor: Any,
     samples: list[Sample],
-    num_generations: int = 8,
-    max_new_tokens: int = 48,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    greedy: bool = False,
+    params: SamplingParams,
     generator: torch.Generator | None = None,
-    stop_at_eos: bool = True,
     shard: RowShard | None = None,
 ) -> Rollout:
     """`sample_groups` through `model.generate(num_return_sequences=G)`: the fallback for other architectures.
@@ -290,13 +283,12 @@ def generate_groups(
     """
     from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-    device = next(model.parameters()).device
-    G = int(num_generations)
+    p, device = params, next(model.parameters()).device
+    G = int(p.num_generations)
     enc = encode_prompts(processor, samples, device)
-    check_context(model, enc, samples, max_new_tokens)
+    check_context(model, enc, samples, p.max_new_tokens)
     stop_ids = token_ids(processor, STOP_TOKENS)
-    banned = token_ids(processor, NEVER_SAMPLED) + ([] if stop_at_eos else stop_ids)
-    pad_id = processor.tokenizer.pad_token_id
+    banned = token_ids(processor, NEVER_SAMPLED) + ([] if p.stop_at_eos else stop_ids)
 
     class _Ban(LogitsProcessor):
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -304,26 +296,20 @@ def generate_groups(
             return scores
 
     gen_cfg = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=0 if stop_at_eos else max_new_tokens,
-        do_sample=not greedy,
+        max_new_tokens=p.max_new_tokens,
+        min_new_tokens=0 if p.stop_at_eos else p.max_new_tokens,
+        do_sample=not p.greedy,
         num_return_sequences=G,
-        pad_token_id=pad_id,
-        eos_token_id=stop_ids if stop_at_eos else None,
-        **({} if greedy else {"temperature": temperature, "top_k": top_k, "top_p": top_p}),
+        pad_token_id=processor.tokenizer.pad_token_id,
+        eos_token_id=stop_ids if p.stop_at_eos else None,
+        **({} if p.greedy else {"temperature": p.temperature, "top_k": p.top_k, "top_p": p.top_p}),
     )
     gen_device = generator.device if generator is not None else torch.device("cpu")
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=gen_device))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
         torch.manual_seed(seed)
         out = model.generate(**enc, generation_config=gen_cfg, logits_processor=LogitsProcessorList([_Ban()]))
-    ids = out[:, enc["input_ids"].shape[1] :]
-    stop = torch.tensor(stop_ids, device=ids.device, dtype=torch.long)
-    is_stop = torch.isin(ids, stop)
-    after_stop = (is_stop.long().cumsum(dim=1) - is_stop.long()) > 0
-    ids = ids.masked_fill(after_stop, pad_id)
-    texts = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
-    return Rollout(enc, ids, (~after_stop).long(), texts, ~is_stop.any(dim=1), G)
+    return _rollout(processor, enc, out[:, enc["input_ids"].shape[1] :], stop_ids, G)
 
 
 def check_context(model: Any, enc: dict[str, torch.Tensor], samples: list[Sample], max_new_tokens: int) -> None:

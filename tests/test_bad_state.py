@@ -167,3 +167,30 @@ def test_resume_truncation_reads_only_the_tail_and_survives_malformed_rows(tmp_p
     kept = metrics.truncate_from_step(path, 200)
     assert kept == 20_001 and path.read_text() == head + '{"step": 199}\n'
     assert len(parsed) < 20  # only the tail's rows were parsed, not 20,000
+
+
+@pytest.mark.parametrize("image", ["/proc/self/mem", "/proc/self/environ", "/dev/zero", "/proc/kcore", "/dev/stdin"])
+def test_proc_and_device_paths_as_images_are_a_named_row_error(image, tmp_path):
+    """Class 11: `/proc` paths as images gave a traceback (EIO on read) or read without end."""
+    from othinklab.tasks import load_r1v
+
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        json.dumps({"image_path": image, "problem": "How many?", "solution": "<answer> 3 </answer>"}) + "\n"
+    )
+    with pytest.raises(UserError, match=r"d\.jsonl row 0"):
+        load_r1v(path, "counting")
+
+
+def test_a_local_path_without_its_suffix_is_not_sent_to_the_hub(tmp_path, monkeypatch):
+    """Class 12: `data/train` beside `data/train.jsonl` was looked up on the hub as a dataset id."""
+    from othinklab.tasks import hub, load_r1v
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text("{}\n")
+    monkeypatch.setattr(hub, "load_hub_dataset", lambda spec: pytest.fail(f"sent {spec} to the hub"))
+    with pytest.raises(UserError, match=r"did you mean 'data/train.jsonl'\?"):
+        load_r1v("data/train", "counting")
+    with pytest.raises(UserError, match="does not exist"):
+        load_r1v("data/valid", "counting")  # a local folder's file, not the hub dataset `data/valid`

@@ -23,7 +23,9 @@ import io
 import json
 import logging
 import math
+import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,15 +86,48 @@ class _Source:
 
 def _open_source(path: Path) -> _Source:
     if not path.exists():
-        raise DataError(f"dataset path {str(path)!r} does not exist")
+        raise DataError(f"dataset path {str(path)!r} does not exist{_did_you_mean(path)}")
     if path.is_dir():
         return _open_saved_dataset(path)
+    refuse_special_file(path, "dataset file")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return _open_parquet(path)
     if suffix in (".jsonl", ".json"):
         return _open_jsonl(path)
     raise DataError(f"{path}: unsupported dataset file; expected a .parquet or .jsonl file or a save_to_disk directory")
+
+
+def refuse_special_file(path: Path, what: str) -> None:
+    """A `DataError` unless `path` (links followed) is a regular file: a link to /dev/zero is read forever, a
+    FIFO blocks forever, /proc files lie about their size."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise DataError(f"{what} {show(str(path))} cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(mode) or str(Path(path).resolve()).startswith(("/proc/", "/sys/", "/dev/")):
+        raise DataError(
+            f"{what} {show(str(path))} is not a regular file (a device, FIFO, socket or /proc entry, possibly behind "
+            "a link); point it at a real file"
+        )
+
+
+def _did_you_mean(path: Path) -> str:
+    """ "; did you mean X.jsonl?" when a file with a dataset suffix sits beside a path given without one."""
+    for suffix in (".jsonl", ".json", ".parquet"):
+        if path.suffix.lower() != suffix and path.with_name(path.name + suffix).is_file():
+            return f" (no such file); did you mean {str(path) + suffix!r}?"
+    return ""
+
+
+def looks_local(text: str) -> bool:
+    """True when `text` reads as a local path rather than a hub id: it starts with ./, ../, / or ~, a file with
+    a dataset suffix sits beside it, or its first component is an existing local directory."""
+    p = Path(text).expanduser()
+    if text.startswith((".", "/", "~")) or _did_you_mean(p):
+        return True
+    first = Path(text).parts[0] if Path(text).parts else ""
+    return bool(first) and Path(first).is_dir()
 
 
 def _open_saved_dataset(path: Path) -> _Source:
@@ -221,9 +256,18 @@ def _decode_image(value: Any, image_root: Path | None, base_dir: Path, max_pixel
             full = rel if rel.is_absolute() else (image_root or base_dir) / rel
             if not full.is_file():
                 raise _BadRow(f"image file not found: {show(str(full))}")
+            try:
+                refuse_special_file(full, "image file")
+            except DataError as exc:
+                raise _BadRow(str(exc)) from None
             if full.stat().st_size > MAX_IMAGE_BYTES:
                 raise _BadRow(f"image file {show(str(full))} is over {MAX_IMAGE_BYTES // 1_000_000} MB")
-            data, label = full.read_bytes(), show(str(full))
+            try:
+                with full.open("rb") as fh:
+                    data = fh.read(MAX_IMAGE_BYTES + 1)
+            except OSError as exc:
+                raise _BadRow(f"image file {show(str(full))} cannot be read ({exc.strerror})") from None
+            label = show(str(full))
         else:
             raise _BadRow(f"no image (value {show(value)})")
         try:
@@ -293,7 +337,7 @@ def load_r1v(
         raise DataError(f"limit must be a positive number of rows, got {limit}")
     from othinklab.tasks import hub
 
-    if hub.is_hub_id(str(path)):  # `owner/name[:config][@split]` that is not a local path
+    if hub.is_hub_id(str(path)) and not looks_local(str(path)):  # `owner/name[:config][@split]`, not local
         spec = hub.parse_hub_id(str(path))
         path = Path(str(spec))
         source = _dataset_source(path, hub.load_hub_dataset(spec))

@@ -1,10 +1,11 @@
-"""The grid's reports: results, paired claims with intervals and verdicts, seed spread, tables, README block.
+"""The grid's reports: results, paired claims with intervals and verdicts, seed spread, tables.
 
 Why: a claim such as "GRPO-D beats GRPO on counting" is a statement about a *paired* difference (same
 seeds, same eval prompts), so each one is reported as that difference in accuracy points with a 95%
-interval from a bootstrap over seeds and prompts (`othinklab.stats`) and a verdict read off the interval
+interval counting seeds and prompts as random (`othinklab.stats`) and a verdict read off the interval
 only, next to the paper's own numbers. Everything here reads the grid's cache (or its shipped files)
-and never trains or evaluates anything, so reports can be rebuilt and checked at any time.
+and never trains or evaluates anything, so reports can be rebuilt and checked at any time (the shipped
+ones and the generated documentation blocks by `scripts/make_reports.py`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from othinklab.evaluate import wilson_interval
 from othinklab.plots import METHOD_ORDER
-from othinklab.stats import paired_difference, seed_spread, variance_components
+from othinklab.stats import mean_interval, paired_difference, seed_spread, variance_components
 from othinklab.tasks import EVAL_SPLITS
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "results"
@@ -28,8 +28,6 @@ EVAL_OF = {task: f"{task}:{split}" for task, split in EVAL_SPLITS.items()}
 """Train task -> the eval task it is judged on (the paper's split)."""
 ORDER = METHOD_ORDER
 METRICS = ("greedy", "sampled")
-README_BEGIN, README_END = "<!-- grid-results:begin -->", "<!-- grid-results:end -->"
-"""Markers around the README's generated grid block (`update_readme` rewrites what lies between)."""
 
 
 @dataclass(frozen=True)
@@ -146,25 +144,17 @@ def side_matrix(per: pd.DataFrame, method: str, train_task: str, eval_task: str,
     return sub.groupby(["seed", "id"])[metric].mean().unstack("id").sort_index(axis=1)
 
 
-def _paper_lookup() -> dict[tuple[str, str, str], float]:
-    from othinklab.plots import paper_results
-
-    p = paper_results()
-    p = p[p["model"] == "Qwen2-VL-2B-Instruct"]
-    return {(r.method, r.train_task, r.eval_task): float(r.accuracy) for r in p.itertuples()}
-
-
-def _paper_value(lookup: dict, method: str, train_task: str, eval_task: str) -> float:
-    ev = eval_task.split(":")[0]
-    return lookup.get((method, "none" if method == "base" else train_task, ev), float("nan"))
-
-
-def compute_claims(per: pd.DataFrame, claims: tuple[Claim, ...], n_boot: int = 2000) -> pd.DataFrame:
+def compute_claims(per: pd.DataFrame, claims: tuple[Claim, ...]) -> pd.DataFrame:
     """One row per (claim, metric): both sides' accuracy, the paired difference with its 95% interval
-    and verdict, the half-width and the seeds a +-5-point interval would need, and the paper's numbers."""
-    paper = _paper_lookup()
+    and verdict, the half-width and the seeds a +-5-point interval would need (with its range over the
+    seed variance's 95% interval), and the paper's numbers. An untrained side (train task `none`: one
+    model whatever the seed) is broadcast over the other side's seeds; two trained sides pair by seed."""
+    from othinklab.plots import paper_results, paper_value
+
+    paper = paper_results()
     rows = []
     groups = {k: g for k, g in per.groupby(["method", "eval_task"])}
+    untrained = set(per.loc[per["train_task"] == "none", "method"])
     cache: dict[tuple[str, str, str, str], pd.DataFrame] = {}
 
     def side(method: str, task: str, ev: str, metric: str) -> pd.DataFrame:
@@ -181,14 +171,17 @@ def compute_claims(per: pd.DataFrame, claims: tuple[Claim, ...], n_boot: int = 2
                 continue
             if list(a.columns) != list(b.columns):
                 raise ValueError(f"{c.text()}: the two sides were not scored on the same eval prompts")
-            if len(a) > 1 and len(b) > 1:
+            for name, side_ in ((c.better, a), (c.worse, b)):
+                if name in untrained and len(side_) != 1:
+                    raise ValueError(f"{c.text()}: untrained {name!r} has {len(side_)} rows; it is one model")
+            if c.better not in untrained and c.worse not in untrained:
                 common = a.index.intersection(b.index)
                 a, b = a.loc[common], b.loc[common]
-            r = paired_difference(a.to_numpy(), b.to_numpy(), n_boot=n_boot)
-            d = 100.0 * (a.to_numpy() - b.to_numpy())  # broadcast: an untrained side has one row
-            vc = variance_components(d)
-            pb = _paper_value(paper, c.better, c.train_task, c.eval_task) if metric == "greedy" else float("nan")
-            pw = _paper_value(paper, c.worse, c.train_task, c.eval_task) if metric == "greedy" else float("nan")
+            r = paired_difference(a.to_numpy(), b.to_numpy())
+            vc = variance_components(100.0 * (a.to_numpy() - b.to_numpy()))  # broadcast: untrained has one row
+            need = vc.seeds_range(5.0) if r.n_seeds > 1 else (None, None, None)
+            pb = paper_value(paper, c.better, c.train_task, c.eval_task) if metric == "greedy" else float("nan")
+            pw = paper_value(paper, c.worse, c.train_task, c.eval_task) if metric == "greedy" else float("nan")
             rows.append(
                 {
                     "claim": c.text(),
@@ -209,7 +202,9 @@ def compute_claims(per: pd.DataFrame, claims: tuple[Claim, ...], n_boot: int = 2
                     "n_seeds": r.n_seeds,
                     "n_prompts": r.n_prompts,
                     "halfwidth": round(vc.halfwidth(), 2),
-                    "seeds_for_5pts": vc.seeds_for(5.0) if r.n_seeds > 1 else None,
+                    "seeds_for_5pts": need[1],
+                    "seeds_for_5pts_lo": need[0],
+                    "seeds_for_5pts_hi": need[2],
                 }
             )
     return pd.DataFrame(rows)
@@ -226,8 +221,22 @@ def spread_table(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def seeds_text(r: Any) -> str:
+    """`12 (5-40)`: seeds for a +-5-point interval and its range; `-` none (more prompts needed first),
+    `>10k` beyond 10,000 seeds."""
+
+    def one(v: Any) -> str:
+        return ">10k" if v is None or pd.isna(v) else str(int(v))
+
+    if getattr(r, "n_seeds", 2) < 2 or r.seeds_for_5pts is None or pd.isna(r.seeds_for_5pts):
+        return "-"
+    if not hasattr(r, "seeds_for_5pts_lo"):  # a claims table from before the range was recorded
+        return one(r.seeds_for_5pts)
+    return f"{one(r.seeds_for_5pts)} ({one(r.seeds_for_5pts_lo)}-{one(r.seeds_for_5pts_hi)})"
+
+
 def claims_markdown(claims: pd.DataFrame, note: str = "") -> str:
-    """claims.md: one table per metric (claim, paper, ours, difference [95% interval], verdict)."""
+    """claims.md: one table per metric (claim, paper, ours, difference [95% interval], verdict, seeds)."""
     out = [note] if note else []
     for metric in METRICS:
         sub = claims[claims["metric"] == metric]
@@ -236,15 +245,14 @@ def claims_markdown(claims: pd.DataFrame, note: str = "") -> str:
         paper = "paper (2B, greedy)" if metric == "greedy" else "paper"
         out += [
             f"**{metric} accuracy** (points)\n",
-            f"| claim | {paper} | ours | difference [95% CI] | verdict | seeds for ±5 |",
+            f"| claim | {paper} | ours | difference [95% CI] | verdict | seeds for ±5 (range) |",
             "|---|---|---|---|---|---|",
         ]
         for r in sub.itertuples():
             pp = "-" if np.isnan(r.paper_diff) else f"{r.paper_better:.1f} vs {r.paper_worse:.1f} ({r.paper_diff:+.1f})"
-            need = "-" if r.seeds_for_5pts is None or pd.isna(r.seeds_for_5pts) else str(int(r.seeds_for_5pts))
             out.append(
                 f"| {r.claim} | {pp} | {r.ours_better:.1f} vs {r.ours_worse:.1f} | "
-                f"{r.diff:+.1f} [{r.lo:+.1f}, {r.hi:+.1f}] | {r.verdict} | {need} |"
+                f"{r.diff:+.1f} [{r.lo:+.1f}, {r.hi:+.1f}] | {r.verdict} | {seeds_text(r)} |"
             )
         out.append("")
     return "\n".join(out)
@@ -255,7 +263,7 @@ def claims_figure(claims: pd.DataFrame, metric: str = "greedy") -> Any:
     import matplotlib.pyplot as plt
 
     sub = claims[claims["metric"] == metric].iloc[::-1]
-    colours = {"holds": "tab:green", "reversed": "tab:red", "not separable": "tab:gray"}
+    colours = {"holds": "tab:green", "reversed": "tab:red", "not separable": "tab:gray", "borderline": "tab:olive"}
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(sub) + 1.2))
     y = np.arange(len(sub))
     for yi, r in zip(y, sub.itertuples()):
@@ -270,43 +278,52 @@ def claims_figure(claims: pd.DataFrame, metric: str = "greedy") -> Any:
 
 
 # --------------------------------------------------------------------------- tables and files
-def _cell_text(sub: pd.DataFrame) -> str:
-    """Mean greedy accuracy over seeds (percent), seed range, and the pooled 95% Wilson interval.
-
-    An untrained model is one model whatever the seed, so it counts once.
-    """
-    if len(sub) and (sub["method"].isin(["base", "base_direct"])).all():
-        sub = sub.head(1)
-    n = int(sub["n"].sum())
-    k = float((sub["greedy_accuracy"] * sub["n"]).sum())
-    lo, hi = wilson_interval(k, n)
+def _cell_text(sub: pd.DataFrame, per: pd.DataFrame) -> str:
+    """Mean greedy accuracy over seeds (percent), seed range, and the 95% interval counting seeds and
+    prompts as random (`stats.mean_interval`, the claims' variance). An untrained model counts once."""
+    r = sub.iloc[0]
+    m = side_matrix(per, r["method"], r["train_task"], r["eval_task"], "greedy")
+    mean, lo, hi = mean_interval(100.0 * m.to_numpy())
     seeds = sub["greedy_accuracy"] * 100
-    spread = f" ({seeds.min():.1f}-{seeds.max():.1f})" if len(sub) > 1 else ""
-    return f"{100 * k / n:.1f}{spread} [{100 * lo:.1f}, {100 * hi:.1f}]"
+    spread = f" ({seeds.min():.1f}-{seeds.max():.1f})" if len(m) > 1 else ""
+    return f"{mean:.1f}{spread} [{max(lo, 0.0):.1f}, {min(hi, 100.0):.1f}]"
 
 
-def grid_tables(df: pd.DataFrame, label: str = "") -> tuple[str, str]:
-    """(same_task.md, cross_task.md) text from results.csv's table (`label` ends the note above each)."""
+def grid_tables(df: pd.DataFrame, per: pd.DataFrame, label: str = "") -> tuple[str, str]:
+    """(same_task.md, cross_task.md) text from results.csv's and per_prompt.csv's tables (`label` ends
+    the note above each)."""
     methods = [m for m in ORDER if m in set(df["method"])] + sorted(set(df["method"]) - set(ORDER))
     note = (
         f"Greedy accuracy (%) on {int(df['n'].iloc[0])} held-out prompts per task, mean over "
-        f"{df['seed'].nunique()} seed(s) (range), [pooled 95% Wilson interval]. `base_direct` is the base "
-        f"under the answer-only prompt.{label}\n\n"
+        f"{df['seed'].nunique()} seed(s) (range), [95% interval over seeds and prompts, as the claims'; an "
+        f"untrained model is one model, its interval over prompts only]. `base_direct` is the base under "
+        f"the answer-only prompt.{label}\n\n"
     )
     tasks = [t for t in EVAL_OF if t in set(df["train_task"])]
     head = " | ".join(f"{t} -> {EVAL_OF[t]}" for t in tasks)
     lines = [f"| method | {head} |", "|---" * (len(tasks) + 1) + "|"]
     for m in methods:
         cells = [df[(df.method == m) & (df.train_task == t) & (df.eval_task == EVAL_OF[t])] for t in tasks]
-        lines.append(f"| {m} | " + " | ".join(_cell_text(s) if len(s) else "-" for s in cells) + " |")
+        lines.append(f"| {m} | " + " | ".join(_cell_text(s, per) if len(s) else "-" for s in cells) + " |")
     same = note + "\n".join(lines) + "\n"
     evals = sorted(set(df["eval_task"]))
     lines = [f"| train task | method | {' | '.join(evals)} |", "|---|---" + "|---" * len(evals) + "|"]
     for t in tasks:
         for m in methods:
             cells = [df[(df.method == m) & (df.train_task == t) & (df.eval_task == e)] for e in evals]
-            lines.append(f"| {t} | {m} | " + " | ".join(_cell_text(s) if len(s) else "-" for s in cells) + " |")
+            lines.append(f"| {t} | {m} | " + " | ".join(_cell_text(s, per) if len(s) else "-" for s in cells) + " |")
     return same, note + "\n".join(lines) + "\n"
+
+
+def claims_note(df: pd.DataFrame, label: str = "") -> str:
+    """The line above claims.md's tables: sizes, how the interval and the verdict are made."""
+    return (
+        f"Paired differences (claimed better - claimed worse, accuracy points) over {df['seed'].nunique()} seed(s) "
+        f"x {int(df['n'].iloc[0])} eval prompts per task; 95% interval counting seeds (Student's t) and prompts "
+        "as random; verdict from the interval only (holds: above 0, reversed: below 0, borderline: an end within "
+        f"0.2 of 0, else not separable). Seeds for ±5: the estimate (its range over the seed variance's 95% "
+        f"interval).{label}\n"
+    )
 
 
 def write_reports(
@@ -336,16 +353,10 @@ def write_reports(
     atomic_write(paths["per_prompt"], per.to_csv(index=False))
     table = compute_claims(per, claims)
     atomic_write(paths["claims"], table.to_csv(index=False))
-    seeds, prompts = df["seed"].nunique(), int(df["n"].iloc[0])
     plumbing = " **Smoke preset: plumbing only, the numbers are noise.**" if preset.endswith("smoke") else ""
-    note = (
-        f"Paired differences (claimed better - claimed worse, accuracy points) over {seeds} seed(s) x {prompts} "
-        "eval prompts per task; 95% interval from a bootstrap resampling seeds and prompts; verdict from the "
-        f"interval only (holds: above 0, reversed: below 0, else not separable).{plumbing}\n"
-    )
-    atomic_write(paths["claims_md"], claims_markdown(table, note))
+    atomic_write(paths["claims_md"], claims_markdown(table, claims_note(df, plumbing)))
     atomic_write(paths["seed_spread"], spread_table(rows).to_csv(index=False))
-    same, cross = grid_tables(df, plumbing)
+    same, cross = grid_tables(df, per, plumbing)
     atomic_write(paths["same_task"], same)
     atomic_write(paths["cross_task"], cross)
     fig = cross_task_bars(df, paper=paper_results())
@@ -354,80 +365,23 @@ def write_reports(
     return paths
 
 
-# --------------------------------------------------------------------------- shipped results and README
+# --------------------------------------------------------------------------- shipped results
 def load_shipped_results(path: str | Path | None = None) -> dict[str, Any]:
-    """The shipped run (`data/results/` unless `path`): `results` and `claims` tables, `provenance` dict,
-    and the same/cross-task tables as text. Raises FileNotFoundError naming what is missing."""
+    """The shipped run (`data/results/` unless `path`): `results`, `per_prompt` and `claims` tables,
+    `provenance` dict, and the same/cross-task tables as text. Raises FileNotFoundError naming what is
+    missing."""
     d = Path(path) if path else SHIPPED_DIR
-    need = [d / "results.csv", d / "claims.csv", d / "provenance.json"]
+    need = [d / "results.csv", d / "per_prompt.csv", d / "claims.csv", d / "provenance.json"]
     missing = [str(p) for p in need if not p.exists()]
     if missing:
         raise FileNotFoundError(f"no shipped grid results: missing {', '.join(missing)}")
-    results = pd.read_csv(d / "results.csv")
-    same, cross = grid_tables(results)
+    results, per = pd.read_csv(d / "results.csv"), pd.read_csv(d / "per_prompt.csv")
+    same, cross = grid_tables(results, per)
     return {
         "results": results,
+        "per_prompt": per,
         "claims": pd.read_csv(d / "claims.csv"),
         "provenance": json.loads((d / "provenance.json").read_text()),
         "same_task": same,
         "cross_task": cross,
     }
-
-
-def readme_block(path: str | Path | None = None) -> str:
-    """The README's grid block, generated from the shipped results (tables, claims, provenance line)."""
-    s = load_shipped_results(path)
-    prov = s["provenance"]
-    head = (
-        f"Generated from `data/results/` (commit {str(prov.get('commit', '?'))[:7]}, `{prov.get('command', '?')}`, "
-        f"{prov.get('wall_seconds', 0) / 60:.0f} min on {prov.get('machine', {}).get('cpu_count', '?')} CPU cores).\n"
-    )
-    return "\n".join(
-        [README_BEGIN, head, verdict_summary(s["claims"]), s["same_task"], s["cross_task"],
-         claims_markdown(s["claims"]), README_END]
-    )  # fmt: skip
-
-
-def verdict_summary(claims: pd.DataFrame) -> str:
-    """Which claims hold, are reversed or cannot be separated, per metric, with their intervals, and how
-    wide the GRPO-D vs GRPO interval is: the plain-words reading the README leads with."""
-    out = []
-    for metric in METRICS:
-        sub = claims[claims["metric"] == metric]
-        if sub.empty:
-            continue
-        parts = []
-        for v in ("holds", "reversed", "not separable"):
-            hit = sub[sub["verdict"] == v]
-            items = "; ".join(f"{r.claim} {r.diff:+.1f} [{r.lo:+.1f}, {r.hi:+.1f}]" for r in hit.itertuples())
-            parts.append(f"*{v}* ({len(hit)}): {items or 'none'}")
-        out.append(f"**{metric.capitalize()} accuracy.** " + ". ".join(parts) + ".")
-    gg = claims[(claims["better"] == "grpo_d") & (claims["worse"] == "grpo")]
-    power = []
-    for r in gg.itertuples():
-        need = "-" if r.seeds_for_5pts is None or pd.isna(r.seeds_for_5pts) else f"about {int(r.seeds_for_5pts)}"
-        power.append(
-            f"{r.train_task}, {r.metric}: ±{(r.hi - r.lo) / 2:.1f} points with {r.n_seeds} seeds, {need} seeds for ±5"
-        )
-    if power:
-        out.append("**Power of GRPO-D vs GRPO** (half-width of the 95% interval): " + "; ".join(power) + ".")
-    return "\n\n".join(out) + "\n"
-
-
-def replace_block(file: str | Path, begin: str, end: str, block: str) -> bool:
-    """Put `block` (which starts with `begin` and ends with `end`) where the file's `begin ... end` block
-    is; True if the file changed. A file without both markers is an error, not a silent no-op."""
-    p = Path(file)
-    text = p.read_text()
-    if begin not in text or end not in text:
-        raise ValueError(f"{p} has no {begin} ... {end} block to update")
-    start, stop = text.index(begin), text.index(end) + len(end)
-    new = text[:start] + block + text[stop:]
-    if new != text:
-        p.write_text(new)
-    return new != text
-
-
-def update_readme(readme: str | Path, path: str | Path | None = None) -> bool:
-    """Rewrite the block between the README's markers from the shipped results; True if it changed."""
-    return replace_block(readme, README_BEGIN, README_END, readme_block(path))

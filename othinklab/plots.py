@@ -92,6 +92,15 @@ def paper_results(path: str | None = None) -> pd.DataFrame:
     return pd.read_csv(p, comment="#")
 
 
+def paper_value(paper: pd.DataFrame, method: str, train_task: str, eval_task: str) -> float:
+    """The paper's Qwen2-VL-2B accuracy (%) for one cell; NaN where it reports none. The base model is
+    untrained (`train_task` none in the table), and `eval_task` may carry a split (`counting:ood`)."""
+    ref = paper[paper.model == "Qwen2-VL-2B-Instruct"]
+    trained_on = [train_task, "none"] if method == "base" else [train_task]
+    hit = ref[(ref.method == method) & (ref.eval_task == eval_task.split(":")[0]) & ref.train_task.isin(trained_on)]
+    return float(hit["accuracy"].iloc[0]) if len(hit) else float("nan")
+
+
 def cross_task_bars(results: pd.DataFrame, paper: pd.DataFrame | None = None, axes: Any = None) -> Any:
     """Greedy accuracy per method, one panel per train task, bars per eval task; the paper's 2B numbers
     (same method, train and eval task) as black markers when `paper` is given."""
@@ -114,16 +123,7 @@ def cross_task_bars(results: pd.DataFrame, paper: pd.DataFrame | None = None, ax
             xs = [i + (j - (len(evals) - 1) / 2) * width for i in range(len(methods))]
             ax.bar(xs, [100 * sub.get(m, float("nan")) for m in methods], width, label=ev)
             if paper is not None:
-                ref = paper[(paper.model == "Qwen2-VL-2B-Instruct")]
-                short = ev.split(":")[0]
-                ys = []
-                for m in methods:
-                    hit = ref[
-                        (ref.method == m)
-                        & (ref.eval_task == short)
-                        & (ref.train_task.isin([task, "none"] if m == "base" else [task]))
-                    ]
-                    ys.append(float(hit["accuracy"].iloc[0]) if len(hit) else float("nan"))
+                ys = [paper_value(paper, m, task, ev) for m in methods]
                 ax.scatter(xs, ys, marker="_", s=300, color="black", label="paper (2B)" if j == 0 else None, zorder=3)
         ax.set_xticks(range(len(methods)), methods)
         ax.set_title(f"trained on {task}")
@@ -187,19 +187,7 @@ def cross_task_heatmap(results: pd.DataFrame, paper: pd.DataFrame | None = None,
     ours = ours.sort_index(key=lambda c: c.map(order) if c.name == "method" else c)
     panels = [("this run (greedy %, mean over seeds)", ours)]
     if paper is not None:
-        ref = paper[paper.model == "Qwen2-VL-2B-Instruct"]
-        cells = []
-        for train_task, method in ours.index:
-            row = {}
-            for ev in ours.columns:
-                short = ev.split(":")[0]
-                hit = ref[
-                    (ref.method == method)
-                    & (ref.eval_task == short)
-                    & (ref.train_task.isin([train_task, "none"] if method == "base" else [train_task]))
-                ]
-                row[ev] = float(hit["accuracy"].iloc[0]) if len(hit) else float("nan")
-            cells.append(row)
+        cells = [{ev: paper_value(paper, m, t, ev) for ev in ours.columns} for t, m in ours.index]
         panels.append(("paper, Qwen2-VL-2B (%)", pd.DataFrame(cells, index=ours.index)))
     if axes is None:
         fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 0.45 * len(ours) + 1.6), squeeze=False)

@@ -43,25 +43,13 @@ def knobs(cfg: Any) -> str:
     )
 
 
-OOM_HELP = (
-    "ran out of memory {where}. Lower it with (each a config field): grpo.num_generations (G, now {G}), "
-    "grpo.prompts_per_step (now {P}), grpo.max_completion_length (now {T}), model.load_in_4bit=true (now {q}), "
-    "model.gradient_checkpointing=true (now {gc}), model.max_pixels (image size, now {px}), grpo.logprob_chunk "
-    "(now {chunk}); completed checkpoints and logs are kept, resume with --resume"
-)
-
-
 def oom_message(cfg: Any, where: str) -> str:
     """What to turn down after an out-of-memory error, with the current values."""
-    return OOM_HELP.format(
-        where=where,
-        G=cfg.grpo.num_generations,
-        P=cfg.grpo.prompts_per_step,
-        T=cfg.grpo.max_completion_length,
-        q=cfg.model.load_in_4bit,
-        gc=cfg.model.gradient_checkpointing,
-        px=cfg.model.max_pixels,
-        chunk=cfg.grpo.logprob_chunk,
+    return (
+        f"ran out of memory {where}. Lower it with (each a config field): {knobs(cfg)}. Completed checkpoints and "
+        "logs are kept: --resume continues under model.gradient_checkpointing or grpo.logprob_chunk changed (the "
+        "same training, less memory); a change to the others starts a run under a new train.run_name (or in this "
+        "one, if it never completed a step)"
     )
 
 

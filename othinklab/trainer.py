@@ -146,7 +146,7 @@ def build_parts(
 ) -> TrainParts:
     """Reference, optimizer, LR and KL schedules, prompt stream and sampling generator for `model`."""
     ddp = ddp or distributed.Dist()
-    accuracy_fn = accuracy_fn or load_reward_function(cfg.reward.accuracy_function)
+    accuracy_fn = accuracy_fn or load_reward_function(cfg.reward.accuracy_function, timeout_s=cfg.reward.timeout_s)
     device = next(model.parameters()).device
     schedule = schedule_from_config(cfg.kl, cfg.train.total_steps)
     use_lora = is_lora(model)
@@ -389,7 +389,8 @@ def _train(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     ddp = distributed.setup()
-    accuracy_fn = load_reward_function(cfg.reward.accuracy_function)  # a bad reward spec fails before any file is made
+    # a bad reward spec fails before any file is made
+    accuracy_fn = load_reward_function(cfg.reward.accuracy_function, timeout_s=cfg.reward.timeout_s)
     check_installed(cfg.train.report_to)  # so does a tracker whose package is missing
     run = _open_run_dir(cfg, resume, ddp)
     seed_everything(cfg.train.seed)

@@ -65,7 +65,7 @@ class TaskConfig:
     num_train: int = 0
     """Size of the training pool (the paper's few-shot 100 for counting); 0 = fresh samples every step."""
     eval_split: str = ""
-    """Split evaluated before and after training; empty = the paper's (counting `ood`, geometry `test`)."""
+    """Split that `othinklab eval`, the demo, the grid and `train.eval_every` score; empty = the paper's (counting `ood`, geometry `test`)."""
     eval_data_path: str = ""
     """R1-V test file (SuperCLEVR-200, GeoQA test) or hub id (as `data_path`) used instead of the synthetic eval split."""
     num_eval: int = 200
@@ -161,6 +161,9 @@ class RewardConfig:
     that raises or returns a non-number scores that completion 0; it is counted and logged. The module or
     file is imported and run as your own Python code, with your permissions: name only code you trust (a
     shared config.yaml that names one runs it too)."""
+    timeout_s: float = 30.0
+    """Deadline of one call to a custom `accuracy_function` (seconds): a late call scores 0 and is logged, and
+    8 in a row stop training with an error (a function that never returns once hung the run)."""
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,8 @@ class EvalConfig:
     max_new_tokens: int = 48
     """Longest evaluated completion, in tokens."""
     batch_size: int = 32
-    """Prompts per generate call."""
+    """Completions per sampling call: this many prompts for greedy accuracy, batch_size / num_samples prompts
+    for sampled accuracy (a memory knob; sampled draws change with it, greedy ones do not)."""
     num_samples: int = 4
     """k: sampled completions per prompt for sampled accuracy (next to greedy accuracy)."""
     temperature: float = 1.0
@@ -245,7 +249,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     """Optimisation, logging and checkpointing."""
     eval: EvalConfig = field(default_factory=EvalConfig)
-    """Held-out evaluation before and after training."""
+    """Held-out evaluation settings: `othinklab eval`, the demo (before and after its run), the grid and
+    `train.eval_every`."""
     sft: SFTConfig = field(default_factory=SFTConfig)
     """The supervised baseline."""
 
@@ -341,12 +346,13 @@ def _validate(cfg: Config, where: str) -> None:
         ("sft.steps", cfg.sft.steps >= 1, "must be at least 1"),
         ("sft.batch_size", cfg.sft.batch_size >= 1, "must be at least 1"),
         ("sft.learning_rate", cfg.sft.learning_rate > 0, "must be > 0"),
+        ("reward.timeout_s", cfg.reward.timeout_s > 0, "must be > 0 (seconds per reward call)"),
         ("eval.temperature", cfg.eval.temperature > 0, "must be > 0 (sampled accuracy needs a temperature)"),
         ("eval.batch_size", cfg.eval.batch_size >= 1, "must be at least 1"),
         ("model.lora_alpha", cfg.model.lora_alpha >= 1, "must be at least 1"),
         ("model.lora_dropout", 0 <= cfg.model.lora_dropout < 1, "must be in [0, 1)"),
         ("model.max_pixels", MIN_PIXELS <= cfg.model.max_pixels, f"must be at least {MIN_PIXELS} (one 28x28 patch)"),
-        ("train.threads", 0 <= cfg.train.threads <= MAX_THREADS, f"must be in [0, {MAX_THREADS}] (0 = torch's default)"),
+        ("train.threads", 0 <= cfg.train.threads <= MAX_THREADS, f"must be in [0, {MAX_THREADS}] (0 = default)"),
         ("grpo.num_generations", cfg.grpo.num_generations <= MAX_GROUP, f"G must be at most {MAX_GROUP}"),
         ("grpo.prompts_per_step", cfg.grpo.prompts_per_step <= MAX_GROUP, f"must be at most {MAX_GROUP}"),
         ("task.seed", 0 <= cfg.task.seed <= MAX_SEED, f"must be in [0, {MAX_SEED}]"),

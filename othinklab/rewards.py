@@ -251,11 +251,20 @@ REWARD_FUNCS: dict[str, Callable[[str, str], float]] = {
 """Reward functions by name, each `(completion, solution) -> float`."""
 
 
-def load_reward_function(spec: str, field: str = "reward.accuracy_function") -> Callable[[str, str], float]:
+REWARD_TIMEOUT_S = 30.0
+"""Default deadline of one call to a user reward function (`reward.timeout_s`)."""
+MAX_TIMEOUTS_IN_A_ROW = 8
+"""Reward calls in a row that may time out before training stops (a function that never returns)."""
+
+
+def load_reward_function(
+    spec: str, field: str = "reward.accuracy_function", timeout_s: float = REWARD_TIMEOUT_S
+) -> Callable[[str, str], float]:
     """The accuracy term's function from a config value, `(completion, solution) -> float`.
 
     Empty: R1-V's `accuracy_reward`. Otherwise a name in `REWARD_FUNCS`, `package.module:function`, or
-    `path/to/file.py:function` (R1-V-style custom rewards without packaging them).
+    `path/to/file.py:function` (R1-V-style custom rewards without packaging them); user functions are
+    wrapped in `TimedReward` (deadline `timeout_s` seconds per call).
     """
     import importlib
     import importlib.util
@@ -284,12 +293,64 @@ def load_reward_function(spec: str, field: str = "reward.accuracy_function") -> 
             module = importlib.import_module(where)
     except ConfigError:
         raise
-    except Exception as exc:  # noqa: BLE001 - user code failing to import is the user's error to fix
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - failing (or sys.exit) at import is the user's error to fix
         raise ConfigError(f"{field}={spec!r}: importing {where!r} failed: {type(exc).__name__}: {exc}") from None
     fn = getattr(module, name, None)
     if not callable(fn):
         raise ConfigError(f"{field}={spec!r}: {where!r} has no function {name!r}")
-    return fn
+    return TimedReward(fn, timeout_s, spec)
+
+
+class RewardTimeout(Exception):
+    """A user reward call that did not return within its deadline (scored 0 and logged)."""
+
+
+class TimedReward:
+    """A user reward function called in a worker thread with a deadline.
+
+    Why: a reward that never returns hung the run, and `sys.exit(0)` inside one ended the run as a success.
+    A late call scores 0 (its thread is abandoned: Python threads cannot be killed), any exception, even
+    SystemExit, is a reward error, and `MAX_TIMEOUTS_IN_A_ROW` timeouts in a row stop training with a
+    `TrainingError` naming the function."""
+
+    def __init__(self, fn: Callable[[str, str], float], timeout_s: float, spec: str) -> None:
+        self.fn, self.timeout_s, self.spec = fn, timeout_s, spec
+        self.timeouts_in_a_row = 0
+
+    def __call__(self, text: str, solution: str) -> Any:
+        import threading
+
+        from othinklab.errors import TrainingError
+
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["value"] = self.fn(text, solution)
+            except BaseException as exc:  # noqa: BLE001 - SystemExit in user code is a reward error
+                box["error"] = exc
+
+        worker = threading.Thread(target=run, name="othinklab-reward", daemon=True)
+        worker.start()
+        worker.join(self.timeout_s)
+        if worker.is_alive():
+            self.timeouts_in_a_row += 1
+            if self.timeouts_in_a_row >= MAX_TIMEOUTS_IN_A_ROW:
+                raise TrainingError(
+                    f"reward.accuracy_function={self.spec!r} did not return within reward.timeout_s="
+                    f"{self.timeout_s:g} s on {self.timeouts_in_a_row} completions in a row; it seems to hang. Fix "
+                    "the function (see reward_errors.jsonl) or raise reward.timeout_s"
+                )
+            raise RewardTimeout(f"did not return within reward.timeout_s={self.timeout_s:g} s (scored 0)")
+        self.timeouts_in_a_row = 0
+        error = box.get("error")
+        if isinstance(error, Exception):
+            raise error
+        if error is not None:
+            raise RuntimeError(f"{type(error).__name__}({error}) raised inside the reward function")
+        return box.get("value")
 
 
 def safe_score(
@@ -304,9 +365,13 @@ def safe_score(
     >>> safe_score("<answer>3</answer>", "<answer>3</answer>", accuracy_fn=lambda c, s: "yes")
     (RewardBreakdown(accuracy=0.0, format=0.0, total=0.0), "accuracy function returned 'yes', not a finite number")
     """
+    from othinklab.errors import TrainingError
+
     try:
         acc = accuracy_fn(text, solution)
         fmt = format_reward(text)
+    except TrainingError:  # a reward that keeps hanging: stop, saying so
+        raise
     except Exception as exc:  # noqa: BLE001 - a reward bug on one completion must not kill the run
         return RewardBreakdown(0.0, 0.0, 0.0), f"{type(exc).__name__}: {exc}"
     try:

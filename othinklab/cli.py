@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="build the tiny base, train GRPO-D on counting, show before/after")
     d.add_argument("--seed", type=_int_at_least(0), default=0)
     d.add_argument(
-        "--steps", type=_int_at_least(1), default=None, help="optimizer steps (default: configs/demo.yaml's)"
+        "--steps", type=_int_at_least(1), default=None, help="optimizer steps (default: the demo's 120)"
     )
     d.add_argument("--num-eval", type=_int_at_least(1), default=None, help="held-out prompts evaluated")
     d.add_argument("--output-dir", type=_path_arg, default="runs")

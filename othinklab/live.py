@@ -3,7 +3,7 @@ measured KL and beta(s), and completion length in place as steps finish, under a
 
 Why: a short run in a class or a long one on a GPU is easier to judge while it runs ("is the format reward
 climbing? is KL running away while beta is low?"). The trainer calls the view with each step's metrics
-row (`trainer._metrics_row`); the view keeps the rows (`frame()`, the DataFrame twin, tested directly).
+row (`steplog.metrics_row`); the view keeps the rows (`frame()`, the DataFrame twin, tested directly).
 While the run goes, the curves are one small inline SVG (`svg_curves`) in an `ipywidgets.HTML` whose value
 is replaced each step: the widget updates in place (no PNG rendered per step, no flicker, a few kB per
 update) and it works the same in JupyterLab, classic Notebook, VS Code, Colab and nbclient. `finish()` then

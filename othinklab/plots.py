@@ -1,8 +1,9 @@
 """Matplotlib figures from DataFrames (`ax=None`/`axes=None`, return the figure): training curves, beta
 schedules, reward-component distributions per step, cross-task bars and heatmap with the paper overlay.
 
-Why: plots take data, not paths, so notebooks and scripts can plot any slice of a run; they never
-read files themselves (use `othinklab.metrics.read_metrics`).
+Why: plots take data, not paths, so notebooks and scripts can plot any slice of a run; they never read a
+run's files themselves (use `othinklab.metrics.read_metrics`). The one file this module knows is the paper's
+own table, shipped as `data/paper_results.csv` (`paper_results`, `paper_value`).
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ class PromptStream:
 
 
 def eval_samples(cfg: Config) -> list[Sample]:
-    """The held-out prompts evaluated before and after training (never seen in training), asking for
+    """The held-out prompts every evaluation scores (never seen in training), asking for
     `task.prompt`'s format."""
     return with_prompt(_eval_samples(cfg), cfg.task.prompt)
 

@@ -32,7 +32,8 @@ SEED = 0
 IMAGE_SIZE = 112
 """Side of the square images the tiny processor expects (pixels); 112 = 4 grid cells of 28."""
 VOCAB_SIZE = 640
-"""Target size of the trained BPE vocabulary, special tokens included."""
+"""The BPE trainer's upper bound on the vocabulary, special tokens included; the tasks' small corpus
+stops it at 492 tokens, the size the model's embedding is built with."""
 BUILD_VERSION = "v2"
 """Bump when the build recipe changes, so stale caches are never loaded (v2: the base is warmed up
 through the shared-prompt, recomputing log-prob path, which trains to a different, equally seeded base)."""
@@ -46,7 +47,7 @@ SPECIAL_TOKENS = [
     "<|image_pad|>",
     "<|video_pad|>",
 ]
-"""Qwen2-VL's control tokens, in its order; the role and vision ones are never sampled (see rollout)."""
+"""Qwen2-VL's control tokens, in its order; the role and vision ones are never sampled (`sampling.NEVER_SAMPLED`)."""
 
 # Qwen2-VL-Instruct's chat template, verbatim: the tiny model is prompted exactly like the real one.
 CHAT_TEMPLATE = (

@@ -137,7 +137,7 @@ show(trainer.compute_loss)
 show(grpo.grpo_loss)
 
 # %%
-stats = trainer.compute_loss(parts, [batch], beta, clock)
+stats, logps = trainer.compute_loss(parts, [batch], beta, clock)
 print({k: round(v, 5) for k, v in stats.items()})
 
 # %% [markdown]
@@ -146,7 +146,7 @@ print({k: round(v, 5) for k, v in stats.items()})
 
 # %%
 show(trainer.optimizer_step)
-logp_before = batch.logp
+logp_before = logps[0]
 outcome = trainer.optimizer_step(parts, counters, stats, clock)
 print(outcome)
 r = batch.rollout
@@ -165,7 +165,7 @@ show(trainer.log_step)
 run = Path(tempfile.mkdtemp()) / "by-hand"
 run.mkdir()
 log = RunLog(run, is_main=True)
-row = trainer.log_step(parts, log, counters.step, beta, [batch], stats, outcome, clock)
+row = trainer.log_step(parts, log, counters.step, beta, [batch], stats, outcome, clock, logps=logps)
 log.close()
 counters.step += 1
 read_metrics(run).T.round(4)

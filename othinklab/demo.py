@@ -47,7 +47,7 @@ def run_demo(
     """Build or load the base, evaluate, train GRPO-D, evaluate again; print and return the figures."""
     from othinklab import warmup
     from othinklab.config import load_config
-    from othinklab.evaluate import evaluate, format_summary
+    from othinklab.evaluate import evaluate_tasks, format_summary, summary_table
     from othinklab.metrics import read_metrics
     from othinklab.models import load_model
     from othinklab.plots import training_curves
@@ -80,9 +80,10 @@ def run_demo(
     print(
         f"2/4 evaluating the base on {len(samples)} held-out counting:ood prompts (and geometry:test) ...", flush=True
     )
-    before, records = evaluate(model, processor, samples, return_records=True, **ev)
+    records = evaluate_tasks(model, processor, samples, **ev)
+    before = summary_table(records)
     geo = make_task("geometry").samples(len(samples), split=EVAL_SPLITS["geometry"], seed=EVAL_SEED + seed)
-    geo_table = evaluate(model, processor, geo, **ev)
+    geo_table = summary_table(evaluate_tasks(model, processor, geo, **ev))
     print("    the base answering held-out prompts (greedy), with its rewards:")
     for _, rec in records[records["mode"] == "greedy"].head(3).iterrows():
         question = next(s.problem for s in samples if s.id == rec["id"])
@@ -98,7 +99,7 @@ def run_demo(
     )
     res = train(cfg, model_and_processor=(model, processor))
     print("4/4 evaluating the trained policy on the same prompts ...", flush=True)
-    after = evaluate(res.model, processor, samples, **ev)
+    after = summary_table(evaluate_tasks(res.model, processor, samples, **ev))
 
     metrics = read_metrics(res.run_dir)
     fig = training_curves(metrics)

@@ -5,14 +5,21 @@ number hides whether RL moved the policy. Every figure here comes with its eval 
 interval, and sampled accuracy (k samples per prompt at the training temperature) is reported beside it.
 Per-sample records are returned so failures can be inspected.
 
-`evaluate_tasks` is the grid's fast path: every eval task's prompts go through the shared-prefill sampler
-together (one greedy pass, one sampled pass per model), and `per_prompt` keeps each prompt's correctness
-so two models scored on the same prompts can be compared pair by pair (`othinklab.stats`).
+From the n samples per prompt that sampled accuracy already draws, `summarize` also reports the unbiased
+pass@k (Chen et al. 2021: `1 - C(n-c, k) / C(n, k)` per prompt, averaged) for k = 1, 2, 4, ..., n and maj@n
+(the majority vote of the extracted answers is right), each with the same prompt-counting Wilson interval
+as sampled accuracy: no extra generation. A sample counts as correct when its accuracy reward is >= 0.5.
+
+`evaluate_tasks` is the one entry point: every eval task's prompts go through the shared-prefill sampler
+together (one greedy pass, one sampled pass per model); `summary_table` turns its records into one row per
+mode, and `per_prompt` keeps each prompt's correctness so two models scored on the same prompts can be
+compared pair by pair (`othinklab.stats`).
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import pandas as pd
@@ -36,6 +43,68 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from `n` samples of which `c` are correct (Chen et al. 2021): the chance that k of
+    them drawn without replacement include a correct one.
+
+    >>> pass_at_k(4, 1, 1), pass_at_k(4, 1, 4), round(pass_at_k(4, 1, 2), 4), pass_at_k(4, 0, 2)
+    (0.25, 1.0, 0.5, 0.0)
+    """
+    if not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 1 <= k <= n, got k={k}, n={n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def pass_ks(n: int) -> list[int]:
+    """The k reported for n samples: 1, 2, 4, ... up to n, and n itself.
+
+    >>> pass_ks(8), pass_ks(6), pass_ks(1)
+    ([1, 2, 4, 8], [1, 2, 4, 6], [1])
+    """
+    ks = [2**i for i in range(n.bit_length()) if 2**i <= n]
+    return ks if ks and ks[-1] == n else [*ks, n]
+
+
+def majority_correct(predicted: list[Any], correct: list[bool]) -> float:
+    """1.0 if the most common extracted answer (ties: the one seen first; no answer never votes) is right.
+
+    >>> majority_correct(["3", "4", "4", None], [False, True, True, False])
+    1.0
+    >>> majority_correct([None, float("nan")], [False, False])
+    0.0
+    """
+    votes = Counter(p for p in predicted if _votes(p))
+    if not votes:
+        return 0.0
+    top = max(votes.values())
+    winner = next(p for p in predicted if _votes(p) and votes[p] == top)
+    return float(next(ok for p, ok in zip(predicted, correct) if p == winner))
+
+
+def _votes(answer: Any) -> bool:
+    """An extracted answer takes part in the vote (None, NaN from a DataFrame and "" do not)."""
+    return answer is not None and answer == answer and answer != ""
+
+
+def sampled_prompt_scores(records: pd.DataFrame) -> pd.DataFrame:
+    """Per prompt (index `id`, evaluation order) of sampled records: `pass@k` for every k of `pass_ks(n)`
+    and `maj@n`, with n the prompt's sample count (the smallest n over prompts names the columns)."""
+    groups = list(records.groupby("id", sort=False))
+    if not groups:
+        return pd.DataFrame()
+    n = min(len(g) for _, g in groups)
+    rows = {}
+    for pid, g in groups:
+        correct = [a >= 0.5 for a in g["accuracy"]]
+        row = {f"pass@{k}": pass_at_k(len(g), sum(correct), k) for k in pass_ks(n)}
+        if "predicted" in g:  # records without extracted answers get no majority vote
+            row[f"maj@{n}"] = majority_correct(list(g["predicted"]), correct)
+        rows[pid] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def generate_records(
@@ -107,52 +176,49 @@ def summarize(records: pd.DataFrame, mode: str) -> dict[str, Any]:
         "reward": float(per_prompt["reward"].mean()) if n else float("nan"),
         "reward_se": float(per_prompt["reward"].std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
         "length": float(records["length"].mean()) if len(records) else float("nan"),
+        **_pass_columns(records, n),
     }
 
 
-def evaluate(
-    model: Any,
-    processor: Any,
-    samples: list[Sample],
-    num_samples: int = 4,
-    temperature: float = 1.0,
-    max_new_tokens: int = 48,
-    batch_size: int = 32,
-    format_weight: float = 1.0,
-    seed: int = 0,
-    return_records: bool = False,
-) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
-    """Greedy and sampled (`num_samples` per prompt) results on `samples`, one row per mode."""
-    common = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, format_weight=format_weight, seed=seed)
-    greedy = generate_records(model, processor, samples, greedy=True, **common)
-    rows = [summarize(greedy, "greedy")]
-    records = [greedy.assign(mode="greedy")]
-    if num_samples > 0:
-        sampled = generate_records(
-            model, processor, samples, num_samples=num_samples, greedy=False, temperature=temperature, **common
-        )
-        rows.append(summarize(sampled, f"sampled@T={temperature:g}"))
-        records.append(sampled.assign(mode="sampled"))
-    table = pd.DataFrame(rows)
-    return (table, pd.concat(records, ignore_index=True)) if return_records else table
+def _pass_columns(records: pd.DataFrame, n: int) -> dict[str, float]:
+    """pass@k and maj@n with their Wilson intervals (prompts counted), for records with several samples
+    per prompt; `{}` for greedy (one completion per prompt)."""
+    if not len(records) or records.groupby("id").size().min() < 2:
+        return {}
+    out: dict[str, float] = {}
+    for col, per in sampled_prompt_scores(records).items():
+        value = float(per.mean())
+        out[col] = value
+        out[f"{col}_lo"], out[f"{col}_hi"] = wilson_interval(value * n, n)
+    return out
 
 
 def evaluate_tasks(
     model: Any,
     processor: Any,
-    samples_by_task: dict[str, list[Sample]],
+    samples_by_task: dict[str, list[Sample]] | list[Sample],
     num_samples: int = 4,
     temperature: float = 1.0,
     max_new_tokens: int = 48,
     batch_size: int = 32,
     format_weight: float = 1.0,
     seed: int = 0,
-    prompt: str = "think",
+    prompt: str | None = None,
 ) -> pd.DataFrame:
-    """Greedy and sampled records for several eval tasks in one pass each, with `eval_task` and `mode`
-    columns. All tasks' prompts share the batches, so a small eval set per task still fills them; the
-    sampled pass draws from one generator seeded with `seed` (reproducible per seed)."""
-    keyed = [(task, s) for task, samples in samples_by_task.items() for s in with_prompt(samples, prompt)]
+    """Greedy and (`num_samples` per prompt) sampled records for one or several eval tasks in one pass each,
+    with `eval_task` and `mode` columns; `summary_table` makes them one row per mode.
+
+    `samples_by_task`: `{eval task: samples}`, or a plain list (one task, named `""`). `prompt`: the format
+    asked for (`None` keeps each sample's own). All tasks' prompts share the batches, so a small eval set
+    per task still fills them; each pass draws from a generator seeded with `seed` (reproducible per seed).
+    """
+    if not isinstance(samples_by_task, dict):
+        samples_by_task = {"": list(samples_by_task)}
+    keyed = [
+        (task, s)
+        for task, samples in samples_by_task.items()
+        for s in (with_prompt(samples, prompt) if prompt else samples)
+    ]
     if not keyed:
         raise ValueError("evaluate_tasks needs at least one sample")
     tasks = {id(s): task for task, s in keyed}
@@ -171,6 +237,11 @@ def evaluate_tasks(
     return records.assign(eval_task=records["id"].map(by_id))
 
 
+def summary_table(records: pd.DataFrame) -> pd.DataFrame:
+    """One `summarize` row per mode (`greedy`, then `sampled` when drawn) of `evaluate_tasks` records."""
+    return pd.DataFrame([summarize(records[records["mode"] == m], m) for m in dict.fromkeys(records["mode"])])
+
+
 def per_prompt(records: pd.DataFrame) -> pd.DataFrame:
     """One row per (eval_task, prompt id): greedy correctness (0/1) and the sampled correct fraction, in
     the order the prompts were evaluated (the pairing key of `othinklab.stats`)."""
@@ -179,18 +250,37 @@ def per_prompt(records: pd.DataFrame) -> pd.DataFrame:
     acc = acc.reindex(columns=["greedy", "sampled"])
     acc.columns.name = None
     acc = acc.reset_index()
+    sampled = records[records["mode"] == "sampled"]
+    if len(sampled) and sampled.groupby("id").size().min() >= 2:  # pass@k and maj@n per prompt
+        scores = pd.concat({t: sampled_prompt_scores(g) for t, g in sampled.groupby("eval_task", sort=False)})
+        acc = acc.merge(scores, left_on=["eval_task", "id"], right_index=True, how="left")
     acc["_order"] = acc["id"].map({k: i for i, k in enumerate(order)})
     return acc.sort_values("_order").drop(columns="_order").reset_index(drop=True)
 
 
 def format_summary(table: pd.DataFrame, label: str = "") -> list[str]:
-    """One line per mode of an `evaluate` table: accuracy with its 95% interval, format, reward, n."""
+    """One line per mode of a `summary_table`: accuracy with its 95% interval, format, reward, n; then, for
+    the sampled mode, one line per pass@k / maj@n with its interval."""
     prefix = f"{label:<7}" if label else ""
-    return [
-        f"  {prefix}{r['mode']:<13} accuracy {r['accuracy']:.3f} [95% CI {r['accuracy_lo']:.3f}, {r['accuracy_hi']:.3f}]  "
-        f"format {r['format']:.3f}  reward {r['reward']:.3f} ± {1.96 * r['reward_se']:.3f}  (n={r['n']} prompts)"
-        for _, r in table.iterrows()
-    ]
+    lines = []
+    for _, r in table.iterrows():
+        lines.append(
+            f"  {prefix}{r['mode']:<13} accuracy {r['accuracy']:.3f} [95% CI {r['accuracy_lo']:.3f}, {r['accuracy_hi']:.3f}]  "
+            f"format {r['format']:.3f}  reward {r['reward']:.3f} ± {1.96 * r['reward_se']:.3f}  (n={r['n']} prompts)"
+        )
+        for col in pass_columns(r):
+            lines.append(
+                f"  {prefix}{'':<13} {col:<8} {r[col]:.3f} [95% CI {r[col + '_lo']:.3f}, {r[col + '_hi']:.3f}]"
+            )
+    return lines
+
+
+def pass_columns(row: Any) -> list[str]:
+    """The pass@k and maj@n names present (and not NaN) in a summary row, dict or per-prompt frame, k ascending."""
+    keys = [k for k in row.keys() if str(k).startswith(("pass@", "maj@")) and "_" not in str(k)]
+    if isinstance(row, pd.DataFrame):
+        return [k for k in keys if row[k].notna().any()]
+    return [k for k in keys if isinstance(row[k], float | int) and not math.isnan(row[k])]
 
 
 def cross_task_matrix(results: pd.DataFrame, metric: str = "greedy_accuracy") -> pd.DataFrame:
@@ -225,14 +315,15 @@ def periodic_eval(
     import time
 
     t0 = time.perf_counter()
-    table = evaluate(model, processor, samples, seed=seed, **settings)
+    table = summary_table(evaluate_tasks(model, processor, samples, seed=seed, **settings))
     out: dict[str, float] = {}
     for _, r in table.iterrows():
-        mode = "greedy" if r["mode"] == "greedy" else "sampled"
+        mode = r["mode"]
         out[f"eval/{mode}_accuracy"] = float(r["accuracy"])
         out[f"eval/{mode}_accuracy_lo"] = float(r["accuracy_lo"])
         out[f"eval/{mode}_accuracy_hi"] = float(r["accuracy_hi"])
         out[f"eval/{mode}_format"] = float(r["format"])
+        out.update({f"eval/{col}": float(r[col]) for col in pass_columns(r)})
     out["eval/n"] = float(len(samples))
     out["eval/seconds"] = time.perf_counter() - t0
     return out

@@ -176,6 +176,7 @@ def find_preset(name: str) -> Preset:
         raise UserError(f"grid preset {name!r} is unknown; choose one of {', '.join(presets)}")
     return presets[name]
 
+
 STEP_SECONDS_PER_SEQUENCE = 1.0 / 48
 """GRPO step cost per sampled sequence (tiny model, LoRA, 48 tokens, 2 CPU cores): measured alone in a
 3-seed grid, 80.6 s per 80-step run of 6 prompts x G=8 (commit 9277179)."""
@@ -263,7 +264,7 @@ def eval_samples(num_eval: int) -> dict[str, list]:
 def _cell(preset: Preset, method: Method, task: str, seed: int, output_dir: Path, progress: bool) -> dict[str, Any]:
     """Train (unless untrained) and evaluate one cell: summary rows and per-prompt correctness."""
     from othinklab import runlock
-    from othinklab.evaluate import evaluate_tasks, per_prompt, summarize
+    from othinklab.evaluate import evaluate_tasks, pass_columns, per_prompt, summarize
     from othinklab.models import load_model
     from othinklab.runs import run_dir_for
     from othinklab.sft_run import run_sft
@@ -312,13 +313,19 @@ def _cell(preset: Preset, method: Method, task: str, seed: int, output_dir: Path
                 "sampled_hi": s["accuracy_hi"],
                 "sampled_format": s["format"],
                 "sampled_reward": s["reward"],
+                **{col: s[col] for col in pass_columns(s)},  # pass@1, pass@2, ..., maj@n from the same samples
                 "train_seconds": round(train_s, 1),
                 "eval_seconds": round(eval_s, 1),
                 "run_dir": "" if method.trainer == "none" else run_dir,
             }
         )
     per = {
-        ev: {"ids": list(sub["id"]), "greedy": list(sub["greedy"]), "sampled": list(sub["sampled"])}
+        ev: {
+            "ids": list(sub["id"]),
+            "greedy": list(sub["greedy"]),
+            "sampled": list(sub["sampled"]),
+            **{col: list(sub[col]) for col in pass_columns(sub)},  # per prompt, for paired intervals
+        }
         for ev, sub in prompts.groupby("eval_task", sort=False)
     }
     return {"rows": rows, "per_prompt": per}

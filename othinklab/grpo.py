@@ -28,11 +28,19 @@ AGGREGATIONS = ("sequence", "token", "dr_grpo")
 SCALES = ("group", "batch", "none")
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4, scale: str = "group") -> torch.Tensor:
+def group_advantages(
+    rewards: torch.Tensor,
+    group_size: int,
+    eps: float = 1e-4,
+    scale: str = "group",
+    batch_std: torch.Tensor | float | None = None,
+) -> torch.Tensor:
     """`(r - mean_g) / (std + eps)` within consecutive groups of `group_size` (Eq. 2).
 
     `scale`: `"group"` divides by each group's std (the paper's, Eq. 2); `"batch"` by the std of all of
-    `rewards` (one number, so groups keep their relative spread); `"none"` only centres (Dr. GRPO).
+    `rewards` (one number, so groups keep their relative spread), or by `batch_std` when given (the std of
+    a batch split over data-parallel ranks, which one rank's `rewards` cannot give); `"none"` only centres
+    (Dr. GRPO).
 
     >>> [round(a, 4) for a in group_advantages(torch.tensor([1.0, 1.0, 0.0, 2.0]), 2).tolist()]
     [0.0, 0.0, -0.7071, 0.7071]
@@ -50,6 +58,7 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4, 
         return (grouped - mean).flatten()
     if scale == "batch":
         std = rewards.std() if rewards.numel() > 1 else torch.zeros(())
+        std = std if batch_std is None else torch.as_tensor(batch_std, dtype=torch.float32)
         return ((grouped - mean) / (std + eps)).flatten()
     std = grouped.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)
     return ((grouped - mean) / (std + eps)).flatten()
@@ -144,6 +153,8 @@ def grpo_loss(
     (beta * KL part), `kl/value` (mean masked per-token KL, whenever `ref_logp` is given),
     `clip/fraction` (masked tokens where clipping is active) split into `clip/low_fraction` (rho below
     1 - eps with A < 0) and `clip/high_fraction` (rho above 1 + eps_high with A > 0), `ratio/mean`.
+    `kl_kind="k3_is"` weighs k3 by `rho` (TRL's bias-corrected KL). With `kl.placement=reward` the trainer
+    passes `beta=0`: the KL is then only measured here, its weight having gone into the rewards.
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
@@ -167,7 +178,7 @@ def grpo_loss(
     kl_value = 0.0
     kl_loss = torch.zeros((), dtype=logp.dtype, device=logp.device)
     if ref_logp is not None:
-        kl = kl_estimate(logp, ref_logp, kl_kind)
+        kl = kl_estimate(logp, ref_logp, kl_kind, old_logp=old_logp)
         with torch.no_grad():
             kl_value = ((kl * mask).sum() / mask.sum().clamp(min=1.0)).item()
         if beta != 0:

@@ -7,7 +7,13 @@ tested against constant, linear, cosine and target-KL (adaptive) baselines with 
 
 Simplified versus the paper: steps are optimizer steps counted from 0; past `t` the GRPO-D weight is
 held at `beta_max` (the paper never trains past `t`). The adaptive controller follows Ziegler et al.
-(2019) / TRL's `AdaptiveKLController` and is not in the paper.
+(2019) / TRL's `AdaptiveKLController` and is not in the paper; the accuracy schedule follows FG-ExPO's
+idea (explore while the policy is mostly wrong, exploit once it is mostly right) and is not in it either.
+Schedules that react to training (adaptive, accuracy) are fed each step's metrics row by `observe`.
+
+The estimators' expected gradients differ (docs/paper.md, "Which KL does the gradient follow?"): as a
+loss, k3 (the paper's Eq. 5) follows the *forward* KL(ref || pi); k2, k3_plus and k3_is follow the
+reverse KL(pi || ref); k1 as a loss has zero expected gradient and is only meaningful in the reward.
 """
 
 from __future__ import annotations
@@ -20,7 +26,15 @@ import torch
 
 from othinklab.errors import ConfigError
 
-KL_KINDS = ("k1", "k2", "k3")
+KL_KINDS = ("k1", "k2", "k3", "k3_plus", "k3_is")
+"""Per-token estimators: k1, k2, k3 (Schulman 2020), k3_plus (verl's `k3+`: k3's value, k2's gradient) and
+k3_is (TRL's `use_bias_correction_kl`: k3 times the ratio pi / pi_old)."""
+PLACEMENTS = ("loss", "reward")
+"""Where the KL enters: the loss (Eq. 4) or the reward before the advantage (PPO-style RLHF, k1)."""
+LOG_RATIO_CLAMP = 20.0
+"""|log(pi_ref / pi)| is clamped to this before the exp of k3 (verl's `low_var_kl`), so exp cannot overflow."""
+K3_CLAMP = 10.0
+"""k3 is clamped to [-K3_CLAMP, K3_CLAMP] (verl's `low_var_kl`): one wild token cannot dominate the loss."""
 
 
 PARAM_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
@@ -32,6 +46,8 @@ PARAM_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "explore_frac": (lambda v: 0 < v < 1, "w/t must be in (0, 1)"),
     "target_kl": (lambda v: v > 0, "must be > 0"),
     "horizon": (lambda v: v > 0, "must be > 0"),
+    "accuracy_momentum": (lambda v: 0 <= v < 1, "the EMA's momentum must be in [0, 1)"),
+    "reset_reference_every": (lambda v: v >= 0, "must be >= 0 (0 = never)"),
 }
 """The valid range of each schedule parameter: the one place they are checked (the config uses it too)."""
 
@@ -79,7 +95,11 @@ def grpo_d_beta(step: int, total_steps: int, beta_min: float, beta_max: float, e
 
 
 class Schedule:
-    """A KL-weight schedule: `schedule(step) -> beta`; `max_beta` is the largest beta over the run."""
+    """A KL-weight schedule: `schedule(step) -> beta`; `max_beta` bounds beta over the run from above.
+
+    `observe(row)` is called with each optimizer step's metrics row (`kl/value`, `reward/accuracy`, ...)
+    after the step; schedules that react to training (adaptive, accuracy) override it, the rest ignore it.
+    """
 
     name: str = ""
 
@@ -97,6 +117,9 @@ class Schedule:
         """Upper bound of beta over the run (decides whether a reference model is needed)."""
         return self._max_beta
 
+    def observe(self, row: dict[str, Any]) -> None:
+        """Take in one optimizer step's metrics row; fixed schedules ignore it."""
+
     def state_dict(self) -> dict[str, Any]:
         """Stateless schedules only record their name and parameters (checked on load)."""
         return {"name": self.name, "params": dict(self.params)}
@@ -113,7 +136,7 @@ class Schedule:
 class AdaptiveKLSchedule(Schedule):
     """Target-KL controller (Ziegler et al. 2019; TRL's `AdaptiveKLController`).
 
-    `update(measured_kl)` after each step: `beta *= 1 + clip(kl / target - 1, -0.2, 0.2) * n / horizon`,
+    `observe(row)` feeds it the step's `kl/value` (skipped when not finite), i.e. `update(measured_kl)`: `beta *= 1 + clip(kl / target - 1, -0.2, 0.2) * n / horizon`,
     so beta rises while the measured KL is above target and falls while below. `__call__` ignores the
     step and returns the current beta.
     """
@@ -130,8 +153,14 @@ class AdaptiveKLSchedule(Schedule):
 
     @property
     def max_beta(self) -> float:
-        """Current beta: positive for the whole run, so a reference model is always needed."""
-        return self.value
+        """Unbounded (inf): beta can grow by up to 20%/horizon per step for as long as the KL stays above
+        target, so no finite bound holds; the current beta is `self.value`."""
+        return math.inf
+
+    def observe(self, row: dict[str, Any]) -> None:
+        kl = row.get("kl/value")
+        if kl is not None and math.isfinite(kl):
+            self.update(kl)
 
     def update(self, measured_kl: float, n_steps: int = 1) -> float:
         """Move beta towards keeping `measured_kl` at `target_kl`; returns the new beta."""
@@ -145,6 +174,43 @@ class AdaptiveKLSchedule(Schedule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.value = float(state["value"])
+
+
+class AccuracySchedule(Schedule):
+    """beta follows the policy's training accuracy: `beta = beta_min + (beta_max - beta_min) * a`, with `a`
+    an exponential moving average (momentum `accuracy_momentum`) of each step's mean accuracy reward,
+    clipped to [0, 1].
+
+    Why (FG-ExPO's idea): while the policy is mostly wrong it should explore, so the leash to the
+    reference is loose (low beta); once it is mostly right it should exploit and stay close to what works
+    (high beta). Linear in `a` is the simplest smooth, monotone, bounded map with no knob beyond the
+    endpoints; the EMA keeps one lucky batch from jerking beta. Until the first step is observed `a` is
+    unknown and beta is `beta_min` (explore); the first observation sets `a` (no bias from a made-up start).
+    """
+
+    def __init__(self, beta_min: float, beta_max: float, accuracy_momentum: float = 0.9):
+        _check(beta_min=beta_min, beta_max=beta_max, accuracy_momentum=accuracy_momentum)
+        params = {"beta_min": beta_min, "beta_max": beta_max, "accuracy_momentum": accuracy_momentum}
+        super().__init__(lambda step: self.beta(), beta_max, "accuracy", params)
+        self.beta_min, self.beta_max, self.momentum = float(beta_min), float(beta_max), float(accuracy_momentum)
+        self.ema: float | None = None
+
+    def beta(self) -> float:
+        a = 0.0 if self.ema is None else min(max(self.ema, 0.0), 1.0)
+        return self.beta_min + (self.beta_max - self.beta_min) * a
+
+    def observe(self, row: dict[str, Any]) -> None:
+        acc = row.get("reward/accuracy")
+        if acc is None or not math.isfinite(acc):
+            return
+        self.ema = float(acc) if self.ema is None else self.momentum * self.ema + (1 - self.momentum) * float(acc)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "ema": self.ema}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.ema = None if state.get("ema") is None else float(state["ema"])
 
 
 def _none() -> Schedule:
@@ -205,6 +271,7 @@ _BUILDERS: dict[str, tuple[Callable[..., Schedule], tuple[str, ...], tuple[str, 
     "cosine": (_cosine, ("beta_start", "beta_end", "total_steps"), ()),
     "grpo_d": (_grpo_d, ("total_steps", "beta_min", "beta_max"), ("explore_frac",)),
     "adaptive": (AdaptiveKLSchedule, ("beta", "target_kl", "horizon"), ()),
+    "accuracy": (AccuracySchedule, ("beta_min", "beta_max"), ("accuracy_momentum",)),
 }
 SCHEDULES = tuple(_BUILDERS)
 _ALIASES = {"beta_min": "beta_start", "beta_max": "beta_end"}  # for linear and cosine
@@ -240,7 +307,7 @@ def schedule_from_config(kl_cfg: Any, total_steps: int) -> Schedule:
     """Build the schedule named `kl_cfg.schedule`, taking only the config fields it uses.
 
     `kl_cfg` has attributes `schedule, beta, beta_min, beta_max, beta_start, beta_end, explore_frac,
-    target_kl, horizon` (missing ones are simply not passed). linear and cosine go from `beta_start` to
+    target_kl, horizon, accuracy_momentum` (missing ones are simply not passed). linear and cosine go from `beta_start` to
     `beta_end`; a negative (or missing) endpoint falls back to `beta_min` / `beta_max`.
     """
     name = getattr(kl_cfg, "schedule", None)
@@ -253,6 +320,7 @@ def schedule_from_config(kl_cfg: Any, total_steps: int) -> Schedule:
         "cosine": (),
         "grpo_d": ("beta_min", "beta_max", "explore_frac"),
         "adaptive": ("beta", "target_kl", "horizon"),
+        "accuracy": ("beta_min", "beta_max", "accuracy_momentum"),
     }[name]
     params = {k: getattr(kl_cfg, k) for k in fields if getattr(kl_cfg, k, None) is not None}
     if name in ("linear", "cosine"):
@@ -290,10 +358,22 @@ def needs_reference(schedule: Schedule) -> bool:
     return schedule.max_beta > 0
 
 
-def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> torch.Tensor:
+def _k3(r: torch.Tensor) -> torch.Tensor:
+    """k3 of `r = ref_logp - logp` with verl's clamps (`r` to +-20 before the exp, k3 to +-10 after)."""
+    r = torch.clamp(r, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    return torch.clamp(torch.exp(r) - r - 1, -K3_CLAMP, K3_CLAMP)
+
+
+def kl_estimate(
+    logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3", old_logp: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-token estimate of KL(pi_theta || pi_ref) from sampled tokens' log-probs; same shape.
 
-    With `r = ref_logp - logp`: k1 = -r, k2 = r**2 / 2, k3 = exp(r) - r - 1 (Eq. 5; >= 0, unbiased).
+    With `r = ref_logp - logp`: k1 = -r, k2 = r**2 / 2, k3 = exp(r) - r - 1 (Eq. 5; >= 0, unbiased in
+    value), k3_plus = k3 in value with k2's gradient (straight-through, verl's `k3+`), k3_is = k3 *
+    exp(logp - old_logp) (TRL 1.16's `use_bias_correction_kl`; `old_logp=None` means on-policy,
+    `logp.detach()`, so the ratio is 1 in value and only adds its gradient). k3 is clamped as verl does
+    (`LOG_RATIO_CLAMP`, `K3_CLAMP`); the clamps never bind at everyday KLs.
 
     >>> kl_estimate(torch.tensor([0.0, -1.0]), torch.tensor([0.0, -1.0])).tolist()
     [0.0, 0.0]
@@ -304,5 +384,24 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") ->
     if kind == "k2":
         return 0.5 * r**2
     if kind == "k3":
-        return torch.exp(r) - r - 1
+        return _k3(r)
+    if kind == "k3_plus":
+        k2 = 0.5 * r**2
+        return k2 - k2.detach() + _k3(r).detach()
+    if kind == "k3_is":
+        old = logp.detach() if old_logp is None else old_logp
+        return torch.exp(logp - old) * _k3(r)
     raise ConfigError(f"kl.estimator must be one of {', '.join(KL_KINDS)}; got {kind!r}")
+
+
+def sequence_kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each completion's summed k1 over its `mask`ed tokens, `log pi(y|x) - log pi_ref(y|x)`, detached:
+    what `kl.placement=reward` subtracts (times beta) from the completion's reward before Eq. 2.
+
+    Why the sum: it is the sequence-level log-ratio, whose score-function gradient
+    `E[(R - beta * log pi/pi_ref) grad log pi]` is the exact gradient of `E[R] - beta * KL(pi || pi_ref)`.
+
+    >>> sequence_kl_penalty(torch.tensor([[-1.0, -2.0]]), torch.tensor([[-1.5, -2.5]]), torch.ones(1, 2)).tolist()
+    [1.0]
+    """
+    return ((logp - ref_logp).detach() * mask.to(logp.dtype)).sum(dim=1)

@@ -57,8 +57,17 @@ METRICS: dict[str, str] = {
     "eval/sampled_format": "fraction of sampled completions in the required format",
     "eval/n": "held-out prompts evaluated",
     "eval/seconds": "wall seconds of the evaluation",
+    **{
+        f"eval/pass@{k}": f"unbiased pass@{k} (Chen et al. 2021) from the eval.num_samples sampled completions per prompt"
+        for k in (1, 2, 4, 8, 16, 32, 64)
+    },
+    **{
+        f"eval/maj@{n}": f"fraction of prompts whose majority-vote answer over {n} sampled completions is right"
+        for n in (2, 4, 8, 16, 32, 64)
+    },
 }
-"""Every key `metrics.jsonl` rows may hold, with its definition."""
+"""Every key `metrics.jsonl` rows may hold, with its definition (pass@k / maj@n for power-of-two
+eval.num_samples up to 64)."""
 
 
 def _json_default(value: Any) -> Any:

@@ -36,10 +36,11 @@ from othinklab.config import Config, to_dict
 from othinklab.errors import TrainingError
 from othinklab.evaluate import periodic_eval
 from othinklab.failures import oom_message
-from othinklab.grpo import grpo_loss, loss_mask, masked_mean
-from othinklab.kl import Schedule, needs_reference, schedule_from_config
+from othinklab.grpo import group_advantages, grpo_loss, loss_mask, masked_mean
+from othinklab.kl import Schedule, needs_reference, schedule_from_config, sequence_kl_penalty
 from othinklab.logprobs import completion_logprobs
 from othinklab.models import is_lora, load_model, make_reference
+from othinklab.reference import Reference
 from othinklab.rewards import RewardBreakdown, load_reward_function, safe_score
 from othinklab.rng import seed_everything
 from othinklab.runs import PromptStream, TrainResult, eval_samples, eval_settings, prepare_run_dir, run_dir_for
@@ -133,6 +134,8 @@ class TrainParts:
     sample_fn: Callable[..., Rollout] = sample_groups
     loss_fn: Callable[..., tuple[torch.Tensor, dict[str, float]]] = grpo_loss
     scaler: torch.amp.GradScaler = field(default_factory=precision.no_scaler)  # float16 loss scaling
+    reference: Reference | None = None
+    """Where reference log-probs come from, and its reset every `kl.reset_reference_every` steps."""
 
 
 def build_parts(
@@ -175,6 +178,7 @@ def build_parts(
         sample_fn=sample_fn,
         loss_fn=loss_fn,
         scaler=precision.make_scaler(cfg, device),
+        reference=Reference(model, ref_model, use_lora, has_reference, cfg.kl.reset_reference_every),
     )
 
 
@@ -204,15 +208,14 @@ class GenerationBatch:
     old_logp: torch.Tensor | None
     group_offset: int
     """Index of this batch's first group within the step (over every rank), for the rollout log."""
-    logp: torch.Tensor | None = None
-    """The policy's log-probs from the latest `compute_loss` (detached), for the rollout log."""
 
 
 def generate_and_score(
-    parts: TrainParts, global_samples: list[Sample], group_offset: int = 0, clock: Stopwatch | None = None
+    parts: TrainParts, global_samples: list[Sample], offset: int = 0, clock: Stopwatch | None = None, beta: float = 0.0
 ) -> GenerationBatch:
     """Sample G completions for this rank's share of `global_samples`, score them, and compute the
-    advantages and the reference (and, if `num_iterations` > 1, old-policy) log-probs."""
+    reference (and, if `num_iterations` > 1, old-policy) log-probs and the advantages. With
+    `kl.placement=reward`, `beta` times each completion's summed k1 is taken off its reward first."""
     cfg, ddp, model, clock = parts.cfg, parts.ddp, parts.model, clock or Stopwatch()
     G, chunk = cfg.grpo.num_generations, cfg.grpo.logprob_chunk
     samples = ddp.shard(global_samples)
@@ -237,35 +240,41 @@ def generate_and_score(
     ]
     scores = [s for s, _ in scored]
     rewards = torch.tensor([s.total for s in scores])
-    adv = distributed.advantages(ddp, rewards, G, cfg.grpo.scale_rewards)
+    ids, mask = r.completion_ids, r.completion_mask
     with clock.part("reference", "computing reference log-probs"), torch.no_grad():
-        ref_logp = old_logp = None
-        if parts.has_reference:
-            ref_model = model if parts.use_lora else parts.ref_model
-            ids, mask = r.completion_ids, r.completion_mask
-            ref_logp = completion_logprobs(ref_model, r.prompt, ids, mask, G, chunk, disable_adapter=parts.use_lora)
-        if cfg.grpo.num_iterations > 1:
-            old_logp = completion_logprobs(model, r.prompt, r.completion_ids, r.completion_mask, G, chunk)
-    offset = group_offset + ddp.rank * len(samples)
-    return GenerationBatch(samples, r, scores, [e for _, e in scored], rewards, adv, ref_logp, old_logp, offset)
+        ref_logp = parts.reference.logprobs(r.prompt, ids, mask, G, chunk) if parts.has_reference else None
+        old_logp = completion_logprobs(model, r.prompt, ids, mask, G, chunk) if cfg.grpo.num_iterations > 1 else None
+        shaped = rewards
+        if cfg.kl.placement == "reward" and beta != 0 and ref_logp is not None:
+            logp = old_logp if old_logp is not None else completion_logprobs(model, r.prompt, ids, mask, G, chunk)
+            shaped = rewards - beta * sequence_kl_penalty(logp, ref_logp, mask).to(rewards.dtype)
+    # Eq. 2 on the (possibly KL-shaped) rewards; `batch` scaling takes its std over every rank's rewards
+    batch_std = torch.cat(ddp.gather(shaped)).std() if cfg.grpo.scale_rewards == "batch" and ddp.enabled else None
+    adv = group_advantages(shaped, G, scale=cfg.grpo.scale_rewards, batch_std=batch_std)
+    first = offset + ddp.rank * len(samples)
+    return GenerationBatch(samples, r, scores, [e for _, e in scored], rewards, adv, ref_logp, old_logp, first)
 
 
-def new_generation_batches(parts: TrainParts, counters: Counters, clock: Stopwatch) -> list[GenerationBatch]:
-    """`gradient_accumulation_steps` fresh generation batches from the next prompt batches of the stream."""
+def new_generation_batches(
+    parts: TrainParts, counters: Counters, clock: Stopwatch, beta: float = 0.0
+) -> list[GenerationBatch]:
+    """`gradient_accumulation_steps` fresh generation batches from the next prompt batches of the stream
+    (`beta` shapes their rewards under `kl.placement=reward`)."""
     batches = []
     for k in range(parts.cfg.train.gradient_accumulation_steps):
         global_samples = parts.data.batch(counters.batch_index)
         counters.batch_index += 1
-        batches.append(generate_and_score(parts, global_samples, k * len(global_samples), clock))
+        batches.append(generate_and_score(parts, global_samples, k * len(global_samples), clock, beta))
     return batches
 
 
 # --------------------------------------------------------------------------- phase 2: the loss
 def compute_loss(
     parts: TrainParts, batches: list[GenerationBatch], beta: float, clock: Stopwatch | None = None
-) -> dict[str, float]:
-    """Eq. 4 with weight `beta` on each batch (truncation mask and clip bounds from `cfg.grpo`), backpropagated;
-    returns the loss stats averaged over batches (and ranks). A `token` mean spans every batch and rank."""
+) -> tuple[dict[str, float], list[torch.Tensor]]:
+    """Eq. 4 with weight `beta` on each batch (truncation mask and clip bounds from `cfg.grpo`), backpropagated.
+    Returns the loss stats averaged over batches (and ranks; a `token` mean spans them all) and each batch's
+    policy log-probs (detached, for the rollout log)."""
     cfg, clock, g = parts.cfg, clock or Stopwatch(), parts.cfg.grpo
     G, chunk, aggregation = g.num_generations, g.logprob_chunk, g.aggregation
     masks = [loss_mask(b.rollout.completion_mask, b.rollout.truncated, g.mask_truncated_completions) for b in batches]
@@ -274,21 +283,24 @@ def compute_loss(
         parts.model.train()
         parts.optimizer.zero_grad(set_to_none=True)
         stats_acc: dict[str, float] = {}
+        logps: list[torch.Tensor] = []
+        beta = 0.0 if cfg.kl.placement == "reward" else beta  # reward: beta already shaped the advantages
+        fixed = {"beta": beta, "epsilon": g.epsilon, "kl_kind": cfg.kl.estimator, "aggregation": aggregation}
+        fixed |= {"epsilon_high": g.epsilon_high or None, "max_length": g.max_completion_length}
         for i, (b, mask) in enumerate(zip(batches, masks)):
             r = b.rollout
             logp, entropy = parts.policy(r.prompt, r.completion_ids, r.completion_mask, G, chunk)
-            args = (b.old_logp, b.ref_logp, b.advantages, mask, beta, g.epsilon, cfg.kl.estimator, aggregation)
-            clip = {"epsilon_high": g.epsilon_high or None, "max_length": g.max_completion_length}
-            loss, stats = parts.loss_fn(logp, *args, **clip)
+            old, ref, adv = b.old_logp, b.ref_logp, b.advantages
+            loss, stats = parts.loss_fn(logp, old_logp=old, ref_logp=ref, advantages=adv, mask=mask, **fixed)
             # entropy over every completion token (a property of the policy, truncated or not)
             stats["loss/total"], stats["policy/entropy"] = loss.item(), masked_mean(entropy, r.completion_mask)
             stats, _ = distributed.reduce_stats(stats, mask, parts.ddp, aggregation)
             # `token`: one token mean over every accumulated batch and rank; otherwise the mean over batches
             parts.scaler.scale(loss * token_weights[i] if token_weights else loss / len(batches)).backward()
-            b.logp = logp.detach()
+            logps.append(logp.detach())
             for k, v in stats.items():
                 stats_acc[k] = stats_acc.get(k, 0.0) + v / len(batches)
-    return stats_acc
+    return stats_acc, logps
 
 
 # --------------------------------------------------------------------------- phase 3: the update
@@ -305,8 +317,8 @@ class StepOutcome:
 def optimizer_step(
     parts: TrainParts, counters: Counters, stats: dict[str, float], clock: Stopwatch | None = None
 ) -> StepOutcome:
-    """Clip and apply the gradients (skipped when the loss or gradient is not finite), advance the LR
-    schedule, and feed the measured KL to an adaptive KL schedule."""
+    """Clip and apply the gradients (skipped when the loss or gradient is not finite) and advance the LR
+    schedule (the KL schedule observes the step's metrics row after `log_step`)."""
     cfg, clock = parts.cfg, clock or Stopwatch()
     with clock.part("optimizer", "in the optimizer step"):
         max_norm = cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else float("inf")
@@ -318,8 +330,6 @@ def optimizer_step(
         bad = precision.counts_as_nonfinite(parts.scaler, stats["loss/total"], grad_norm)  # not a scale overflow
         counters.nonfinite_in_a_row = 0 if finite else counters.nonfinite_in_a_row + bad
         parts.scheduler.step()
-        if parts.schedule.name == "adaptive" and math.isfinite(stats["kl/value"]):
-            parts.schedule.update(stats["kl/value"])
     return StepOutcome(grad_norm, lr, finite)
 
 
@@ -334,9 +344,10 @@ def log_step(
     outcome: StepOutcome,
     clock: Stopwatch,
     extra: dict[str, float] | None = None,
+    logps: list[torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Build the step's metrics row (plus `extra`, e.g. `eval/...` keys) and rollout/error rows on every
-    rank; rank 0 writes them all."""
+    """Build the step's metrics row (plus `extra`, e.g. `eval/...` keys) and rollout/error rows (with
+    `logps`, each batch's policy log-probs from `compute_loss`) on every rank; rank 0 writes them all."""
     cfg, ddp, G = parts.cfg, parts.ddp, parts.cfg.grpo.num_generations
     clock.where = "while logging"
     everyone = ddp.gather([batch_summary(b) for b in batches])
@@ -347,7 +358,8 @@ def log_step(
     )
     row.update(extra or {})
     log_this = cfg.train.log_rollouts and (step % cfg.grpo.num_iterations == 0)
-    rows = [rollout_rows(step, b, G, parts.processor) if log_this else ([], {}) for b in batches]
+    logps = logps or [None] * len(batches)
+    rows = [rollout_rows(step, b, G, parts.processor, lp) if log_this else ([], {}) for b, lp in zip(batches, logps)]
     errors = [error_rows(step, b, G) for b in batches]
     log.write_step(row, ddp.gather((rows, errors)))
     return row
@@ -398,8 +410,9 @@ def _train(
     parts = build_parts(cfg, model, processor, ddp, sample_fn, loss_fn, accuracy_fn)
     counters = Counters()
     if resume:
+        p = parts
         restored = ckpt_io.resume_training(
-            run, model, parts.optimizer, parts.scheduler, parts.generator, parts.schedule, ddp.is_main, parts.scaler
+            run, model, p.optimizer, p.scheduler, p.generator, p.schedule, ddp.is_main, p.scaler, p.reference
         )
         counters = Counters(**restored)
         ddp.barrier()
@@ -416,12 +429,14 @@ def _train(
             beta = parts.schedule(counters.step)
             # A new generation batch every num_iterations optimizer steps (TRL's semantics).
             if counters.step % cfg.grpo.num_iterations == 0 or not batches:
-                batches = new_generation_batches(parts, counters, clock)
-            stats = compute_loss(parts, batches, beta, clock)
+                batches = new_generation_batches(parts, counters, clock, beta)
+            stats, logps = compute_loss(parts, batches, beta, clock)
             outcome = optimizer_step(parts, counters, stats, clock)
             done, every, total = counters.step + 1, cfg.train.eval_every, cfg.train.total_steps
             evals = periodic_eval(model, processor, held_out, done, every, total, eval_settings(cfg), cfg.train.seed)
-            row = log_step(parts, log, counters.step, beta, batches, stats, outcome, clock, evals)
+            row = log_step(parts, log, counters.step, beta, batches, stats, outcome, clock, evals, logps)
+            parts.schedule.observe(row)  # adaptive: the measured KL; accuracy: the training accuracy
+            parts.reference.after_step(done)  # the reference becomes the policy every kl.reset_reference_every
             counters.step += 1
             bar.update(1)
             bar.set_postfix(reward=f"{row['reward/total']:.2f}", beta=f"{beta:.3f}", kl=f"{row['kl/value']:.3f}")
@@ -480,5 +495,6 @@ def _checkpoint_if_due(parts: TrainParts, run: Path, counters: Counters, clock: 
             {"batch_index": counters.batch_index, "nonfinite_in_a_row": counters.nonfinite_in_a_row},
             keep=cfg.train.keep_checkpoints,
             scaler=parts.scaler,
+            reference=parts.reference,
         )
     parts.ddp.barrier()

@@ -145,3 +145,25 @@ def test_a_zero_from_the_schedule_keeps_the_reference_pass(tmp_path, base_dir):
 def test_needs_the_trainer():
     with pytest.raises(ValueError, match="needs the GRPOTrainer"):
         KLScheduleCallback(make_schedule("constant", beta=0.1)).on_train_begin(None, None, None)
+
+
+@pytest.mark.parametrize(
+    "field, value", [("estimator", "k2"), ("estimator", "k3_plus"), ("placement", "reward"), ("schedule", "accuracy")]
+)
+def test_what_trl_cannot_express_is_refused_naming_the_field(field, value):
+    from othinklab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"kl.{field}={value}"):
+        KLScheduleCallback(KLConfig(**{field: value}))
+
+
+@pytest.mark.parametrize("estimator, corrected", [("k3", False), ("k3_is", True)])
+def test_the_estimator_maps_onto_trls_bias_corrected_kl(estimator, corrected):
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(beta=0.1, ref_model=object(), args=SimpleNamespace(use_bias_correction_kl=not corrected))
+    cb = KLScheduleCallback(KLConfig(schedule="constant", beta=0.05, estimator=estimator), trainer=fake)
+    cb.on_train_begin(None, SimpleNamespace(max_steps=3), None)
+    assert fake.args.use_bias_correction_kl is corrected
+    cb.on_step_begin(None, SimpleNamespace(global_step=0), None)
+    assert fake.beta == 0.05

@@ -11,12 +11,15 @@ import torch
 
 from othinklab.errors import ConfigError
 from othinklab.kl import (
+    KL_KINDS,
+    AccuracySchedule,
     AdaptiveKLSchedule,
     grpo_d_beta,
     kl_estimate,
     make_schedule,
     needs_reference,
     schedule_from_config,
+    sequence_kl_penalty,
 )
 
 STEPS = (0, 10, 20, 30, 50, 70, 100)
@@ -172,3 +175,101 @@ def test_linear_and_cosine_endpoints_from_the_config():
     assert (lin(0), lin(10)) == pytest.approx((0.04, 0.1))  # the defaults' beta_min -> beta_max, as before
     with pytest.raises(ConfigError, match="kl.explore_frac=1.5"):
         load_config(None, ["kl.explore_frac=1.5"])  # ranges come from kl.PARAM_RULES, checked once
+
+
+# --------------------------------------------------------------------------- which KL each estimator's gradient follows
+def _categorical(seed: int = 0, k: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 7-way softmax policy with parameters theta (random, away from ref) and a fixed reference."""
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.randn(k, generator=g, dtype=torch.float64).requires_grad_(True)
+    ref = torch.log_softmax(torch.randn(k, generator=g, dtype=torch.float64), 0)
+    return theta, ref
+
+
+def _expected_grad(theta: torch.Tensor, ref: torch.Tensor, per_outcome) -> torch.Tensor:
+    """E_{x ~ pi}[grad of the per-sample loss], exactly: sum over outcomes weighted by pi (not differentiated,
+    as for samples drawn from pi), each term's gradient as autograd gives it for that sample."""
+    logp = torch.log_softmax(theta, 0)
+    pi = logp.exp().detach()
+    (grad,) = torch.autograd.grad((pi * per_outcome(logp, ref)).sum(), theta)
+    return grad
+
+
+def _analytic(theta: torch.Tensor, ref: torch.Tensor) -> dict[str, torch.Tensor]:
+    logp = torch.log_softmax(theta, 0)
+    reverse = (logp.exp() * (logp - ref)).sum()  # KL(pi || ref)
+    forward = (ref.exp() * (ref - logp)).sum()  # KL(ref || pi)
+    return {
+        "reverse": torch.autograd.grad(reverse, theta, retain_graph=True)[0],
+        "forward": torch.autograd.grad(forward, theta)[0],
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_each_estimators_expected_gradient_as_a_loss(seed):
+    theta, ref = _categorical(seed)
+    want = _analytic(theta, ref)
+    assert not torch.allclose(want["reverse"], want["forward"], atol=1e-3)  # the test can tell them apart
+    got = {kind: _expected_grad(theta, ref, lambda lp, rf, k=kind: kl_estimate(lp, rf, k)) for kind in KL_KINDS}
+    torch.testing.assert_close(got["k2"], want["reverse"])
+    torch.testing.assert_close(got["k3_plus"], want["reverse"])
+    torch.testing.assert_close(got["k3_is"], want["reverse"])  # TRL's bias correction, on-policy
+    torch.testing.assert_close(got["k3"], want["forward"])  # Eq. 5 as a loss: the forward KL's gradient
+    torch.testing.assert_close(got["k1"], torch.zeros_like(theta))  # k1 as a loss: nothing in expectation
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_k1_in_the_reward_gives_the_reverse_kl_gradient_through_the_score_function(seed):
+    """`kl.placement=reward`: beta * k1 (detached) taken off the reward, so the policy-gradient loss
+    `-(R - beta * k1) * log pi` has, at R = 0 and beta = 1, the expected gradient of KL(pi || ref)."""
+    theta, ref = _categorical(seed)
+
+    def reward_loss(logp: torch.Tensor, rf: torch.Tensor) -> torch.Tensor:
+        penalty = sequence_kl_penalty(logp.unsqueeze(1), rf.unsqueeze(1), torch.ones(len(logp), 1))
+        return penalty * logp  # -(0 - penalty) * log pi
+
+    torch.testing.assert_close(_expected_grad(theta, ref, reward_loss), _analytic(theta, ref)["reverse"])
+
+
+def test_estimator_values_and_clamps():
+    logp = torch.tensor([-1.0, -2.0, -0.5])
+    ref = torch.tensor([-1.0, -1.5, -1.5])
+    k3 = kl_estimate(logp, ref, "k3")
+    assert torch.equal(kl_estimate(logp, ref, "k3_plus"), k3)  # k3's value
+    assert torch.equal(kl_estimate(logp, ref, "k3_is"), k3)  # on-policy the ratio is 1 in value
+    old = logp - 0.1
+    assert kl_estimate(logp, ref, "k3_is", old_logp=old).tolist() == pytest.approx((k3 * math.exp(0.1)).tolist())
+    wild = kl_estimate(torch.tensor([-100.0, 0.0]), torch.tensor([0.0, -100.0]), "k3")
+    assert wild[0] == 10.0  # r = 100 -> clamped to 20 -> exp(20) - 21 -> clamped to 10
+    assert torch.isfinite(wild).all() and wild.max() <= 10.0  # verl's clamps: log ratio +-20, k3 +-10
+
+
+def test_observe_drives_adaptive_and_accuracy_and_fixed_schedules_ignore_it():
+    ada = make_schedule("adaptive", beta=0.1, target_kl=0.05, horizon=100)
+    ada.observe({"kl/value": 1.0})
+    assert ada(5) == pytest.approx(0.1 * 1.002)
+    ada.observe({"kl/value": float("nan")})  # not finite: skipped
+    assert ada(5) == pytest.approx(0.1 * 1.002) and ada.max_beta == math.inf  # unbounded, not the current beta
+    const = make_schedule("constant", beta=0.04)
+    const.observe({"kl/value": 1.0, "reward/accuracy": 1.0})
+    assert const(0) == 0.04 and const.max_beta == 0.04
+
+
+def test_accuracy_schedule_explores_when_wrong_and_exploits_when_right():
+    acc = make_schedule("accuracy", beta_min=0.01, beta_max=0.11, accuracy_momentum=0.5)
+    assert isinstance(acc, AccuracySchedule) and acc(0) == 0.01 and acc.max_beta == 0.11  # unknown: explore
+    acc.observe({"reward/accuracy": 0.2})  # the first observation sets the EMA
+    assert acc(1) == pytest.approx(0.01 + 0.1 * 0.2)
+    acc.observe({"reward/accuracy": 1.0})
+    assert acc(2) == pytest.approx(0.01 + 0.1 * 0.6)
+    state = acc.state_dict()
+    fresh = make_schedule("accuracy", beta_min=0.01, beta_max=0.11, accuracy_momentum=0.5)
+    fresh.load_state_dict(state)
+    assert fresh(3) == acc(3)
+    for _ in range(50):
+        acc.observe({"reward/accuracy": 1.0})
+    assert acc(99) == pytest.approx(0.11)  # bounded by beta_max
+    with pytest.raises(ConfigError, match="accuracy_momentum"):
+        make_schedule("accuracy", beta_min=0.0, beta_max=0.1, accuracy_momentum=1.0)
+    cfg = SimpleNamespace(schedule="accuracy", beta_min=0.0, beta_max=0.1, accuracy_momentum=0.9)
+    assert schedule_from_config(cfg, 10).momentum == 0.9

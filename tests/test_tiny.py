@@ -73,14 +73,14 @@ def test_home_respects_env(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_base_is_partly_competent(base_dir):
     """The cached base answers in format most of the time and is right well below ceiling on each task."""
-    from othinklab.evaluate import evaluate
+    from othinklab.evaluate import evaluate_tasks, summary_table
 
     info = json.loads((base_dir / "othinklab.json").read_text())
     assert info["kind"] == "tiny-base" and info["warmup"]["steps"] > 0
     model, processor = load_model("tiny")
     for task, split in (("counting", "ood"), ("geometry", "test")):
         samples = make_task(task).samples(100, split=split, seed=10_000)
-        table = evaluate(model, processor, samples, num_samples=2).set_index("mode")
+        table = summary_table(evaluate_tasks(model, processor, samples, num_samples=2)).set_index("mode")
         greedy = table.loc["greedy"]
         assert 0.1 <= greedy["accuracy"] <= 0.8, (task, greedy["accuracy"])  # right sometimes, far from ceiling
         assert greedy["format"] >= 0.5

@@ -25,7 +25,14 @@ Two TRL rules shape the callback:
 Logged each optimizer step: `beta` (the value in effect) in TRL's metrics, so it appears in
 `trainer.state.log_history`, the console and any tracker; and in `callback.history` as `(step, beta)`.
 Steps are optimizer steps counted from 0 (`state.global_step` before the step), as in othinklab.
-The adaptive schedule is updated after each step with the mean KL TRL measured in it.
+After each step the schedule observes `{"kl/value": mean KL TRL measured}` (the adaptive one reacts).
+
+What TRL can and cannot express (checked at construction from a `KLConfig`, a `ConfigError` naming the
+field otherwise): TRL puts k3 in the loss, optionally times pi/pi_old (`GRPOConfig.use_bias_correction_kl`,
+on by default since TRL 1.16). So `kl.estimator=k3_is` sets `trainer.args.use_bias_correction_kl = True`
+and `k3` sets it False; `k1`, `k2`, `k3_plus`, `kl.placement=reward` (TRL has no KL-in-reward for GRPO),
+`kl.schedule=accuracy` (TRL's metrics hold no accuracy reward by that name) and
+`kl.reset_reference_every` (TRL's `sync_ref_model` syncs by mixing, a different rule) cannot be mapped.
 """
 
 from __future__ import annotations
@@ -34,7 +41,34 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from othinklab.errors import ConfigError
 from othinklab.kl import Schedule, schedule_from_config
+
+TRL_ESTIMATORS = {"k3": False, "k3_is": True}
+"""othinklab estimators TRL's GRPOTrainer computes, with the `use_bias_correction_kl` each needs."""
+
+
+def trl_problems(kl_cfg: Any) -> list[str]:
+    """Why a `KLConfig`-like object cannot run under TRL's GRPOTrainer (empty when it can).
+
+    >>> from othinklab.config import KLConfig
+    >>> trl_problems(KLConfig()), len(trl_problems(KLConfig(estimator="k2", placement="reward")))
+    ([], 2)
+    """
+    problems = []
+    est = getattr(kl_cfg, "estimator", "k3")
+    if est not in TRL_ESTIMATORS:
+        problems.append(
+            f"kl.estimator={est}: TRL's GRPOTrainer computes k3 in the loss, optionally importance-corrected "
+            "(use_bias_correction_kl); use kl.estimator=k3 or k3_is, or othinklab's own trainer"
+        )
+    if getattr(kl_cfg, "placement", "loss") != "loss":
+        problems.append("kl.placement=reward: TRL's GRPOTrainer has no KL-in-the-reward; use othinklab's trainer")
+    if getattr(kl_cfg, "schedule", None) == "accuracy":
+        problems.append("kl.schedule=accuracy: the callback sees no accuracy reward in TRL's metrics")
+    if getattr(kl_cfg, "reset_reference_every", 0):
+        problems.append("kl.reset_reference_every: use TRL's sync_ref_model (a different, mixing rule) instead")
+    return problems
 
 
 class KLScheduleCallback(TrainerCallback):
@@ -49,6 +83,9 @@ class KLScheduleCallback(TrainerCallback):
     def __init__(self, schedule: Schedule | Any, trainer: Any = None, zero_beta: float = 1e-12):
         if not zero_beta >= 0:
             raise ValueError(f"zero_beta must be >= 0, got {zero_beta!r}")
+        problems = [] if isinstance(schedule, Schedule) else trl_problems(schedule)
+        if problems:
+            raise ConfigError("KLScheduleCallback cannot map this KL config onto TRL: " + "; ".join(problems))
         self._spec = schedule
         self.schedule: Schedule | None = schedule if isinstance(schedule, Schedule) else None
         self.trainer = trainer
@@ -72,6 +109,8 @@ class KLScheduleCallback(TrainerCallback):
             )
         if self.schedule is None:
             self.schedule = schedule_from_config(self._spec, int(state.max_steps))
+            if hasattr(self._spec, "estimator") and hasattr(self.trainer, "args"):
+                self.trainer.args.use_bias_correction_kl = TRL_ESTIMATORS[self._spec.estimator]
         if self.schedule.max_beta > 0 and self.trainer.beta == 0.0 and not self._reference_available():
             raise ValueError(
                 "GRPOConfig.beta is 0.0, so TRL loaded no reference model and cannot compute the KL this "
@@ -93,12 +132,12 @@ class KLScheduleCallback(TrainerCallback):
             self._kl_seen = len(metrics["train"].get("kl", []))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.schedule is None or self.schedule.name != "adaptive":
+        if self.schedule is None:
             return
         metrics = getattr(self.trainer, "_metrics", {}).get("train", {})
         kls = list(metrics.get("kl", []))[self._kl_seen :]
         if kls:
-            self.schedule.update(sum(kls) / len(kls))
+            self.schedule.observe({"kl/value": sum(kls) / len(kls)})
 
     # ------------------------------------------------------------------ helpers
     def _reference_available(self) -> bool:

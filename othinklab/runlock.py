@@ -35,36 +35,30 @@ class RunLockedError(UserError):
     """Another live process holds the run directory's lock."""
 
 
-def _open(path: Path, flags: int) -> int:
-    """A descriptor of `path` opened without following a link; anything but a regular file is refused."""
-    fd = os.open(path, flags | _NOFOLLOW)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+def _rw(path: Path, text: str | None = None) -> str:
+    """Read (`text` None) or replace the lock file's contents through a descriptor that follows no link and
+    refuses anything but a regular file."""
+    fd = os.open(path, (os.O_RDONLY if text is None else os.O_WRONLY) | _NOFOLLOW)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(f"{path} is not a regular file")
+        if text is None:
+            return os.read(fd, 4096).decode("utf-8", errors="replace")
+        os.ftruncate(fd, 0)
+        os.write(fd, text.encode())
+        return text
+    finally:
         os.close(fd)
-        raise IsADirectoryError(f"{path} is not a regular file")
-    return fd
 
 
 def read_holder(run_dir: str | Path) -> dict[str, Any] | None:
     """What the lock file says about its (current or last) holder; None when absent or unreadable."""
     try:
-        fd = _open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
-        try:
-            text = os.read(fd, 4096).decode("utf-8", errors="replace")
-        finally:
-            os.close(fd)
+        text = _rw(Path(run_dir) / LOCK_FILE)
         info = json.loads(text) if text.strip() else None
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
-
-
-def _write(path: Path, text: str) -> None:
-    fd = _open(path, os.O_WRONLY)
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 def _describe(info: dict[str, Any] | None) -> str:
@@ -128,7 +122,7 @@ def acquire(run_dir: str | Path, what: str = "train") -> None:
     try:
         previous = read_holder(run)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "command": what}
-        _write(path, json.dumps({**me, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+        _rw(path, json.dumps({**me, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
     except OSError as exc:
         lock.release()
         raise _unusable(path, exc) from None
@@ -151,7 +145,7 @@ def release(run_dir: str | Path) -> None:
         return
     del _locks[os.path.abspath(path)]
     with contextlib.suppress(OSError):
-        _write(path, "")
+        _rw(path, "")
         if [p.name for p in path.parent.iterdir()] == [LOCK_FILE]:  # a run that wrote nothing leaves no directory
             path.unlink()
             path.parent.rmdir()

@@ -1,20 +1,19 @@
-"""Paired statistics for the grid: hierarchical bootstrap intervals, verdicts, seed spread and power.
+"""Paired statistics for the grid: seed-and-prompt intervals, verdicts, seed spread and power.
 
 Why: two methods trained from the same seed see the same prompt stream and are scored on the same eval
 prompts, so the honest comparison is the *paired* difference per (seed, prompt), not two intervals of
 means that may or may not overlap. The seed-to-seed spread of a small-scale RL run is large (one seed
 can land 25 points above another), so an interval that only counts eval prompts as random would
-overstate certainty; the bootstrap here resamples seeds *and* prompts (the two are crossed: every seed
-is scored on the same prompts). A verdict is read off the interval only, never off the point estimate.
+overstate certainty.
 
-A raw crossed bootstrap gets the width wrong both ways: over a handful of seeds it is too narrow (the
-plug-in variance is (S-1)/S of the unbiased one, and its quantiles are normal-like where a t with S-1
-degrees of freedom belongs), while it counts the seed-by-prompt noise more than once, which makes it too
-wide when that noise dominates. Simulated with 5 seeds at a true difference of 0, a nominal 95% raw
-bootstrap called a difference 0.3-18% of the time depending on where the variance sits. So the
-bootstrap's replicates keep their shape but are rescaled about the estimate to the unbiased variance of
-the mean, with the seed part at Student's t quantile: the same simulations then call 3-7%
-(`tests/test_stats.py` checks this). `halfwidth`/`seeds_for` use the same t quantiles.
+The model: difference(seed, prompt) = mean + seed effect + prompt effect + residual, all independent,
+additive, roughly symmetric, on a balanced design (every seed scored on the same prompts). Its variance
+components (two-way ANOVA, one observation per cell) give *one* estimate of the variance of the mean,
+used by the interval, the half-width and the power calculation alike: the seed part (seed effect plus
+residual, estimated from the per-seed means with S-1 degrees of freedom) at Student's t quantile, the
+prompt part at the normal one. The interval is exact arithmetic: no resampling, so no verdict depends on
+a random seed of the analysis (a crossed bootstrap with 2000 replicates moved the ends by up to 0.7
+points between its own seeds). `tests/test_stats.py` checks the error rate at a true difference of 0.
 
 Everything here is pure numpy on arrays shaped `(seeds, prompts)` of per-prompt correctness (0/1 for
 greedy decoding, the fraction of correct samples for sampled accuracy).
@@ -23,13 +22,16 @@ greedy decoding, the fraction of correct samples for sampled accuracy).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
 
-HOLDS, REVERSED, NOT_SEPARABLE = "holds", "reversed", "not separable"
-"""The three verdicts: interval entirely on the claimed side of 0, entirely on the other, or neither."""
+HOLDS, REVERSED, NOT_SEPARABLE, BORDERLINE = "holds", "reversed", "not separable", "borderline"
+"""Verdicts: interval entirely on the claimed side of 0, entirely on the other, neither, or an end within
+`BORDERLINE_POINTS` of 0 (a knife-edge call that should not be read either way)."""
+BORDERLINE_POINTS = 0.2
+"""Interval ends this close to 0 (points) make a verdict `borderline`."""
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,11 @@ class PairedDifference:
     diff: float
     """Point estimate: mean over seeds and prompts of the paired difference (points, 0-100 scale)."""
     lo: float
-    """Lower end of the percentile bootstrap interval (points)."""
+    """Lower end of the interval (points)."""
     hi: float
     """Upper end (points)."""
     verdict: str
-    """`holds`, `reversed` or `not separable` (from the interval only)."""
+    """`holds`, `reversed`, `borderline` or `not separable` (from the interval only)."""
     n_seeds: int
     n_prompts: int
 
@@ -72,33 +74,37 @@ def paired_matrix(better: np.ndarray | list, worse: np.ndarray | list) -> np.nda
     return 100.0 * (a - b)
 
 
-def verdict(lo: float, hi: float) -> str:
-    """`holds` if the interval of (claimed better - claimed worse) is entirely above 0, `reversed` if
-    entirely below, else `not separable`.
+def verdict(lo: float, hi: float, tol: float = BORDERLINE_POINTS) -> str:
+    """`holds` if the interval of (claimed better - claimed worse) is above `tol`, `reversed` if below
+    `-tol`, `borderline` if an end of a non-degenerate interval lies within `tol` of 0, else `not separable`.
 
-    >>> verdict(1.0, 4.0), verdict(-3.0, -0.5), verdict(-1.0, 2.0), verdict(0.0, 0.0)
-    ('holds', 'reversed', 'not separable', 'not separable')
+    >>> verdict(1.0, 4.0), verdict(-3.0, -0.5), verdict(-1.0, 2.0), verdict(0.1, 4.0), verdict(0.0, 0.0)
+    ('holds', 'reversed', 'not separable', 'borderline', 'not separable')
     """
-    if lo > 0:
+    if lo > tol:
         return HOLDS
-    if hi < 0:
+    if hi < -tol:
         return REVERSED
+    if hi - lo > 2 * tol and (abs(lo) <= tol or abs(hi) <= tol):
+        return BORDERLINE
     return NOT_SEPARABLE
 
 
-def bootstrap_means(d: np.ndarray, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
-    """`n_boot` bootstrap replicates of the mean of `d` (seeds x prompts), resampling seeds and prompts
-    independently with replacement (crossed design). One seed: prompts only.
+def _quantile(cdf, q: float) -> float:
+    """The x >= 0 with cdf(x) = q, by doubling then bisection."""
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < q:
+        lo, hi = hi, hi * 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < q else (lo, mid)
+    return (lo + hi) / 2
 
-    >>> bootstrap_means(np.full((3, 4), 7.0), n_boot=5).tolist()
-    [7.0, 7.0, 7.0, 7.0, 7.0]
-    """
-    d = _as_matrix(d, "d")
-    S, P = d.shape
-    rng = np.random.default_rng(seed)
-    ws = rng.multinomial(S, np.full(S, 1.0 / S), size=n_boot).astype(float)  # seed weights (counts)
-    wp = rng.multinomial(P, np.full(P, 1.0 / P), size=n_boot).astype(float)  # prompt weights (counts)
-    return np.einsum("bs,sp,bp->b", ws, d, wp) / (S * P)
+
+def _simpson(pdf, a: float, b: float, n: int = 4000) -> float:
+    xs = np.linspace(a, b, n + 1)
+    ys = pdf(xs)
+    return float((xs[1] - xs[0]) / 3 * (ys[0] + ys[-1] + 4 * ys[1:-1:2].sum() + 2 * ys[2:-1:2].sum()))
 
 
 @lru_cache(maxsize=256)
@@ -118,60 +124,46 @@ def t_quantile(q: float, df: float) -> float:
     else:
         c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
         pdf = lambda x: c * (1 + x * x / df) ** (-(df + 1) / 2)  # noqa: E731
-
-    def cdf(x: float) -> float:  # 0.5 + integral of the density over [0, x] (Simpson, fine grid)
-        xs = np.linspace(0.0, x, 4001)
-        ys = pdf(xs)
-        return 0.5 + float((xs[1] - xs[0]) / 3 * (ys[0] + ys[-1] + 4 * ys[1:-1:2].sum() + 2 * ys[2:-1:2].sum()))
-
-    lo, hi = 0.0, 1.0
-    while cdf(hi) < q:
-        lo, hi = hi, hi * 2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cdf(mid) < q else (lo, mid)
-    return (lo + hi) / 2
+    return _quantile(lambda x: 0.5 + _simpson(pdf, 0.0, x), q)
 
 
-def paired_difference(
-    better: np.ndarray | list, worse: np.ndarray | list, n_boot: int = 2000, seed: int = 0, level: float = 0.95
-) -> PairedDifference:
-    """Paired difference `better - worse` in accuracy points, its 95% interval and verdict.
+@lru_cache(maxsize=256)
+def chi2_quantile(q: float, df: int) -> float:
+    """Quantile `q` (0 < q < 1) of the chi-square with `df` degrees of freedom, from the regularized
+    lower incomplete gamma function's series.
 
-    The interval is the percentile bootstrap over seeds and prompts, rescaled about the point estimate so
-    that its variance is the unbiased variance of the mean (the seed part, from the per-seed means, at
-    Student's t quantile with S-1 degrees of freedom; the prompt part from the variance components). With
-    one seed nothing is rescaled: the prompts-only bootstrap stands.
-
-    >>> r = paired_difference([[1, 1, 0, 0]] * 3, [[0, 1, 0, 0]] * 3)
-    >>> r.diff, r.verdict
-    (25.0, 'not separable')
+    >>> [round(chi2_quantile(q, 4), 3) for q in (0.025, 0.975)]
+    [0.484, 11.143]
     """
-    d = paired_matrix(better, worse)
-    reps = bootstrap_means(d, n_boot=n_boot, seed=seed)
-    alpha = (1 - level) / 2
-    lo, hi = (float(x) for x in np.quantile(reps, [alpha, 1 - alpha]))
-    mean = float(d.mean())
-    S, P = d.shape
-    if S > 1:
-        vc = variance_components(d)
-        q = 1 - alpha
-        seed_part = float(d.mean(axis=1).var(ddof=1)) / S  # unbiased: sigma_seed^2/S + sigma_resid^2/(S P)
-        target = (t_quantile(q, S - 1) / t_quantile(q, math.inf)) ** 2 * seed_part + vc.prompt / P
-        spread = float(reps.var())
-        if spread > 0 and target > 0:
-            widen = math.sqrt(target / spread)
-            lo, hi = mean + widen * (lo - mean), mean + widen * (hi - mean)
-    lo, hi = round(lo, 9), round(hi, 9)  # a constant shift gives exactly its value, not 9.999999999
-    return PairedDifference(diff=mean, lo=lo, hi=hi, verdict=verdict(lo, hi), n_seeds=d.shape[0], n_prompts=d.shape[1])
+    if not 0 < q < 1 or df < 1:
+        raise ValueError(f"chi2_quantile needs 0 < q < 1 and df >= 1, got {q}, {df}")
+    a = df / 2
+
+    def cdf(x: float) -> float:  # P(a, x/2) = (x/2)^a e^(-x/2) / Gamma(a) * sum_n (x/2)^n / (a (a+1) ... (a+n))
+        if x <= 0:
+            return 0.0
+        h = x / 2
+        term = total = 1.0 / a
+        n = 0
+        while term > 1e-15 * total:
+            n += 1
+            term *= h / (a + n)
+            total += term
+        return math.exp(a * math.log(h) - h - math.lgamma(a)) * total
+
+    return _quantile(cdf, q)
 
 
 @dataclass(frozen=True)
 class VarianceComponents:
-    """Two-way (seed x prompt) random-effects decomposition of a paired-difference matrix (points^2)."""
+    """Two-way (seed x prompt) random-effects decomposition of a paired-difference matrix (points^2).
+
+    The one estimate of the variance of the mean that the interval, `halfwidth` and `seeds_for` share:
+    `seed_term` (seed effect plus residual, S-1 degrees of freedom) and `prompt / P`."""
 
     seed: float
-    """Variance of the per-seed true difference (what more seeds average away)."""
+    """Variance of the per-seed true difference (what more seeds average away). The unbiased estimate,
+    negative when the seed means agree better than the residual predicts; `seed_term` clips the sum."""
     prompt: float
     """Variance of the per-prompt difference shared by all seeds (what more eval prompts average away)."""
     residual: float
@@ -179,26 +171,49 @@ class VarianceComponents:
     n_seeds: int
     n_prompts: int
 
-    def halfwidth(self, n_seeds: int | None = None, n_prompts: int | None = None, z: float = 1.96) -> float:
-        """Approximate 95% half-width (points) of the mean difference with this many seeds and prompts:
-        the seed part with Student's t (S-1 degrees of freedom), the prompt part with `z`."""
+    def seed_term(self, n_seeds: int | None = None, n_prompts: int | None = None) -> float:
+        """Variance of the mean from seeds: seed/S + residual/(S P); at the observed sizes exactly the
+        sample variance (ddof 1) of the per-seed means over S."""
         S, P = n_seeds or self.n_seeds, n_prompts or self.n_prompts
-        t = t_quantile(0.975, S - 1) if S > 1 else z
-        return math.sqrt(t * t * (self.seed / S + self.residual / (S * P)) + z * z * self.prompt / P)
+        return max(0.0, self.seed / S + self.residual / (S * P))
 
-    def seeds_for(self, target: float = 5.0, n_prompts: int | None = None, z: float = 1.96) -> int | None:
+    def halfwidth(self, n_seeds: int | None = None, n_prompts: int | None = None, level: float = 0.95) -> float:
+        """Half-width (points) of the interval with this many seeds and prompts: the seed term at Student's
+        t with S-1 degrees of freedom (the normal with one seed), the prompt term at the normal."""
+        S, P = n_seeds or self.n_seeds, n_prompts or self.n_prompts
+        q = 1 - (1 - level) / 2
+        z = t_quantile(q, math.inf)
+        t = t_quantile(q, S - 1) if S > 1 else z
+        return math.sqrt(t * t * self.seed_term(S, P) + z * z * self.prompt / P)
+
+    def seeds_for(self, target: float = 5.0, n_prompts: int | None = None) -> int | None:
         """Fewest seeds (at least 2) whose half-width is at most `target` points with `n_prompts` prompts;
         None if the prompt term alone uses it up (more eval prompts are needed first) or it takes over 10,000."""
         P = n_prompts or self.n_prompts
-        if (z * z) * self.prompt / P >= target * target:
-            return None
         lo, hi = 2, 10_000
-        if self.halfwidth(hi, P, z) > target:
+        if self.halfwidth(hi, P) > target:
             return None
         while lo < hi:  # the half-width falls as seeds are added
             mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if self.halfwidth(mid, P, z) <= target else (mid + 1, hi)
+            lo, hi = (lo, mid) if self.halfwidth(mid, P) <= target else (mid + 1, hi)
         return lo
+
+    def seed_bounds(self, level: float = 0.95) -> tuple[VarianceComponents, VarianceComponents]:
+        """The components with the seed mean square at the ends of its chi-square confidence interval
+        (S-1 degrees of freedom): how far `seeds_for` can move when the seed variance was estimated from
+        a handful of seeds."""
+        S, P = self.n_seeds, self.n_prompts
+        if S < 2:
+            return self, self
+        ms = self.seed * P + self.residual
+        a = (1 - level) / 2
+        ends = ((S - 1) / chi2_quantile(1 - a, S - 1), (S - 1) / chi2_quantile(a, S - 1))
+        return tuple(replace(self, seed=(f * ms - self.residual) / P) for f in ends)  # type: ignore[return-value]
+
+    def seeds_range(self, target: float = 5.0) -> tuple[int | None, int | None, int | None]:
+        """(low, estimate, high) of `seeds_for(target)` over the seed variance's 95% interval."""
+        low, high = self.seed_bounds()
+        return low.seeds_for(target), self.seeds_for(target), high.seeds_for(target)
 
 
 def variance_components(d: np.ndarray) -> VarianceComponents:
@@ -220,7 +235,48 @@ def variance_components(d: np.ndarray) -> VarianceComponents:
         prompt = max(0.0, (ms_p - ms_e) / S)
     else:  # one seed: prompt and residual are confounded; attribute it all to prompts
         prompt = float(d[0].var(ddof=1)) if P > 1 else 0.0
-    return VarianceComponents(seed=max(0.0, (ms_s - ms_e) / P), prompt=prompt, residual=ms_e, n_seeds=S, n_prompts=P)
+    return VarianceComponents(seed=(ms_s - ms_e) / P, prompt=prompt, residual=ms_e, n_seeds=S, n_prompts=P)
+
+
+def mean_interval(x: np.ndarray | list, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lo, hi) of a seeds x prompts matrix (points), from the same components as the claims.
+
+    >>> mean_interval([[20.0, 20.0], [20.0, 20.0]])
+    (20.0, 20.0, 20.0)
+    """
+    d = _as_matrix(x, "x")
+    h = variance_components(d).halfwidth(level=level)
+    mean = float(d.mean())
+    return mean, round(mean - h, 9), round(mean + h, 9)  # a constant gives exactly its value
+
+
+def paired_difference(better: np.ndarray | list, worse: np.ndarray | list, level: float = 0.95) -> PairedDifference:
+    """Paired difference `better - worse` in accuracy points, its interval (`mean_interval` of the paired
+    matrix) and verdict.
+
+    >>> r = paired_difference([[1, 1, 0, 0]] * 3, [[0, 1, 0, 0]] * 3)
+    >>> r.diff, r.verdict
+    (25.0, 'not separable')
+    """
+    d = paired_matrix(better, worse)
+    mean, lo, hi = mean_interval(d, level)
+    return PairedDifference(diff=mean, lo=lo, hi=hi, verdict=verdict(lo, hi), n_seeds=d.shape[0], n_prompts=d.shape[1])
+
+
+def chance_verdicts(n: int, level: float = 0.95) -> tuple[float, int]:
+    """If every one of `n` comparisons had a true difference of 0 (and they were independent): the
+    expected count of `reversed` verdicts, and the count that chance alone reaches at most 95% of the time.
+
+    >>> chance_verdicts(44)
+    (1.1, 3)
+    """
+    p = (1 - level) / 2
+    k, cum = 0, 0.0
+    while True:
+        cum += math.comb(n, k) * p**k * (1 - p) ** (n - k)
+        if cum >= 0.95:
+            return round(n * p, 2), k
+        k += 1
 
 
 def seed_spread(per_seed_accuracy: np.ndarray | list) -> dict[str, float]:

@@ -1,47 +1,69 @@
-"""Ablation presets (registered in the grid, within the hour budget), the KL-to-base measurement and the
-mechanism table, and the `ablate-smoke` preset end to end."""
+"""Ablation presets (known to `grid.find_preset`, within the hour budget), the KL-to-base measurement and the
+mechanism table, the study's generated block, and the `ablate-smoke` preset end to end."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
 from othinklab import ablations, grid, plots
+from othinklab.errors import UserError
 from othinklab.kl import schedule_from_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _make_reports():
+    spec = importlib.util.spec_from_file_location("make_reports", ROOT / "scripts" / "make_reports.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _config(preset: str, method: str):
-    p = grid.PRESETS[preset]
+    p = grid.find_preset(preset)
     m = next(m for m in p.methods if m.name == method)
     return grid.cell_config(p, m, "counting", 0, grid.Path("/tmp/unused"))
 
 
-def test_presets_are_registered_paired_and_fit_the_hour():
+def test_presets_are_looked_up_not_registered_by_import():
+    assert not set(ablations.ABLATIONS) & set(grid.PRESETS)  # importing ablations changed nothing in the grid
+    assert grid.find_preset("ablate-loss") is ablations.ABLATIONS["ablate-loss"]
+    assert grid.find_preset("powered") is grid.PRESETS["powered"]
+    with pytest.raises(UserError, match="ablate-explore"):
+        grid.find_preset("ablate-nothing")
+
+
+def test_presets_are_paired_and_fit_the_hour():
     for name in (*ablations.FULL, "ablate-smoke"):
-        p = grid.PRESETS[name]
+        p = grid.find_preset(name)
         names = [m.name for m in p.methods]
         assert "grpo_d" in names and "base" in names
         assert all(c.worse in names and c.better in names for c in p.all_claims())
         assert {c.worse for c in p.all_claims()} <= {"grpo_d", "two_updates"}
     for name in ablations.FULL:
-        assert len(grid.PRESETS[name].seeds) >= 3
-    total = sum(ablations.ablation_seconds(grid.PRESETS[n]) for n in ablations.FULL)
-    assert total <= 3600 and total > ablations.estimate_seconds(grid.PRESETS["ablate-loss"])
+        assert len(grid.find_preset(name).seeds) >= 3
+    total = sum(ablations.ablation_seconds(grid.find_preset(n)) for n in ablations.FULL)
+    assert total <= 3600 and total > grid.estimate_seconds(grid.find_preset("ablate-loss"))
 
 
 def test_presets_cover_the_issue_grid():
-    explore = {_config("ablate-explore", m.name).kl.explore_frac for m in grid.PRESETS["ablate-explore"].methods[1:]}
+    explore = {
+        _config("ablate-explore", m.name).kl.explore_frac for m in grid.find_preset("ablate-explore").methods[1:]
+    }
     assert explore == {0.1, 0.3, 0.5, 0.7}
     ranges = {
         (c.kl.beta_min, c.kl.beta_max)
-        for c in (_config("ablate-beta", m.name) for m in grid.PRESETS["ablate-beta"].methods[1:])
+        for c in (_config("ablate-beta", m.name) for m in grid.find_preset("ablate-beta").methods[1:])
     }
     assert ranges == {(0.04, 0.1), (0.0, 0.02), (0.02, 0.05), (0.08, 0.2)}
     shapes = {}
-    for m in grid.PRESETS["ablate-schedule"].methods[1:]:
+    for m in grid.find_preset("ablate-schedule").methods[1:]:
         cfg = _config("ablate-schedule", m.name)
         s = schedule_from_config(cfg.kl, cfg.train.total_steps)
         shapes[m.name] = (s.name, s(0), s(cfg.train.total_steps))
@@ -49,7 +71,7 @@ def test_presets_cover_the_issue_grid():
     assert shapes["linear_up"][1:] == pytest.approx((0.04, 0.1)) and shapes["linear_down"][1:] == pytest.approx(
         (0.1, 0.04)
     )
-    loss = {m.name: _config("ablate-loss", m.name).grpo for m in grid.PRESETS["ablate-loss"].methods[1:]}
+    loss = {m.name: _config("ablate-loss", m.name).grpo for m in grid.find_preset("ablate-loss").methods[1:]}
     assert loss["dr_grpo"].aggregation == "dr_grpo" and loss["dr_grpo"].scale_rewards == "none"
     assert loss["clip_higher"].epsilon_high == 0.28 and loss["clip_higher"].num_iterations == 2
     assert loss["mask_truncated"].mask_truncated_completions and loss["token_mean"].aggregation == "token"
@@ -161,23 +183,16 @@ def _fake_study(root, names=("ablate-explore", "ablate-schedule")):
         (d / "provenance.json").write_text(json.dumps(prov))
 
 
-def test_readme_block_is_generated_from_the_study_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no shipped ablation results"):
-        ablations.load_study(tmp_path)
+def test_block_is_generated_from_the_study_files(tmp_path):
     _fake_study(tmp_path)
-    block = ablations.readme_block(tmp_path)
-    assert block.startswith(ablations.README_BEGIN) and block.endswith(ablations.README_END)
+    mr = _make_reports()
+    block = mr.ablation_block(tmp_path)
+    assert block.startswith(mr.ABLATION_MARKERS[0]) and block.endswith(mr.ABLATION_MARKERS[1])
     assert "| ablate-explore | v0 | grpo_d | +4.0 [+1.0, +7.0] | holds | -1.0 [-5.0, +3.0] | not separable |" in block
     assert "| ablate-schedule | v1 | grpo_d | +5.0 [+1.0, +7.0] | holds |" in block
-    assert "Of 4 comparisons: 2 holds, 0 reversed, 2 not separable" in block
+    assert "Of 4 comparisons: 2 holds, 0 reversed, 0 borderline, 2 not separable" in block
+    assert "about 0.1 `reversed` (at most 1 in 95% of studies)" in block
     assert "commit abcdef1" in block and "20 min" in block and "3 seeds x 30 steps" in block
-    readme = tmp_path / "README.md"
-    readme.write_text(f"a\n{ablations.README_BEGIN}\nold\n{ablations.README_END}\nb\n")
-    assert ablations.update_readme(readme, tmp_path) and not ablations.update_readme(readme, tmp_path)
-    assert readme.read_text() == f"a\n{block}\nb\n"
-    (tmp_path / "ablate-explore" / "mechanism.csv").unlink()
-    with pytest.raises(FileNotFoundError, match="mechanism.csv"):
-        ablations.load_study(tmp_path)
 
 
 def test_kl_correlation_interval_and_verdict():
@@ -187,11 +202,3 @@ def test_kl_correlation_interval_and_verdict():
     noise = pd.DataFrame({"kl_same": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06], "cross_task_change": [1, -1, 1, -1, 1, -1]})
     assert ablations.kl_correlation(noise)["verdict"] == "not separable"
     assert math.isnan(ablations.kl_correlation(m.head(2))["r"])
-
-
-def test_readme_ablation_block_matches_the_shipped_study():
-    """Active once `data/results/ablations/` is shipped: the README's block must be generated from it."""
-    if not (ablations.SHIPPED_ABLATIONS / "ablate-explore" / "claims.csv").exists():
-        pytest.skip("no shipped ablation results in data/results/ablations/ yet")
-    readme = (ablations.SHIPPED_ABLATIONS.parent.parent.parent / "README.md").read_text()
-    assert ablations.readme_block() in readme

@@ -1,7 +1,9 @@
-"""Grid plumbing without training: shared streams, presets' cost, claims from constructed caches, README block."""
+"""Grid plumbing without training: shared streams, presets' cost, claims from constructed caches, and the
+generated documentation blocks (`scripts/make_reports.py`) against the shipped files."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -11,19 +13,27 @@ import pytest
 
 from othinklab.grid import PAPER_METHODS, PRESETS, Method, Preset, cell_config, cell_key, cells, estimate_seconds
 from othinklab.grid_report import (
-    README_BEGIN,
-    README_END,
     SHIPPED_DIR,
     Claim,
     compute_claims,
     load_cells,
     load_shipped_results,
     paper_claims,
-    readme_block,
-    update_readme,
+    side_matrix,
     write_reports,
 )
 from othinklab.runs import PromptStream
+from othinklab.stats import mean_interval
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _make_reports():
+    """scripts/make_reports.py, the maintainer script (not part of the package)."""
+    spec = importlib.util.spec_from_file_location("make_reports", ROOT / "scripts" / "make_reports.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("preset", ["smoke", "tiny", "powered"])
@@ -131,7 +141,7 @@ def test_variant_presets_declare_their_own_methods_and_claims(tmp_path):
     assert cfg.kl.explore_frac == 0.5 and cfg.kl.beta_max == 0.1 and p.all_claims()[0].better == "grpo_d_w05"
 
 
-def test_shipped_results_and_readme_block(tmp_path):
+def test_shipped_results_and_generated_block(tmp_path):
     _fake_grid(tmp_path)
     write_reports(tmp_path, paper_claims())
     with pytest.raises(FileNotFoundError, match="provenance.json"):
@@ -139,19 +149,59 @@ def test_shipped_results_and_readme_block(tmp_path):
     (tmp_path / "provenance.json").write_text(json.dumps({"commit": "abc1234def", "command": "x", "wall_seconds": 60}))
     shipped = load_shipped_results(tmp_path)
     assert len(shipped["claims"]) and "| grpo_d |" in shipped["same_task"]
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{README_BEGIN}\nstale\n{README_END}\nrest\n")
-    assert update_readme(readme, tmp_path) and not update_readme(readme, tmp_path)
-    text = readme.read_text()
-    assert text.startswith("intro\n") and text.endswith("rest\n") and readme_block(tmp_path) in text
+    mr = _make_reports()
+    block = mr.grid_block(tmp_path)
+    assert block.startswith(mr.GRID_MARKERS[0]) and block.endswith(mr.GRID_MARKERS[1]) and "commit abc1234" in block
+    assert "**GRPO-D vs GRPO, the paper's headline, on both primary metrics**" in block
+    assert "counting: greedy +10.0 [+10.0, +10.0] holds" in block and "sampled +10.0 [+10.0, +10.0] holds" in block
+    text = f"intro\n{mr.GRID_MARKERS[0]}\nstale\n{mr.GRID_MARKERS[1]}\nrest\n"
+    assert mr.replace_block(text, mr.GRID_MARKERS, block) == f"intro\n{block}\nrest\n"
+    assert mr.replace_block("no markers", mr.GRID_MARKERS, block) is None
 
 
-def test_readme_grid_block_matches_the_shipped_results():
-    """Active once `data/results/` is shipped: the README's grid block must be generated from it."""
+def test_table_intervals_count_seeds_as_the_claims_do(tmp_path):
+    """A cell's interval is the claims' seed-and-prompt interval of its per-prompt matrix, not a pooled
+    binomial one: seeds that disagree widen it."""
+    _fake_grid(tmp_path)
+    write_reports(tmp_path, paper_claims())
+    (tmp_path / "provenance.json").write_text("{}")
+    per = pd.read_csv(tmp_path / "per_prompt.csv")
+    per.loc[(per.method == "grpo") & (per.seed == 1), "greedy"] = 1.0  # one seed far above the others
+    per.to_csv(tmp_path / "per_prompt.csv", index=False)
+    same = load_shipped_results(tmp_path)["same_task"]
+    m = side_matrix(per, "grpo", "counting", "counting:ood", "greedy")
+    mean, lo, hi = mean_interval(100.0 * m.to_numpy())
+    assert len(m) == 3 and f"[{max(lo, 0):.1f}, {min(hi, 100):.1f}]" in same and hi - lo > 40
+
+
+def test_docs_blocks_match_the_shipped_results():
+    """docs/results.md's generated blocks are what scripts/make_reports.py makes from the shipped files."""
     if not (SHIPPED_DIR / "claims.csv").exists():
         pytest.skip("no shipped grid results in data/results/ yet")
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert readme_block() in readme
+    mr = _make_reports()
+    docs = (ROOT / "docs" / "results.md").read_text()
+    assert mr.grid_block() in docs and mr.ablation_block() in docs
+
+
+@pytest.mark.slow
+def test_shipped_claims_are_current():
+    """The shipped claims and tables are what the current statistics make of the shipped per-prompt files."""
+    if not (SHIPPED_DIR / "per_prompt.csv").exists():
+        pytest.skip("no shipped grid results in data/results/ yet")
+    assert _make_reports().main(["--check"]) == 0
+
+
+def test_an_untrained_side_is_known_by_its_kind_not_its_row_count(tmp_path):
+    """A trained method with one seed pairs seed by seed with another trained one (not broadcast), and an
+    untrained method is one model."""
+    _fake_grid(tmp_path, seeds=(0, 1, 2))
+    _, per = load_cells(tmp_path)
+    one_seed = per[~((per.method == "grpo_d") & (per.seed != 1))]
+    c = compute_claims(one_seed, (Claim("grpo_d", "grpo", "counting", "counting:ood"),))
+    assert (c["n_seeds"] == 1).all()
+    twice = pd.concat([per, per[per.method == "base"].assign(seed=7)])
+    with pytest.raises(ValueError, match="one model"):
+        compute_claims(twice, (Claim("grpo_d", "base", "counting", "counting:ood"),))
 
 
 def test_claims_figure_draws_every_claim(tmp_path):
@@ -164,8 +214,7 @@ def test_claims_figure_draws_every_claim(tmp_path):
 
 
 def test_verdict_summary_lists_each_claim_under_its_verdict_and_the_power_line():
-    from othinklab.grid_report import verdict_summary
-
+    verdict_summary = _make_reports().verdict_summary
     rows = [
         {"claim": "GRPO-D > GRPO, same task (counting)", "metric": "greedy", "better": "grpo_d", "worse": "grpo",
          "train_task": "counting", "diff": 1.0, "lo": -9.0, "hi": 11.0, "verdict": "not separable", "n_seeds": 5,
@@ -177,5 +226,6 @@ def test_verdict_summary_lists_each_claim_under_its_verdict_and_the_power_line()
     text = verdict_summary(pd.DataFrame(rows))
     assert "*holds* (1): sft > base, same task (counting) +30.0 [+20.0, +40.0]" in text
     assert "*reversed* (0): none" in text and "*not separable* (1): GRPO-D > GRPO" in text
-    assert "counting, greedy: ±10.0 points with 5 seeds, about 20 seeds for ±5" in text
     assert "Sampled" not in text  # no sampled rows, no sampled paragraph
+    power = _make_reports().headline(pd.DataFrame(rows))
+    assert "counting: greedy +1.0 [-9.0, +11.0] not separable, ±10.0 with 5 seeds, 20 seeds for ±5" in power

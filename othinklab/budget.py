@@ -32,6 +32,7 @@ from typing import Any
 
 from othinklab.architecture import Architecture, load_architecture
 from othinklab.config import Config
+from othinklab.errors import UserError
 
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -357,6 +358,25 @@ def phase_flops(arch: Architecture, work: Workload, hold: Holding, attention: bo
 
 
 # --------------------------------------------------------------------------- the estimate
+MAX_SEQUENCE_TOKENS = 1 << 20
+"""Longest prompt + completion estimated: beyond every Qwen-VL context, so any figure would be fiction."""
+
+
+def _refuse_impossible(cfg: Config, image_size: int | None, world_size: int) -> None:
+    """What `train` would refuse, refused here too: an estimate that says "fits" for such a run misleads."""
+    if world_size > 1 and cfg.grpo.prompts_per_step % world_size:
+        raise UserError(
+            f"--world-size {world_size}: grpo.prompts_per_step={cfg.grpo.prompts_per_step} must be divisible by the "
+            "number of processes (train refuses it: every rank gets whole prompt groups)"
+        )
+    side = int(math.sqrt(cfg.model.max_pixels))
+    if image_size is not None and image_size > side:
+        raise UserError(
+            f"--image-size {image_size} is over the {side} px side that model.max_pixels={cfg.model.max_pixels} "
+            "keeps (the processor shrinks larger images); lower it or raise model.max_pixels"
+        )
+
+
 def estimate(
     cfg: Config,
     arch: Architecture | None = None,
@@ -365,8 +385,14 @@ def estimate(
     world_size: int = 1,
 ) -> Estimate:
     """Memory and FLOPs of one generation batch on one process, from the config (nothing loaded)."""
+    _refuse_impossible(cfg, image_size, world_size)
     arch = arch or load_architecture(cfg.model.name)
     work = workload_from_config(cfg, image_size, prompt_text_tokens, world_size)
+    if work.prompt_tokens(arch) + work.completion_tokens > MAX_SEQUENCE_TOKENS:
+        raise UserError(
+            f"a sequence of {work.prompt_tokens(arch)} prompt + {work.completion_tokens} completion tokens "
+            f"(grpo.max_completion_length) is over {MAX_SEQUENCE_TOKENS}, past any Qwen-VL context; nothing to estimate"
+        )
     hold = holding_from_config(cfg)
     est = Estimate(arch, work, hold)
     est.memory = {"weights": weight_bytes(arch, hold), "trainable": trainable_bytes(arch, hold)}

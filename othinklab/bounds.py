@@ -228,3 +228,16 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
             "evaluate with --model instead of --run"
         )
     return data
+
+
+def new_dir_mode() -> int:
+    """The mode a new directory gets under the current umask, read without setting it (threads share it).
+
+    Why: `tempfile.mkdtemp` makes 0700 directories; an export or cache built in one and renamed into
+    place must end up as `mkdir` would have made it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            line = next(x for x in fh if x.startswith("Umask:"))
+        return 0o777 & ~int(line.split()[1], 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 0o755

@@ -7,11 +7,13 @@ traceback; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +21,39 @@ from othinklab import failures
 from othinklab.errors import UserError
 
 
-def _quiet(verbose: bool = False) -> None:
-    """Silence library chatter that says nothing to a user of the tiny default (all of it shown with --verbose)."""
+@contextlib.contextmanager
+def _quiet(verbose: bool = False) -> Iterator[None]:
+    """Silence library chatter that says nothing to a user of the tiny default (all of it shown with --verbose).
+
+    Scoped to the command: third-party warnings (torch, numpy, PIL, tensorboard, transformers) are ignored
+    inside the block and othinklab's own still show; on exit the warning filters and transformers' verbosity
+    are restored (a process-wide filter once silenced warnings for every later test in the process)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if verbose:
+        yield
         return
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    warnings.filterwarnings("ignore", message=".*kernels.*")
-    warnings.filterwarnings("ignore", category=UserWarning, module="bitsandbytes")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    bnb = logging.getLogger("bitsandbytes")
+    bnb_level = bnb.level
+    hf_logging = None
     try:
         from transformers.utils import logging as hf_logging
 
+        hf_level, hf_bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
     except Exception:  # noqa: BLE001 - logging tweaks are cosmetic
-        pass
+        hf_logging = None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore")
+        warnings.filterwarnings("default", module=r"othinklab(\.|$)")
+        bnb.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            bnb.setLevel(bnb_level)
+            if hf_logging is not None:
+                hf_logging.set_verbosity(hf_level)
+                (hf_logging.enable_progress_bar if hf_bars else hf_logging.disable_progress_bar)()
 
 
 def cmd_build_base(args: argparse.Namespace) -> int:
@@ -171,11 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="build the tiny base, train GRPO-D on counting, show before/after")
     d.add_argument("--seed", type=_int_at_least(0), default=0)
-    d.add_argument(
-        "--steps", type=_int_at_least(1), default=None, help="optimizer steps (default: the demo's 120)"
-    )
+    d.add_argument("--steps", type=_int_at_least(1), default=None, help="optimizer steps (default: the demo's 120)")
     d.add_argument("--num-eval", type=_int_at_least(1), default=None, help="held-out prompts evaluated")
-    d.add_argument("--output-dir", type=_path_arg, default="runs")
+    d.add_argument("--output-dir", type=_out_dir_arg, default="runs")
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="GRPO / GRPO-D training from a config")
@@ -196,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="smoke (plumbing, ~1 min), tiny (3 seeds, <= 20 min), powered (5 seeds, ~40 min: the shipped run); "
         "or an ablation preset (ablate-explore, ...: othinklab.grid.find_preset knows both)",
     )
-    g.add_argument("--output-dir", type=_path_arg, default="grid_runs")
+    g.add_argument("--output-dir", type=_out_dir_arg, default="grid_runs")
     g.set_defaults(func=cmd_grid)
 
     a = sub.add_parser(
@@ -207,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="all",
         help="all (ablate-explore, -beta, -schedule, -loss: about 45 minutes on 2 CPU cores), one of them, or ablate-smoke",
     )
-    a.add_argument("--output-dir", default="grid_runs")
+    a.add_argument("--output-dir", type=_out_dir_arg, default="grid_runs")
     a.set_defaults(func=cmd_ablate)
 
     e = sub.add_parser("eval", help="greedy and sampled accuracy on a task split")
@@ -249,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("export", help="a run's latest checkpoint as an adapter or merged model, with a model card")
     o.add_argument("--run", required=True, help="run directory")
-    o.add_argument("--out", required=True, help="new (or empty) directory to write")
+    o.add_argument("--out", required=True, type=_out_dir_arg, help="new (or empty) directory to write")
     o.add_argument("--merge", action="store_true", help="fold the LoRA adapter into the base (a plain model)")
     o.add_argument("--dtype", default=None, choices=["bf16", "fp32"], help="weights dtype (default: the run's)")
     o.add_argument("--push-to-hub", default=None, metavar="REPO", help="also upload to this hub model repo")
@@ -298,6 +313,24 @@ def _path_arg(text: str) -> str:
     return text
 
 
+def _out_dir_arg(text: str) -> str:
+    """An argparse `type` for a directory to create or write into: not a file, not under one, writable,
+    every component a legal name (each was a traceback once the run had started)."""
+    _path_arg(text)
+    path = Path(text).expanduser()
+    if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in path.parts):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r}... has a path component over 255 bytes")
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "is a file" if probe == path else f"is under {str(probe)[:200]!r}, which is a file"
+        raise argparse.ArgumentTypeError(f"{text[:200]!r} {where}; choose a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text[:200]!r}: {str(probe)[:200]!r} is not writable")
+    return text
+
+
 def _dir_arg(text: str) -> str:
     """An argparse `type` for an existing directory."""
     _path_arg(text)
@@ -311,10 +344,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # a bad flag (exit 2, one line already printed) or --help (exit 0)
         return exc.code if isinstance(exc.code, int) else 2
-    _quiet(getattr(args, "verbose", False))
     received: list[str] = []
     try:
-        with failures.signals_as_interrupts(received):
+        with _quiet(getattr(args, "verbose", False)), failures.signals_as_interrupts(received):
             return int(args.func(args) or 0)
     except UserError as exc:
         print(f"othinklab {args.command}: error: {failures.clamp(str(exc))}", file=sys.stderr)
@@ -324,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"othinklab {args.command}: {_interrupted(args, signame)}", file=sys.stderr)
         return 143 if signame == "SIGTERM" else 130
     except Exception as exc:  # out of memory / disk full get advice; anything else is a bug (traceback kept)
-        cfg = getattr(args, "cfg", None)
-        advice = failures.advice_for(exc, cfg, _run_dir(cfg))
+        cfg = getattr(args, "cfg", None)  # only `train` can --resume: others are not told to
+        advice = failures.advice_for(exc, cfg, _run_dir(cfg) if args.command == "train" else None)
         if advice is None:
             raise
         print(f"othinklab {args.command}: error: {advice}", file=sys.stderr)

@@ -16,12 +16,15 @@ directory; when the hub is unreachable the local export is kept and the error sa
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from othinklab.bounds import new_dir_mode
 from othinklab.errors import UserError
 
 EXPORT_DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
@@ -204,24 +207,38 @@ def export_run(
     run_dir, out = Path(run), Path(out)
     if dtype is not None and dtype not in EXPORT_DTYPES:
         raise UserError(f"--dtype {dtype!r} is invalid: choose one of {', '.join(EXPORT_DTYPES)}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a file; choose a new directory")
+    if out.exists() and any(out.iterdir()):
         raise UserError(f"--out {str(out)!r} already exists and is not empty; choose a new directory")
-    cfg, model, processor, latest, dtype = _load_trained(run_dir, dtype)
-    from othinklab.models import is_lora
-
-    lora = is_lora(model)
-    if merge and lora:
-        model = model.merge_and_unload()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    mode = stat.S_IMODE(out.stat().st_mode) if out.is_dir() else new_dir_mode()
+    try:  # before the model loads: a bad --out fails in a second
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:200]}.", dir=out.parent))
+    except OSError as exc:
+        raise UserError(
+            f"--out {str(out)!r} cannot be created ({exc.strerror or exc}); choose a writable directory"
+        ) from None
     try:
+        cfg, model, processor, latest, dtype = _load_trained(run_dir, dtype)
+        from othinklab.models import is_lora
+
+        lora = is_lora(model)
+        if merge and lora:
+            model = model.merge_and_unload()
         model.save_pretrained(tmp)
         _save_processor(processor, tmp)
         card = model_card(cfg, run_dir, latest, merged=merge and lora, lora=lora, dtype=dtype)
         (tmp / "README.md").write_text(card, encoding="utf-8")
+        tmp.chmod(mode)  # mkdtemp makes 0700: follow the umask, or keep an existing --out's mode
         if out.exists():
             out.rmdir()  # checked empty above
         tmp.rename(out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno not in (errno.ENAMETOOLONG, errno.EACCES, errno.EROFS, errno.EEXIST, errno.ENOTEMPTY):
+            raise
+        raise UserError(f"--out {str(out)!r} cannot be written ({exc.strerror}); choose another directory") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

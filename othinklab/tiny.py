@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from othinklab.bounds import new_dir_mode
 from othinklab.rng import seed_everything
 
 SEED = 0
@@ -282,6 +283,7 @@ def save_pretrained(model: Any, processor: Any, path: str | Path, extra: dict | 
         processor.image_processor.save_pretrained(tmp)
         if extra is not None:
             (tmp / "othinklab.json").write_text(json.dumps(extra, indent=2, sort_keys=True))
+        tmp.chmod(new_dir_mode())  # mkdtemp makes 0700
         if path.exists():
             old = path.with_name(path.name + ".old")
             shutil.rmtree(old, ignore_errors=True)

@@ -248,8 +248,8 @@ def test_third_party_warnings_only_with_verbose():
     for verbose, shown in ((False, 0), (True, 1)):
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            _quiet(verbose)
-            warnings.warn("`foo` is deprecated and will be removed", FutureWarning, stacklevel=1)
+            with _quiet(verbose):
+                warnings.warn("`foo` is deprecated and will be removed", FutureWarning, stacklevel=1)
         assert len(seen) == shown
 
 

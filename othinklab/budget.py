@@ -404,11 +404,19 @@ def estimate(
 CPU_RUNTIME_GIB = 1.0
 """Peak RSS of the CPU process besides the tensors the estimate counts (Python, torch, transformers,
 tokenizer, allocator slack); calibrated by `make real-check`."""
+CHECKPOINT_BYTES = 2
+"""Bytes per parameter of a checkpoint on disk (the Qwen-VL checkpoints, and the random ones, are bf16)."""
 
 
 def cpu_rss_gib(est: Estimate) -> float:
-    """The peak resident memory (GiB) of a CPU run: allocated bytes at the peak plus the runtime."""
-    return est.peak_gib() + CPU_RUNTIME_GIB
+    """The peak resident memory (GiB) of a CPU run, what the kernel reports as the process's max RSS.
+
+    transformers memory-maps the safetensors checkpoint and keeps the mapping: non-quantised weights are
+    views of it (already counted in `weights`), and under 4-bit the pages of the bf16 source of every
+    quantised layer, read once to quantise it, stay resident as file pages beside the 4-bit copy.
+    """
+    mapped = est.arch.text_linear_params * CHECKPOINT_BYTES if est.hold.load_in_4bit else 0.0
+    return est.peak_gib() + mapped / GIB + CPU_RUNTIME_GIB
 
 
 def describe(est: Estimate, device: Device | None = None, overhead_gib: float = 0.75) -> list[str]:
@@ -448,10 +456,13 @@ def one_line(cfg: Config, world_size: int = 1) -> str | None:
         est = estimate(cfg, world_size=world_size)
     except Exception:  # noqa: BLE001 - see the docstring
         return None
+    import torch
+
     phase = max(est.phases, key=est.phases.get)
+    cpu = "" if torch.cuda.is_available() else f"; on this CPU about {cpu_rss_gib(est):.1f} GiB peak RSS"
     return (
         f"estimated peak {est.peak_gib():.2f} GiB allocated per process (weights {est.memory['weights'] / GIB:.2f}, "
-        f"trainable state {est.memory['trainable'] / GIB:.2f}, {phase} +{est.phases[phase] / GIB:.2f}); "
+        f"trainable state {est.memory['trainable'] / GIB:.2f}, {phase} +{est.phases[phase] / GIB:.2f}){cpu}; "
         f"{sum(est.flops[k] for k in ('sampling', 'reference', 'policy')) / 1e12:.2f} TFLOP per generation batch "
         "(othinklab estimate --help)"
     )

@@ -131,7 +131,10 @@ def load_model(
     if getattr(model.generation_config, "pad_token_id", None) is None:
         model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(GC_KWARGS))
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2 (the old name warns)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=dict(GC_KWARGS))
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(GC_KWARGS))
         model.config.use_cache = False
     if lora:
         model = add_lora(

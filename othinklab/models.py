@@ -123,8 +123,9 @@ def load_model(
         kwargs["device_map"] = {"": str(device) if str(device) != "cuda" else 0}
     try:
         model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
-    except OSError as exc:
-        raise UserError(f"model.name={name_or_path!r} could not be loaded: {exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a config.json without a known model_type, or mangled
+        detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise UserError(f"model.name={name_or_path!r} could not be loaded (check its config.json): {detail}") from None
     if load_in_4bit:
         _keep_cpu_4bit_trainable(model)
     processor = _processor_for(path, max_pixels)

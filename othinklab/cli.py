@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="build the tiny base, train GRPO-D on counting, show before/after")
-    d.add_argument("--seed", type=_int_at_least(0), default=0)
+    d.add_argument("--seed", type=_int_at_least(0, 2**32 - 1), default=0)
     d.add_argument("--steps", type=_int_at_least(1), default=None, help="optimizer steps (default: the demo's 120)")
     d.add_argument("--num-eval", type=_int_at_least(1), default=None, help="held-out prompts evaluated")
     d.add_argument("--output-dir", type=_out_dir_arg, default="runs")
@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.set_defaults(func=cmd_export)
 
     b = sub.add_parser("build-base", help="build (or rebuild with --force) the cached tiny base")
-    b.add_argument("--seed", type=_int_at_least(0), default=0)
+    b.add_argument("--seed", type=_int_at_least(0, 2**32 - 1), default=0)
     b.add_argument("--force", action="store_true")
     b.set_defaults(func=cmd_build_base)
     for child in sub.choices.values():  # `othinklab train --verbose ...` as well as `othinklab --verbose train ...`
@@ -287,16 +287,17 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _int_at_least(low: int) -> Any:
-    """An argparse `type` for integers >= `low`, naming the value when it is not."""
+def _int_at_least(low: int, high: int = 2**31 - 1) -> Any:
+    """An argparse `type` for integers in [`low`, `high`], naming the value when it is not (a 30-digit seed
+    or count once reached numpy and torch as a traceback)."""
 
     def parse(text: str) -> int:
         try:
-            value = int(text)
+            value = int(text[:40])
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be an integer, got {text[:40]!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if value < low or value > high or len(text) > 40:
+            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {text[:40]}")
         return value
 
     parse.__name__ = f"integer >= {low}"

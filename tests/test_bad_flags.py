@@ -1,0 +1,147 @@
+"""Issue 27 classes 8, 11 and 12 through the CLI: values once silently changed or accepted, numeric fields
+and flags out of range, output directories that cannot be written, model directories with a bad
+config.json. Each ends in exit 2 with one paragraph naming the field, flag or path; nothing is trained."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from othinklab.cli import main
+
+
+def _yaml(tmp: Path, text: str, command: str = "estimate") -> list[str]:
+    (tmp / "c.yaml").write_text(text)
+    return [command, "--config", str(tmp / "c.yaml")]
+
+
+def _file(tmp: Path, name: str = "afile") -> Path:
+    (tmp / name).write_text("not a directory")
+    return tmp / name
+
+
+def _bad_model(tmp: Path, text: str) -> str:
+    (tmp / "m").mkdir()
+    (tmp / "m" / "config.json").write_text(text)
+    return str(tmp / "m")
+
+
+LONG = "x" * 300
+CASES = {
+    # class 8: values silently changed or accepted
+    "a duplicate kl: section": (
+        lambda t: _yaml(t, "kl:\n  schedule: constant\nkl:\n  beta: 0.1\n"),
+        "'kl' appears twice",
+    ),
+    "a duplicate nested key": (lambda t: _yaml(t, "kl:\n  beta: 0.1\n  beta: 0.2\n"), "'beta' appears twice"),
+    "a duplicate key in train's config": (lambda t: _yaml(t, "train:\n  seed: 1\n  seed: 2\n", "train"), "twice"),
+    "eval.temperature=-1": (lambda t: ["estimate", "eval.temperature=-1"], "eval.temperature=-1.0 is invalid"),
+    "eval.temperature=0": (lambda t: ["estimate", "eval.temperature=0"], "eval.temperature=0.0 is invalid"),
+    "train.run_name=null": (lambda t: ["train", "train.run_name=null"], "train.run_name=null is invalid"),
+    "run_name: null in YAML": (lambda t: _yaml(t, "train:\n  run_name: null\n", "sft"), "train.run_name=null"),
+    "train.output_dir=null": (lambda t: ["train", "train.output_dir=~"], "train.output_dir=null is invalid"),
+    # class 11: numeric fields out of range
+    "a negative seed": (lambda t: ["estimate", "train.seed=-1"], "train.seed=-1 is invalid"),
+    "a huge seed": (lambda t: ["estimate", "train.seed=99999999999999999999"], "train.seed=99999999999999999999"),
+    "a negative task seed": (lambda t: ["sft", "task.seed=-5"], "task.seed=-5 is invalid"),
+    "lora_dropout 1.5": (lambda t: ["estimate", "model.lora_dropout=1.5"], "model.lora_dropout=1.5 is invalid"),
+    "lora_dropout -0.1": (lambda t: ["estimate", "model.lora_dropout=-0.1"], "model.lora_dropout=-0.1"),
+    "max_pixels 0": (lambda t: ["estimate", "model.max_pixels=0"], "model.max_pixels=0 is invalid"),
+    "max_pixels negative": (lambda t: ["train", "model.max_pixels=-100"], "model.max_pixels=-100"),
+    "threads -1": (lambda t: ["train", "train.threads=-1"], "train.threads=-1 is invalid"),
+    "threads 10**6": (lambda t: ["train", "train.threads=1000000"], "train.threads=1000000 is invalid"),
+    "a huge num_generations": (lambda t: ["estimate", "grpo.num_generations=1000000000"], "grpo.num_generations"),
+    "a huge prompts_per_step": (lambda t: ["train", "grpo.prompts_per_step=10000000"], "grpo.prompts_per_step"),
+    "SFT batch size 0": (lambda t: ["sft", "sft.batch_size=0"], "sft.batch_size=0 is invalid"),
+    "SFT learning rate negative": (lambda t: ["sft", "sft.learning_rate=-0.1"], "sft.learning_rate=-0.1"),
+    "a 100-digit step count": (lambda t: ["estimate", f"train.total_steps={10**100}"], "out of range"),
+    "reward.timeout_s 0": (lambda t: ["estimate", "reward.timeout_s=0"], "reward.timeout_s=0.0 is invalid"),
+    "demo --seed 10**30": (lambda t: ["demo", f"--seed={10**30}"], "--seed: must be in [0, 4294967295]"),
+    "eval --n 10**20": (lambda t: ["eval", f"--n={10**20}"], "--n: must be in [1, 2147483647]"),
+    # estimate on hostile shapes
+    "estimate: a world size train refuses": (lambda t: ["estimate", "--world-size", "3"], "must be divisible"),
+    "estimate: a huge world size": (lambda t: ["estimate", "--world-size", "1000", "--device", "t4"], "divisible"),
+    "estimate: an absurd image size": (lambda t: ["estimate", "--image-size", "10000000"], "--image-size 10000000"),
+    "estimate: an absurd completion": (
+        lambda t: ["estimate", "grpo.max_completion_length=1000000000000"],
+        "past any Qwen-VL context",
+    ),
+    # model directories with a bad config.json
+    "estimate: model config.json not JSON": (lambda t: ["estimate", f"model.name={_bad_model(t, '{')}"], "config.json"),
+    "train: model config.json not JSON": (
+        lambda t: ["train", f"model.name={_bad_model(t, '{')}", f"train.output_dir={t / 'runs'}"],
+        "config.json",
+    ),
+    "eval: model config.json not JSON": (lambda t: ["eval", "--model", _bad_model(t, "{"), "--n", "1"], "config.json"),
+    "eval: model config.json a list": (lambda t: ["eval", "--model", _bad_model(t, "[]"), "--n", "1"], "config.json"),
+    # --out / --output-dir that cannot be written
+    "export --out is a file": (lambda t: ["export", "--run", str(t), "--out", str(_file(t))], "is a file"),
+    "export --out under a file": (
+        lambda t: ["export", "--run", str(t), "--out", str(_file(t) / "x")],
+        "which is a file",
+    ),
+    "export --out too long": (lambda t: ["export", "--run", str(t), "--out", str(t / LONG)], "over 255 bytes"),
+    "grid --output-dir is a file": (lambda t: ["grid", "--output-dir", str(_file(t))], "is a file"),
+    "demo --output-dir under a file": (lambda t: ["demo", "--output-dir", str(_file(t) / "r")], "which is a file"),
+    "ablate --output-dir too long": (lambda t: ["ablate", "--output-dir", str(t / LONG / "x")], "over 255 bytes"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_flag_or_field_exits_2_with_one_paragraph(name, tmp_path, capsys):
+    make_args, needle = CASES[name]
+    args = make_args(tmp_path)
+    capsys.readouterr()
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, f"{name}: exit code {code}; stderr: {err[-1500:]}"
+    assert needle in err, f"{name}: {needle!r} not in {err[-1500:]!r}"
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 3, err[-1500:]
+    made = {p.name for p in (tmp_path / "runs").rglob("*")} if (tmp_path / "runs").exists() else set()
+    assert made <= {"config.yaml", ".lock"} | {p.name for p in (tmp_path / "runs").glob("*")}, made  # no step ran
+
+
+def test_an_export_follows_the_umask_and_keeps_an_existing_out_mode(tmp_path, monkeypatch):
+    """Class 12: exports were created 0700 (mkdtemp), replacing an existing 0755 --out."""
+    from othinklab import export
+
+    seen: list[int] = []
+
+    class Saved:
+        def save_pretrained(self, folder):
+            (Path(folder) / "config.json").write_text("{}")
+
+    monkeypatch.setattr(
+        export, "_load_trained", lambda run_dir, dtype: (None, Saved(), None, tmp_path / "step-000001", "fp32")
+    )
+    monkeypatch.setattr(export, "_save_processor", lambda processor, folder: None)
+    monkeypatch.setattr(export, "model_card", lambda *a, **k: "card")
+    monkeypatch.setattr("othinklab.models.is_lora", lambda model: False)
+    old = os.umask(0o022)
+    try:
+        new = export.export_run(tmp_path, tmp_path / "new")
+        seen.append(stat.S_IMODE(new.stat().st_mode))
+        (tmp_path / "existing").mkdir()
+        (tmp_path / "existing").chmod(0o750)
+        kept = export.export_run(tmp_path, tmp_path / "existing")
+        seen.append(stat.S_IMODE(kept.stat().st_mode))
+    finally:
+        os.umask(old)
+    assert seen == [0o755, 0o750]
+    assert (tmp_path / "new" / "README.md").read_text() == "card"
+
+
+def test_sft_failures_do_not_advise_a_resume_it_lacks(tmp_path, capsys, monkeypatch):
+    """Class 11: `sft` advised `--resume`, which only `train` has."""
+    import othinklab.sft_run
+
+    def out_of_memory(cfg, progress=True, model_and_processor=None):
+        raise MemoryError("CPU allocator")
+
+    monkeypatch.setattr(othinklab.sft_run, "run_sft", out_of_memory)
+    assert main(["sft", "model.name=tiny-init", f"train.output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "ran out of memory" in err and "--resume" not in err

@@ -12,7 +12,13 @@ from PIL import Image
 
 from othinklab.cli import main
 
-FAST = ["grpo.prompts_per_step=2", "grpo.num_generations=2", "grpo.max_completion_length=8", "train.total_steps=1"]
+FAST = [
+    "model.name=tiny-init",
+    "grpo.prompts_per_step=2",
+    "grpo.num_generations=2",
+    "grpo.max_completion_length=8",
+    "train.total_steps=1",
+]
 
 
 def _image(path: Path) -> str:
@@ -130,7 +136,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_exits_2_with_a_named_cause(name, tmp_path, capsys, base_dir):
+def test_bad_input_exits_2_with_a_named_cause(name, tmp_path, capsys):
     make_args, needle = CASES[name]
     code = main(make_args(tmp_path))
     err = capsys.readouterr().err

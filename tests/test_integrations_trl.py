@@ -39,10 +39,11 @@ def _reward(completions, **kwargs):
     return [float(zlib.crc32(c[0]["content"].encode()) % 7) for c in completions]
 
 
-def _trainer(tmp_path, beta: float, steps: int, lr: float = 1e-3, lora: bool = False):
+def _trainer(tmp_path, beta: float, steps: int, lr: float = 1e-3, lora: bool = False, model: str = "tiny"):
+    """TRL's GRPOTrainer on the tiny base (`model="tiny-init"`: the untrained weights, for plumbing checks)."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model, processor = load_model("tiny", lora=lora)
+    model, processor = load_model(model, lora=lora)
     args = trl.GRPOConfig(
         output_dir=str(tmp_path / "trl"),
         per_device_train_batch_size=P * G,  # counts completions: P prompts x G
@@ -127,15 +128,15 @@ def test_kl_config_is_built_with_max_steps_and_lora_needs_no_initial_beta(tmp_pa
     assert [b for _, b in cb.history] == pytest.approx([0.01, 0.02 * 0.4 / 1.4])
 
 
-def test_zero_initial_beta_without_a_reference_is_refused(tmp_path, base_dir):
-    trainer = _trainer(tmp_path, beta=0.0, steps=1)
+def test_zero_initial_beta_without_a_reference_is_refused(tmp_path):
+    trainer = _trainer(tmp_path, beta=0.0, steps=1, model="tiny-init")
     KLScheduleCallback.attach(trainer, make_schedule("constant", beta=0.04))
     with pytest.raises(ValueError, match="nonzero GRPOConfig.beta"):
         trainer.train()
 
 
-def test_a_zero_from_the_schedule_keeps_the_reference_pass(tmp_path, base_dir):
-    trainer = _trainer(tmp_path, beta=0.1, steps=1)
+def test_a_zero_from_the_schedule_keeps_the_reference_pass(tmp_path):
+    trainer = _trainer(tmp_path, beta=0.1, steps=1, model="tiny-init")
     cb = KLScheduleCallback.attach(trainer, make_schedule("constant", beta=0.0))
     trainer.train()
     assert cb.history == [(0, 1e-12)]

@@ -72,6 +72,10 @@ def _resolve(name_or_path: str) -> str:
         return str(warmup.ensure_base())
     if name_or_path == "tiny-init":
         return str(tiny.ensure_untrained())
+    from othinklab.export import is_run_directory, run_as_model
+
+    if is_run_directory(name_or_path):  # a run: its trained weights folded into its base, as a model
+        return str(run_as_model(name_or_path))
     return name_or_path
 
 

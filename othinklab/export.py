@@ -247,6 +247,36 @@ def export_run(
     return out
 
 
+def run_as_model(run: str | Path) -> Path:
+    """A run directory used as `model.name` (the docs allow it): its latest checkpoint merged into its base
+    and exported once, as a plain model directory, under `tiny.home()/run-models` (keyed by the run's path
+    and checkpoint, so a newer checkpoint makes a new one). Loading it is then any local model's load."""
+    import hashlib
+
+    from othinklab.checkpoint import latest_checkpoint
+    from othinklab.tiny import home
+
+    run = Path(run).resolve()
+    latest = latest_checkpoint(run / "checkpoints")
+    if latest is None:
+        raise UserError(f"model.name={str(run)!r} is a run directory without a complete checkpoint yet")
+    stamp = f"{run}|{latest.name}|{(latest / 'state.json').stat().st_mtime_ns}"
+    out = home() / "run-models" / f"{run.name[:80]}-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
+    if not (out / "config.json").is_file():
+        try:
+            export_run(run, out, merge=True)
+        except UserError:
+            if not (out / "config.json").is_file():  # not a concurrent process having just made it
+                raise
+    return out
+
+
+def is_run_directory(path: str | Path) -> bool:
+    """A run directory (config.yaml and checkpoints/) rather than a model directory (config.json)."""
+    p = Path(path)
+    return (p / "config.yaml").is_file() and (p / "checkpoints").is_dir() and not (p / "config.json").exists()
+
+
 def _save_processor(processor: Any, folder: Path) -> None:
     """The processor, loadable by plain `AutoProcessor`: a full Qwen2-VL processor saves itself; one without
     a video processor (torchvision absent, the tiny default) is written by `tiny.write_processor`."""

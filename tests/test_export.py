@@ -197,3 +197,24 @@ def test_export_refuses_an_empty_or_foreign_config(run_dir, tmp_path, text):
     with pytest.raises(UserError, match="config"):
         export_run(tmp_path / "run", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_run_directory_as_model_name_loads_its_trained_weights(run_dir, tmp_path, monkeypatch, capsys):
+    """Class 3: a run directory as `model.name` (which the docs allow) crashed; it now loads as its base with
+    the run's adapter folded in, and `othinklab eval --model <run>` scores it."""
+    from othinklab import checkpoint as ckpt_io
+    from othinklab.cli import main
+    from othinklab.models import load_model
+
+    monkeypatch.setenv("OTHINKLAB_HOME", str(tmp_path / "home"))
+    model, processor = load_model(str(run_dir), device="cpu")
+    assert hasattr(processor, "image_processor")
+    cfg = load_config(run_dir / "config.yaml")
+    trained, _ = load_model(cfg.model, device="cpu")
+    ckpt_io.load_weights(trained, ckpt_io.latest_checkpoint(run_dir / "checkpoints"))
+    ids = torch.arange(5, 25).view(1, -1)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(input_ids=ids).logits, trained.eval()(input_ids=ids).logits, atol=1e-4)
+    assert main(["eval", "--model", str(run_dir), "--n", "2", "--samples", "1"]) == 0
+    assert "counting:ood" in capsys.readouterr().out

@@ -40,13 +40,6 @@ STATE_FILE = "state.json"
 TRAINING_FILE = "training.pt"
 STEP_NAME = re.compile(r"step-\d{6,}")
 """The only names a checkpoint directory (and the `latest` pointer's content) may have."""
-OLD_RNG_GLOBALS = (
-    "numpy.dtype",
-    "numpy.ndarray",
-    "numpy.core.multiarray._reconstruct",
-    "numpy._core.multiarray._reconstruct",
-)
-"""What checkpoints written before RNG states were plain lists hold besides tensors (NumPy's RNG keys)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -262,22 +255,19 @@ def load_state(ckpt: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _load_training_file(ckpt: Path) -> dict[str, Any]:
     """`training.pt` loaded with `weights_only=True`: tensors, numbers, strings and containers only, so a
-    crafted file cannot run code. Older checkpoints whose only other content is NumPy RNG keys still load."""
+    crafted file cannot run code."""
     path = ckpt / TRAINING_FILE
     try:
         try:
             training = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
             unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-            if not unsafe or not unsafe <= set(OLD_RNG_GLOBALS):
-                shown = ", ".join(sorted(unsafe))[:200] or "unknown objects"
-                raise UserError(
-                    f"checkpoint file {str(path)!r} holds Python objects other than tensors and numbers ({shown}); "
-                    "othinklab refuses to load it because unpickling such a file can run arbitrary code. Use a "
-                    f"checkpoint written by othinklab; {_previous_hint(ckpt)}"
-                ) from None
-            with torch.serialization.safe_globals(_numpy_rng_globals()):
-                training = torch.load(path, map_location="cpu", weights_only=True)
+            shown = ", ".join(sorted(unsafe))[:200] or "unknown objects"
+            raise UserError(
+                f"checkpoint file {str(path)!r} holds Python objects other than tensors and numbers ({shown}); "
+                "othinklab refuses to load it because unpickling such a file can run arbitrary code. Use a "
+                f"checkpoint written by othinklab; {_previous_hint(ckpt)}"
+            ) from None
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - any other failure to read means a corrupt or truncated file
@@ -287,14 +277,6 @@ def _load_training_file(ckpt: Path) -> dict[str, Any]:
     if not isinstance(training, dict):
         raise UserError(f"checkpoint file {str(path)!r} does not hold a dict of states; {_previous_hint(ckpt)}")
     return training
-
-
-def _numpy_rng_globals() -> list[Any]:
-    import numpy as np
-
-    core = getattr(np, "_core", None) or np.core
-    dtype_classes = [type(np.dtype(t)) for t in (np.uint32, np.int64, np.float64)]
-    return [np.dtype, np.ndarray, core.multiarray._reconstruct, *dtype_classes]
 
 
 def _state_problems(state: Any, training: dict[str, Any]) -> list[str]:

@@ -46,15 +46,11 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `rng_state` captured (also the NumPy-array form older checkpoints hold)."""
+    """Restore what `rng_state` captured."""
     version, internal, gauss = state["python"]
-    if isinstance(internal, torch.Tensor):
-        internal = internal.tolist()
-    random.setstate((int(version), tuple(int(x) for x in internal), gauss))
+    random.setstate((int(version), tuple(int(x) for x in internal.tolist()), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
-    if isinstance(keys, torch.Tensor):
-        keys = keys.numpy()
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -166,15 +166,6 @@ def _checkpoint_dir(root: Path, step: int, training: dict) -> Path:
     return ckpt
 
 
-def test_checkpoints_written_before_plain_rng_states_still_load(tmp_path):
-    old_rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    ckpt = _checkpoint_dir(tmp_path, 1, {"optimizer": {}, "scheduler": {}, "rng": old_rng})
-    _, training = ckpt_io.load_state(ckpt)
-    expected = (random.random(), np.random.rand())
-    set_rng_state(training["rng"])
-    assert (random.random(), np.random.rand()) == expected
-
-
 class _Marker:
     def __init__(self, path: Path):
         self.path = path

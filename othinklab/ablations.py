@@ -9,13 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from othinklab.ablation_presets import ABLATIONS, COUNTING_D, FULL, ablation_seconds
-from othinklab.mechanism import kl_correlation, kl_to_base, measure_runs, mechanism_frame, unique_runs
-
-__all__ = [
-    "ABLATIONS", "COUNTING_D", "FULL", "ablation_seconds", "kl_correlation", "kl_to_base", "measure_runs",
-    "mechanism_frame", "run_ablation", "run_ablations", "unique_runs",
-]  # fmt: skip
+from othinklab.ablation_presets import ABLATIONS, COUNTING_D, FULL, ablation_seconds  # noqa: F401 (re-exported)
+from othinklab.mechanism import kl_correlation, kl_to_base, measure_runs, mechanism_frame, unique_runs  # noqa: F401
 
 
 def run_ablation(name: str, output_dir: str | Path = "grid_runs", progress: bool = False) -> dict[str, Path]:

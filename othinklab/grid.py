@@ -159,19 +159,12 @@ PRESETS: dict[str, Preset] = {
 """Built-in presets; `estimate_seconds` gives each one's expected wall time."""
 
 
-def all_presets() -> dict[str, Preset]:
-    """The built-in presets and the ablation study's (`othinklab.ablation_presets`, imported here, not
-    registered by importing it)."""
-    from othinklab.ablation_presets import ABLATIONS
-
-    return {**PRESETS, **ABLATIONS}
-
-
 def find_preset(name: str) -> Preset:
-    """The preset called `name` among `all_presets()`; a UserError naming the choices otherwise."""
+    """The built-in or ablation preset (`othinklab.ablation_presets`, which registers nothing) called `name`."""
+    from othinklab.ablation_presets import ABLATIONS
     from othinklab.errors import UserError
 
-    presets = all_presets()
+    presets = {**PRESETS, **ABLATIONS}
     if name not in presets:
         raise UserError(f"grid preset {name!r} is unknown; choose one of {', '.join(presets)}")
     return presets[name]

@@ -198,22 +198,14 @@ class VarianceComponents:
             lo, hi = (lo, mid) if self.halfwidth(mid, P) <= target else (mid + 1, hi)
         return lo
 
-    def seed_bounds(self, level: float = 0.95) -> tuple[VarianceComponents, VarianceComponents]:
-        """The components with the seed mean square at the ends of its chi-square confidence interval
-        (S-1 degrees of freedom): how far `seeds_for` can move when the seed variance was estimated from
-        a handful of seeds."""
-        S, P = self.n_seeds, self.n_prompts
-        if S < 2:
-            return self, self
-        ms = self.seed * P + self.residual
+    def seeds_range(self, target: float = 5.0, level: float = 0.95) -> tuple[int | None, int | None, int | None]:
+        """(low, estimate, high) of `seeds_for(target)`, the seed mean square taken at the ends of its
+        chi-square confidence interval (S-1 degrees of freedom): a handful of seeds pins it down loosely."""
+        S, P, ms = self.n_seeds, self.n_prompts, self.seed * self.n_prompts + self.residual
         a = (1 - level) / 2
-        ends = ((S - 1) / chi2_quantile(1 - a, S - 1), (S - 1) / chi2_quantile(a, S - 1))
-        return tuple(replace(self, seed=(f * ms - self.residual) / P) for f in ends)  # type: ignore[return-value]
-
-    def seeds_range(self, target: float = 5.0) -> tuple[int | None, int | None, int | None]:
-        """(low, estimate, high) of `seeds_for(target)` over the seed variance's 95% interval."""
-        low, high = self.seed_bounds()
-        return low.seeds_for(target), self.seeds_for(target), high.seeds_for(target)
+        ends = ((S - 1) / chi2_quantile(1 - a, S - 1), (S - 1) / chi2_quantile(a, S - 1)) if S > 1 else (1.0, 1.0)
+        low, high = (replace(self, seed=(f * ms - self.residual) / P).seeds_for(target) for f in ends)
+        return low, self.seeds_for(target), high
 
 
 def variance_components(d: np.ndarray) -> VarianceComponents:
@@ -261,22 +253,6 @@ def paired_difference(better: np.ndarray | list, worse: np.ndarray | list, level
     d = paired_matrix(better, worse)
     mean, lo, hi = mean_interval(d, level)
     return PairedDifference(diff=mean, lo=lo, hi=hi, verdict=verdict(lo, hi), n_seeds=d.shape[0], n_prompts=d.shape[1])
-
-
-def chance_verdicts(n: int, level: float = 0.95) -> tuple[float, int]:
-    """If every one of `n` comparisons had a true difference of 0 (and they were independent): the
-    expected count of `reversed` verdicts, and the count that chance alone reaches at most 95% of the time.
-
-    >>> chance_verdicts(44)
-    (1.1, 3)
-    """
-    p = (1 - level) / 2
-    k, cum = 0, 0.0
-    while True:
-        cum += math.comb(n, k) * p**k * (1 - p) ** (n - k)
-        if cum >= 0.95:
-            return round(n * p, 2), k
-        k += 1
 
 
 def seed_spread(per_seed_accuracy: np.ndarray | list) -> dict[str, float]:

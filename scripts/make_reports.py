@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from othinklab.grid_report import (
     seeds_text,
 )
 from othinklab.mechanism import kl_correlation, unique_runs
-from othinklab.stats import BORDERLINE_POINTS, chance_verdicts
+from othinklab.stats import BORDERLINE_POINTS
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID_DIR = ROOT / "data" / "results"
@@ -90,6 +91,22 @@ def _machine(prov: dict) -> str:
     m = prov.get("machine", {})
     isa = "/".join(m.get("cpu_isa", [])) or m.get("processor", "?")
     return f"{m.get('cpu_count', '?')} CPU cores ({m.get('cpu_model', 'model not recorded')}, {isa})"
+
+
+def chance_verdicts(n: int, level: float = 0.95) -> tuple[float, int]:
+    """If every one of `n` comparisons had a true difference of 0 (and they were independent): the
+    expected count of `reversed` verdicts, and the count that chance alone reaches at most 95% of the time.
+
+    >>> chance_verdicts(44)
+    (1.1, 3)
+    """
+    p = (1 - level) / 2
+    k, cum = 0, 0.0
+    while True:
+        cum += math.comb(n, k) * p**k * (1 - p) ** (n - k)
+        if cum >= 0.95:
+            return round(n * p, 2), k
+        k += 1
 
 
 def chance_line(claims: pd.DataFrame) -> str:

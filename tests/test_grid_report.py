@@ -157,6 +157,7 @@ def test_shipped_results_and_generated_block(tmp_path):
     text = f"intro\n{mr.GRID_MARKERS[0]}\nstale\n{mr.GRID_MARKERS[1]}\nrest\n"
     assert mr.replace_block(text, mr.GRID_MARKERS, block) == f"intro\n{block}\nrest\n"
     assert mr.replace_block("no markers", mr.GRID_MARKERS, block) is None
+    assert mr.chance_verdicts(44) == (1.1, 3) and mr.chance_verdicts(1)[1] == 0  # 2.5% reversed each, by chance
 
 
 def test_table_intervals_count_seeds_as_the_claims_do(tmp_path):

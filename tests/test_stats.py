@@ -10,7 +10,6 @@ from othinklab.stats import (
     HOLDS,
     NOT_SEPARABLE,
     REVERSED,
-    chance_verdicts,
     chi2_quantile,
     paired_difference,
     seed_spread,
@@ -148,7 +147,6 @@ def test_verdict_is_deterministic_and_knife_edges_are_borderline():
     assert verdict(0.25, 9.0) == HOLDS and verdict(0.0, 0.0) == NOT_SEPARABLE
 
 
-def test_chance_verdicts_and_chi2():
-    assert chance_verdicts(44) == (1.1, 3) and chance_verdicts(1)[1] == 0
+def test_chi2_quantile():
     assert chi2_quantile(0.025, 2) == pytest.approx(0.0506, abs=1e-3)
     assert chi2_quantile(0.975, 2) == pytest.approx(7.378, abs=1e-3)

@@ -20,6 +20,8 @@ Simplified versus the paper / R1-V:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from othinklab.kl import kl_estimate
@@ -117,6 +119,39 @@ def loss_mask(completion_mask: torch.Tensor, truncated: torch.Tensor, mask_trunc
         return completion_mask
     keep = (~truncated.bool()).to(completion_mask.dtype).unsqueeze(1)
     return completion_mask * keep
+
+
+MAX_ALL_TRUNCATED_STEPS = 3
+"""Steps in a row in which `mask_truncated_completions` masked every completion before training stops."""
+
+
+class AllTruncatedGuard:
+    """A metrics-row callback: under `grpo.mask_truncated_completions`, a step whose every completion was
+    truncated has zero loss weight and trains nothing (a run once "finished" like that with exit 0). Each
+    such step is reported on stderr; `MAX_ALL_TRUNCATED_STEPS` in a row stop training with a `TrainingError`."""
+
+    def __init__(self, grpo: Any) -> None:
+        self.enabled, self.length, self.in_a_row = grpo.mask_truncated_completions, grpo.max_completion_length, 0
+
+    def __call__(self, row: dict) -> None:
+        import sys
+
+        from othinklab.errors import TrainingError
+
+        if not self.enabled or row.get("completion/truncated", 0.0) < 1.0:
+            self.in_a_row = 0
+            return
+        self.in_a_row += 1
+        what = (
+            f"step {row.get('step')}: every completion hit grpo.max_completion_length={self.length} and "
+            "grpo.mask_truncated_completions=true gave them all zero loss weight: this step trained nothing"
+        )
+        if self.in_a_row >= MAX_ALL_TRUNCATED_STEPS:
+            raise TrainingError(
+                f"{what} ({self.in_a_row} steps in a row). Raise grpo.max_completion_length or set "
+                "grpo.mask_truncated_completions=false"
+            )
+        print(f"othinklab: warning: {what}", file=sys.stderr, flush=True)
 
 
 def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, aggregation: str, max_length: int | None) -> torch.Tensor:

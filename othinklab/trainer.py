@@ -36,7 +36,7 @@ from othinklab.config import Config, to_dict
 from othinklab.errors import TrainingError
 from othinklab.evaluate import periodic_eval
 from othinklab.failures import oom_message
-from othinklab.grpo import group_advantages, grpo_loss, loss_mask, masked_mean
+from othinklab.grpo import AllTruncatedGuard, group_advantages, grpo_loss, loss_mask, masked_mean
 from othinklab.kl import Schedule, needs_reference, schedule_from_config, sequence_kl_penalty
 from othinklab.logprobs import completion_logprobs
 from othinklab.models import is_lora, load_model, make_reference
@@ -417,7 +417,7 @@ def _train(
         counters = Counters(**restored)
         ddp.barrier()
     trackers = Trackers(cfg.train.report_to if ddp.is_main else (), run, run.name, to_dict(cfg))
-    log = RunLog(run, ddp.is_main, [*(callbacks or []), trackers.log])
+    log = RunLog(run, ddp.is_main, [*(callbacks or []), trackers.log, AllTruncatedGuard(cfg.grpo)])
     held_out = eval_samples(cfg)[: cfg.train.eval_prompts] if cfg.train.eval_every and ddp.is_main else []
     disable = not (progress and ddp.is_main)
     bar = tqdm(total=cfg.train.total_steps, initial=counters.step, desc=run.name, disable=disable, dynamic_ncols=True)

@@ -145,3 +145,15 @@ def test_sft_failures_do_not_advise_a_resume_it_lacks(tmp_path, capsys, monkeypa
     assert main(["sft", "model.name=tiny-init", f"train.output_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert "ran out of memory" in err and "--resume" not in err
+
+
+@pytest.mark.slow
+def test_mask_truncated_with_every_completion_truncated_stops_loudly(tmp_path, capsys):
+    """Class 8: `mask_truncated_completions` with every completion truncated trained nothing and exited 0."""
+    args = ["train", "model.name=tiny-init", f"train.output_dir={tmp_path}", "train.run_name=r", "train.threads=1",
+            "grpo.prompts_per_step=2", "grpo.num_generations=2", "grpo.max_completion_length=1", "task.num_eval=2",
+            "train.total_steps=6", "grpo.mask_truncated_completions=true", "train.log_rollouts=false"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("this step trained nothing") == 3  # two warnings, then the error
+    assert "3 steps in a row" in err and "grpo.max_completion_length" in err and "Traceback" not in err

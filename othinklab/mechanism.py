@@ -153,9 +153,11 @@ def measure_runs(out: str | Path, results: pd.DataFrame, kl_prompts: int = KL_PR
     return pd.DataFrame(rows, columns=["method", "train_task", "seed", "kl_same", "kl_cross"])
 
 
-def kl_correlation(mech: pd.DataFrame, y: str = "cross_task_change", n_boot: int = 2000, seed: int = 0) -> dict:
+def kl_correlation(mech: pd.DataFrame, y: str = "cross_task_change", n_boot: int = 20_000, seed: int = 0) -> dict:
     """Pearson r between each run's KL to the base (`kl_same`) and `y`, with a 95% percentile bootstrap
-    interval over runs and the verdict on its sign (`positive`, `negative`, `not separable`).
+    interval over runs and the verdict on its sign (`positive`, `negative`, `not separable`). 20,000
+    replicates: on the shipped study the upper end moved 0.000-0.018 over 10 bootstrap seeds at 2000,
+    0.006-0.014 at 20,000, where the verdict turns on its sign.
 
     >>> m = pd.DataFrame({"kl_same": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "cross_task_change": [5, 4, 3, 2, 1, 0]})
     >>> kl_correlation(m)["r"], kl_correlation(m)["verdict"]

@@ -276,3 +276,30 @@ def test_third_party_warnings_are_silenced_only_inside_the_command(module, capsy
             assert warnings.filters == before  # scoped: nothing leaks past the command
         got = {w.filename for w in seen}
         assert got == (shown or {f"{module}/x.py", "othinklab.trainer/x.py"})
+
+
+# --------------------------------------------------------------------------- class 9: images decoded lazily
+def test_dataset_images_are_not_kept_decoded(tmp_path):
+    """Class 9: 100k rows were decoded up front (5.75 GB at 112 px). Rows are still checked at load (a bad
+    image is a row error at once) but a sample keeps only its source; `Sample.image` is a PIL image on access."""
+    import tracemalloc
+
+    from PIL import Image
+
+    from othinklab.tasks import load_r1v
+    from othinklab.tasks.base import LazyImage, image_source, with_prompt
+
+    Image.new("RGB", (448, 448), (200, 10, 10)).save(tmp_path / "img.png")  # tiny PNG, 600 KB decoded
+    row = {"image_path": "img.png", "problem": "How many?", "solution": "<answer> 3 </answer>"}
+    (tmp_path / "d.jsonl").write_text((json.dumps(row) + "\n") * 300)
+    tracemalloc.start()
+    samples = load_r1v(tmp_path / "d.jsonl", "counting")
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert held < 20_000_000, f"{held / 1e6:.0f} MB held for 300 samples (decoded would be 180 MB)"
+    assert all(isinstance(image_source(s), LazyImage) for s in samples)
+    assert isinstance(samples[0].image, Image.Image) and samples[0].image.size == (448, 448)
+    assert isinstance(image_source(with_prompt(samples, "direct")[0]), LazyImage)  # copies stay lazy
+    (tmp_path / "img.png").write_bytes(b"gone")  # changed after loading: a DataError naming the row
+    with pytest.raises(UserError, match=r"d\.jsonl row 0"):
+        _ = samples[0].image

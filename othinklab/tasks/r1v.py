@@ -19,6 +19,7 @@ processor sees them, and questions carrying chat-template control tokens (`<|im_
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -35,7 +36,7 @@ from PIL import Image
 
 from othinklab.bounds import show
 from othinklab.errors import DataError
-from othinklab.tasks.base import Sample, control_tokens_in
+from othinklab.tasks.base import LazyImage, Sample, control_tokens_in
 from othinklab.tasks.jsonl import open_jsonl
 
 log = logging.getLogger("othinklab")
@@ -286,6 +287,26 @@ def _decode_image(value: Any, image_root: Path | None, base_dir: Path, max_pixel
     return image
 
 
+def _lazy_image(value: Any, root: Path | None, base_dir: Path, max_pixels: int | None, where: str) -> Any:
+    """A `LazyImage` for a path or bytes, checked now by decoding it once (a bad row is found at load, as
+    before) but not kept decoded; a PIL image given as such is kept as it is."""
+    if isinstance(value, Image.Image):
+        return _decode_image(value, root, base_dir, max_pixels)
+    if isinstance(value, dict):
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, bytearray | memoryview):
+        value = bytes(value)
+    size = _decode_image(value, root, base_dir, max_pixels).size  # raises _BadRow for a bad image
+    return LazyImage(functools.partial(_decode_lazily, value, root, base_dir, max_pixels, where), size)
+
+
+def _decode_lazily(value: Any, root: Path | None, base_dir: Path, max_pixels: int | None, where: str) -> Image.Image:
+    try:
+        return _decode_image(value, root, base_dir, max_pixels)
+    except _BadRow as exc:  # the file changed since it was loaded
+        raise DataError(f"{where}: {exc}") from None
+
+
 def _check_size(size: tuple[int, int], label: str, max_pixels: int | None) -> None:
     """Refuse, from the header alone, images that are empty, huge or of an aspect the processor rejects."""
     w, h = size
@@ -416,7 +437,7 @@ def _make_sample(
     if img_value is None and img_col == "image" and row.get("image_path"):
         img_value = row["image_path"]
     try:
-        image = _decode_image(img_value, root, base_dir, max_pixels)
+        image = _lazy_image(img_value, root, base_dir, max_pixels, f"{source.path}{where}")
     except _BadRow as exc:
         raise _BadRow(f"{exc} (field {show(img_col)})") from None
     return Sample(

@@ -4,6 +4,7 @@ config.json. Each ends in exit 2 with one paragraph naming the field, flag or pa
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -157,3 +158,25 @@ def test_mask_truncated_with_every_completion_truncated_stops_loudly(tmp_path, c
     err = capsys.readouterr().err
     assert err.count("this step trained nothing") == 3  # two warnings, then the error
     assert "3 steps in a row" in err and "grpo.max_completion_length" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_resume_and_export_survive_malformed_metrics_rows(tmp_path, capsys):
+    """Class 11: malformed `metrics.jsonl` rows (a list, a string step, a bare string) gave a traceback on
+    resume and on export."""
+    base = ["model.name=tiny-init", f"train.output_dir={tmp_path}", "train.run_name=r", "train.threads=1",
+            "grpo.prompts_per_step=2", "grpo.num_generations=2", "grpo.max_completion_length=4",
+            "task.num_eval=2", "train.log_rollouts=false", "train.save_every=1"]  # fmt: skip
+    assert main(["train", *base, "train.total_steps=2"]) == 0
+    import shutil
+
+    shutil.rmtree(tmp_path / "r" / "checkpoints" / "step-000002")  # as if killed before the last checkpoint
+    with open(tmp_path / "r" / "metrics.jsonl", "a") as fh:
+        fh.write('[1, 2]\n{"step": "x"}\n"text"\n{"step": 0.5}\n{"nostep": 1}\n')
+    assert main(["train", "--resume", *base, "train.total_steps=2"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1]  # the junk after step 0 went with the resume's truncation
+    with open(tmp_path / "r" / "metrics.jsonl", "a") as fh:
+        fh.write('[1, 2]\n{"step": "x"}\n')
+    assert main(["export", "--run", str(tmp_path / "r"), "--out", str(tmp_path / "out")]) == 0
+    assert "Traceback" not in capsys.readouterr().err and (tmp_path / "out" / "README.md").exists()

@@ -401,9 +401,11 @@ def estimate(
     return est
 
 
-CPU_RUNTIME_GIB = 1.0
-"""Peak RSS of the CPU process besides the tensors the estimate counts (Python, torch, transformers,
-tokenizer, allocator slack); calibrated by `make real-check`."""
+CPU_RUNTIME_GIB = 2.0
+"""Peak RSS of a CPU training process besides the tensors the estimate counts: Python, torch,
+transformers and the tokenizer (about 1 GiB before any model), plus allocator slack (glibc keeps freed
+blocks of the per-layer 4-bit dequantisation buffers). Calibrated on Qwen2-VL-2B by `make real-check`
+(peak 8.58 GiB on 2 shared cores, 1 step, G=4, 8 tokens)."""
 CHECKPOINT_BYTES = 2
 """Bytes per parameter of a checkpoint on disk (the Qwen-VL checkpoints, and the random ones, are bf16)."""
 
@@ -414,9 +416,12 @@ def cpu_rss_gib(est: Estimate) -> float:
     transformers memory-maps the safetensors checkpoint and keeps the mapping: non-quantised weights are
     views of it (already counted in `weights`), and under 4-bit the pages of the bf16 source of every
     quantised layer, read once to quantise it, stay resident as file pages beside the 4-bit copy.
+    The optimizer step adds AdamW's foreach temporaries, about two float32 copies of the trainable
+    parameters (the denominator and the update).
     """
     mapped = est.arch.text_linear_params * CHECKPOINT_BYTES if est.hold.load_in_4bit else 0.0
-    return est.peak_gib() + mapped / GIB + CPU_RUNTIME_GIB
+    adamw = est.memory["trainable"] / 2  # 16 bytes/parameter held; 8 more in flight during the step
+    return est.peak_gib() + (mapped + adamw) / GIB + CPU_RUNTIME_GIB
 
 
 def describe(est: Estimate, device: Device | None = None, overhead_gib: float = 0.75) -> list[str]:

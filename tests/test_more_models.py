@@ -238,5 +238,5 @@ def test_interrupted_build_leaves_nothing_a_later_run_trusts(tiny_real_arch, mon
 def test_real_check_skips_when_memory_is_short(tiny_real_arch, monkeypatch, tmp_path):
     _, real_check = _benchmarks()
     monkeypatch.setattr(real_check, "free_memory_gib", lambda: 0.25)
-    rows = real_check.check_arch("Tiny-Qwen3", 1, 60, tmp_path)
+    rows = list(real_check.check_arch("Tiny-Qwen3", 1, 60, tmp_path))
     assert [r[:2] for r in rows] == [("SKIP", "build")] and "0.2 GiB available" in rows[0][2]

@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint format notebooks gpu-check clean-venv
+.PHONY: demo test test-all lint format notebooks gpu-check real-check clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ notebooks: $(STAMP)
 
 gpu-check: $(STAMP)  # on a CUDA machine: the real-size path, TRL side by side, notebook 05, NCCL (<= 8 min); skips on CPU
 	$(PY) benchmarks/gpu_check.py
+
+real-check: $(STAMP)  # on CPU: Qwen2-VL-2B, Qwen2.5-VL-3B, Qwen3-VL-2B at full size (random weights) through train/export/eval
+	$(PY) benchmarks/real_check.py $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -240,3 +240,20 @@ def test_real_check_skips_when_memory_is_short(tiny_real_arch, monkeypatch, tmp_
     monkeypatch.setattr(real_check, "free_memory_gib", lambda: 0.25)
     rows = list(real_check.check_arch("Tiny-Qwen3", 1, 60, tmp_path))
     assert [r[:2] for r in rows] == [("SKIP", "build")] and "0.2 GiB available" in rows[0][2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHS)
+def test_4bit_lora_leaves_the_vision_tower_alone(arch, tmp_path):
+    """Qwen2.5-VL's vision MLP reuses the text names (gate/up/down_proj), Qwen3-VL adds deepstack mergers: in
+    4-bit neither tower is quantised nor adapted, and every text projection is."""
+    from othinklab.models import LORA_TARGETS, load_model
+
+    model, processor = build(arch)
+    tiny.save_pretrained(model, processor, tmp_path / arch)
+    model, _ = load_model(str(tmp_path / arch), dtype="bfloat16", load_in_4bit=True, lora=True, lora_r=4)
+    quantised = [n for n, m in model.named_modules() if type(m).__module__.startswith("bitsandbytes")]
+    layers = model.config.get_text_config().num_hidden_layers
+    assert len(quantised) == layers * len(LORA_TARGETS) and not any("visual" in n for n in quantised)
+    adapted = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert adapted and not any("visual" in n for n in adapted)

@@ -357,6 +357,16 @@ def cache_problem(path: Path) -> str | None:
     return None
 
 
+def read_json_cache(path: Path) -> dict[str, Any]:
+    """A JSON cache file's mapping, or {} when it is missing, truncated, unreadable or not a mapping (the
+    caller recomputes it; a truncated cache once ended a report with a traceback)."""
+    try:
+        data = json.loads(Path(path).read_bytes()[:MAX_CACHE_BYTES].decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 MAX_CACHE_BYTES = 200_000_000
 """Largest cell cache read (bytes); a cell with 1000 prompts is well under 1 MB."""
 

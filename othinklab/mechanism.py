@@ -121,7 +121,7 @@ def measure_runs(out: str | Path, results: pd.DataFrame, kl_prompts: int = KL_PR
     import hashlib
     import json
 
-    from othinklab.grid import eval_samples
+    from othinklab.grid import eval_samples, read_json_cache
     from othinklab.runs import atomic_write
 
     out = Path(out)
@@ -132,14 +132,14 @@ def measure_runs(out: str | Path, results: pd.DataFrame, kl_prompts: int = KL_PR
         run = Path(run_dir)
         stamp = hashlib.sha256((run / "config.yaml").read_bytes()).hexdigest()[:16]
         cache = out / "kl" / f"{run.name}.json"
-        cached = json.loads(cache.read_text()) if cache.exists() else {}
-        if cached.get("config") != stamp or cached.get("kl_prompts") != kl_prompts:
+        cached, same = read_json_cache(cache), EVAL_OF[task]  # a truncated or older cache is recomputed
+        stale = not isinstance(cached.get("kl"), dict) or same not in cached["kl"]
+        if stale or cached.get("config") != stamp or cached.get("kl_prompts") != kl_prompts:
             model, processor = load_trained(run)
             kl = {ev: kl_to_base(model, processor, s, KL_SAMPLES, seed=seed)["kl_k3"] for ev, s in prompts.items()}
             cached = {"config": stamp, "kl_prompts": kl_prompts, "kl": kl}
             cache.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(cache, json.dumps(cached, indent=1))
-        same = EVAL_OF[task]
         cross = [v for ev, v in cached["kl"].items() if ev != same]
         rows.append(
             {

@@ -34,13 +34,14 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format othinklab tests benchmarks
 	$(VENV)/bin/ruff check --fix othinklab tests benchmarks
 
-# notebooks/NN_*.py (jupytext percent format) are the sources; the .ipynb beside each is generated from it and
-# stripped of outputs. --update keeps the cells' ids, so an unchanged source gives an unchanged .ipynb.
+# notebooks/NN_*.py and their solved copies notebooks/solutions/NN_*.py (jupytext percent format) are the
+# sources; the .ipynb beside each is generated from it and stripped of outputs. --update keeps the cells'
+# ids, so an unchanged source gives an unchanged .ipynb.
 notebooks: $(STAMP)
-	$(VENV)/bin/jupytext --update --to ipynb notebooks/[0-9]*.py
-	$(VENV)/bin/jupyter nbconvert --clear-output --inplace notebooks/[0-9]*.ipynb
+	$(VENV)/bin/jupytext --update --to ipynb notebooks/[0-9]*.py notebooks/solutions/[0-9]*.py
+	$(VENV)/bin/jupyter nbconvert --clear-output --inplace notebooks/[0-9]*.ipynb notebooks/solutions/[0-9]*.ipynb
 
-gpu-check: $(STAMP)  # on a CUDA machine: the real-size path, TRL side by side, notebook 05, NCCL (<= 8 min); skips on CPU
+gpu-check: $(STAMP)  # on a CUDA machine: the real-size path, TRL side by side, notebook 06 (the GPU one), NCCL (<= 8 min); skips on CPU
 	$(PY) benchmarks/gpu_check.py
 
 real-check: $(STAMP)  # on CPU: Qwen2-VL-2B, Qwen2.5-VL-3B, Qwen3-VL-2B at full size (random weights) through train/export/eval

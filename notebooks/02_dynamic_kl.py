@@ -13,8 +13,25 @@
 # (explore) and *higher late* (exploit), Eq. 3 — next to the other schedules in `othinklab.kl`; then two short
 # runs on the tiny base, constant beta vs GRPO-D, and how the measured KL follows the weight.
 #
-# **Time:** about 1 minute on a laptop CPU (two 30-step runs). **On a GPU:** set `MODEL` to
+# **Time:** measured: 8.4 min (solved copy, nbclient; two 30-step runs) on the shared 2-core machine while it was
+# heavily loaded by other jobs (load average ~12); expect a fraction of that on an idle machine. **On a GPU:** set `MODEL` to
 # `Qwen/Qwen2-VL-2B-Instruct` with `LOAD_IN_4BIT = True` and raise `STEPS`; the rest is unchanged.
+
+# %%
+# Setup: does nothing where othinklab is importable (the project's venv). In a fresh kernel or on Colab it
+# installs the package first: from the checkout this notebook sits in, else from the repository's git URL.
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+if importlib.util.find_spec("othinklab") is None:
+    _repo = next((p for p in (Path.cwd(), *Path.cwd().parents) if (p / "othinklab" / "__init__.py").is_file()), None)
+    _pip = [sys.executable, "-m", "pip", "install", "-q"]
+    if "google.colab" in sys.modules:
+        subprocess.check_call([*_pip, "torch"])  # Colab's CUDA torch: kept if present, never a CPU wheel over it
+    subprocess.check_call([*_pip, str(_repo) if _repo else "git+https://github.com/othinklab/othinklab.git"])
+    importlib.invalidate_caches()
 
 # %%
 # Parameters
@@ -29,6 +46,7 @@ import tempfile
 import matplotlib.pyplot as plt
 from othinklab import kl, plots
 from othinklab.config import load_config
+from othinklab.exercises import check, progress
 from othinklab.metrics import read_metrics
 from othinklab.trainer import train
 
@@ -87,9 +105,44 @@ assert len(g) == len(runs["constant"]) == STEPS
 print("all checks passed")
 
 # %% [markdown]
-# ## Try this
-# 1. Change `explore_frac` (w/t) to 0.1 and 0.6 in `kl.make_schedule("grpo_d", ...)`: the paper never ablates it —
-#    what would you expect for a task where exploring longer pays off?
-# 2. Add an `adaptive` run (`kl.schedule=adaptive kl.target_kl=0.02`): how does its beta move with the measured KL?
-# 3. Run both schedules for 120 steps with three seeds (`othinklab grid --preset tiny` does this for you) and
-#    compare the spread between seeds with the difference between schedules.
+# ## Exercises
+# Replace each `...` with your answer and run the cell: ✓ is right, ✗ comes with a hint, "not yet" means no
+# answer yet. Solutions: `notebooks/solutions/02_dynamic_kl.py`.
+#
+# **1. Where is the dip?** For a 200-step GRPO-D run (beta 0.04 -> 0.1, w/t = 0.3), at which step is beta
+# smallest?
+
+# %%
+answer = ...  # your answer: a step number
+check("02.min_step", answer)
+
+# %% [markdown]
+# **2. Explore less.** With `explore_frac=0.1` instead of 0.3 (t = 100, beta 0.04 -> 0.1), what is beta at
+# step 50? Predict it from Eq. 3 first, then compute it. (The paper never ablates w/t: notebook 05 does.)
+
+# %%
+answer = ...  # your answer: a number
+check("02.explore", answer)
+
+# %% [markdown]
+# **3. Read the runs.** Which of the two runs above ended (mean of its last 5 steps) with the larger measured
+# KL to the reference: `"constant"` or `"grpo_d"`? Does it match the betas they had at the end?
+
+# %%
+answer = ...  # your answer: "constant" or "grpo_d"
+check("02.more_kl", answer, runs=runs)
+
+# %% [markdown]
+# **4. Implement the schedule.** Write `my_beta(s, t, beta_min, beta_max)`, Eq. 3 with w = 0.3 t: from the
+# midpoint down to beta_min at s = w, then up to beta_max at s = t. It is checked against `kl.grpo_d_beta`
+# on two settings at every step.
+
+# %%
+def my_beta(s, t, beta_min, beta_max):
+    ...  # your code: return beta at step s
+
+
+check("02.my_schedule", my_beta)
+
+# %%
+print(progress("02."))

@@ -32,6 +32,17 @@ RESULTS: dict[str, bool] = {}
 """The latest verdict per exercise checked in this kernel (`progress()` reads it)."""
 
 
+class NotYet(Exception):
+    """Raised by a grader when the answer is still a stub (a function that returns `...` or None)."""
+
+
+def answered(value: Any) -> Any:
+    """`value`, or NotYet when it is the placeholder `...` or None (what an unfinished function returns)."""
+    if value is ... or value is None:
+        raise NotYet
+    return value
+
+
 def exercise(name: str, hint: str) -> Callable[[Callable[..., bool]], Callable[..., bool]]:
     """Register a grader under `name`."""
 
@@ -78,6 +89,10 @@ def check(name: str, answer: Any, **context: Any) -> bool:
     try:
         ok = bool(ex.grade(answer, **context))
         problem = ""
+    except NotYet:
+        print(f"· {name}: not yet (your function returns nothing yet)")
+        RESULTS[name] = False
+        return False
     except Exception as e:  # a student's function that raises is a wrong answer, not a broken notebook
         ok, problem = False, f" (your answer raised {type(e).__name__}: {e})"
     RESULTS[name] = ok
@@ -100,7 +115,7 @@ def _alpha(answer: Any) -> bool:
 
 @exercise("01.advantages", "subtract the group's mean, divide by its std (torch's default, unbiased) + 1e-4.")
 def _advantages(answer: Any) -> bool:
-    return close(answer, grpo.group_advantages(torch.tensor([2.0, 1.0, 1.0, 0.0]), 4).tolist())
+    return close(answer, grpo.group_advantages(torch.tensor([1.0, 1.0, 1.0, 0.0]), 4).tolist())
 
 
 @exercise("01.beta_zero", "Eq. 3 falls linearly from the midpoint to beta_min at s = w = 0.3 t.")
@@ -113,7 +128,7 @@ def _beta_zero(answer: Any) -> bool:
 def _k2(answer: Any) -> bool:
     g = torch.Generator().manual_seed(0)
     logp, ref = -torch.rand(3, 5, generator=g) * 3, -torch.rand(3, 5, generator=g) * 3
-    return close(answer(logp, ref), kl.kl_estimate(logp, ref, "k2"), tol=1e-6)
+    return close(answered(answer(logp, ref)), kl.kl_estimate(logp, ref, "k2"), tol=1e-6)
 
 
 @exercise("01.policy_value", "the advantages of a group sum to 0 and the ratio is 1 on the first update.")
@@ -142,7 +157,7 @@ def _more_kl(answer: Any, runs: dict) -> bool:
 @exercise("02.my_schedule", "piecewise linear: (beta_min+beta_max)/2 -> beta_min on [0, w], -> beta_max on [w, t].")
 def _my_schedule(answer: Any) -> bool:
     grid = [(s, t, lo, hi) for t in (10, 100) for s in range(t + 1) for lo, hi in ((0.04, 0.1), (0.0, 0.02))]
-    return all(close(answer(s, t, lo, hi), kl.grpo_d_beta(s, t, lo, hi), tol=1e-9) for s, t, lo, hi in grid)
+    return all(close(answered(answer(s, t, lo, hi)), kl.grpo_d_beta(s, t, lo, hi), tol=1e-9) for s, t, lo, hi in grid)
 
 
 # --------------------------------------------------------------------------- 03 · rollout inspection

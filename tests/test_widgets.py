@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from othinklab.metrics import read_rollouts
 from othinklab.widgets import (
     RewardInspector,
     RolloutInspector,
@@ -104,6 +105,7 @@ def test_inspector_on_a_real_run(tmp_path, base_dir):
             "train.total_steps=2",
             f"train.output_dir={tmp_path}",
             "train.threads=1",
+            "train.learning_rate=1e-3",
         ],
     )
     from othinklab.live import LiveTrainingView
@@ -126,6 +128,44 @@ def test_inspector_on_a_real_run(tmp_path, base_dir):
     re = RewardInspector(run).result()
     assert re["new_reward"].tolist() == pytest.approx(re["reward"].tolist())  # same reward, same scores
     assert re["new_advantage"].tolist() == pytest.approx(re["advantage"].tolist(), abs=1e-5)
+    _check_logged_tokens(read_rollouts(run))
+    # the inspector's prompt images are the PNGs the trainer saved; colouring by KL and log-prob differ
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in insp.shown_images().values())
+    assert insp.images.children[0].children[0].value[:4] == b"\x89PNG"
+    kl_table = insp.table.value
+    insp.colour.value = "log-prob"
+    assert insp.table.value != kl_table and "log p =" in insp.table.value
+    # re-scoring: alpha 0 is accuracy alone; a laxer parser never finds fewer right answers
+    acc_only = rescore(insp.rollouts, format_weight=0.0)
+    assert (acc_only["new_reward"] == acc_only["new_accuracy"]).all()
+    lenient = rescore(insp.rollouts, accuracy_fn=_last_number)
+    assert lenient["new_accuracy"].mean() >= re["new_accuracy"].mean()
+
+
+def _last_number(completion: str, solution: str) -> float:
+    """Notebook 03's lenient parser: the last number anywhere in the text, tags or not."""
+    import re
+
+    nums, gold = re.findall(r"-?\d+(?:\.\d+)?", completion), re.findall(r"-?\d+(?:\.\d+)?", solution)
+    return float(bool(nums) and bool(gold) and float(nums[-1]) == float(gold[-1]))
+
+
+def _check_logged_tokens(rollouts: pd.DataFrame) -> None:
+    """What notebook 03 used to assert of a real run's per-token logs (moved here from its check cell)."""
+    import re
+
+    for _, r in rollouts.iterrows():
+        assert len(r["tokens"]) == len(r["token_logprobs"]) == len(r["token_kl"]) == r["length"]
+        assert "\ufffd" not in "".join(r["tokens"])  # split characters merged, broken bytes escaped
+        joined = re.sub(r"<\|[a-z_]+\|>", "", "".join(r["tokens"])).replace(" ", "")
+        if "\ufffd" not in r["completion"]:  # the completion text itself decodes broken bytes as U+FFFD
+            assert joined.startswith(r["completion"].replace(" ", "")), (r["tokens"], r["completion"])
+        assert max(r["token_logprobs"]) <= 0 and min(r["token_kl"]) >= 0
+        html_ = token_html(r["tokens"], r["token_kl"], "KL to reference")
+        assert html_.count("<span") == 1 + sum(t != "" for t in r["tokens"])  # one span per shown piece
+    first, last = rollouts["step"].min(), rollouts["step"].max()
+    assert all(max(k) == 0 for k in rollouts.loc[rollouts["step"] == first, "token_kl"])  # policy = reference
+    assert max(max(k) for k in rollouts.loc[rollouts["step"] == last, "token_kl"]) > 0  # not after an update
 
 
 def test_token_html_colours_by_logprob_and_kl():

@@ -33,6 +33,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+from _measure import measure_peak  # noqa: E402
+
 REAL_ID = "Qwen/Qwen2-VL-2B-Instruct"
 GIB = 2**30
 
@@ -91,10 +93,9 @@ def train_args(path: str, dtype: str, steps: int, out: str, run: str) -> list[st
 # --------------------------------------------------------------------------- workers (fresh processes)
 def worker_train(work: dict) -> dict:
     """`othinklab train` in this process, its peak GPU memory measured around it."""
-    from othinklab import budget
     from othinklab.cli import main
 
-    rc, peak = budget.measure_peak(lambda: main(["train", *work["args"]]), device="cuda")
+    rc, peak = measure_peak(lambda: main(["train", *work["args"]]), device="cuda")
     rows = [json.loads(x) for x in (Path(work["out"]) / work["run"] / "metrics.jsonl").read_text().splitlines()]
     later = rows[1:] or rows
     return {

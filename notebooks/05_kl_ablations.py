@@ -52,8 +52,9 @@ import pandas as pd
 
 import othinklab
 from othinklab import ablations, kl, plots
+from othinklab.ablation_presets import find_preset
 from othinklab.exercises import check, progress
-from othinklab.grid import cell_config, find_preset
+from othinklab.grid import cell_config
 
 shipped = Path(othinklab.__file__).resolve().parent.parent / "data" / "results" / "ablations"
 root = Path(RESULTS_DIR) if RESULTS_DIR else shipped

@@ -8,7 +8,7 @@ eval prompts as the GRPO-D default, so every claim is a *paired* difference with
 Simplified versus a full study: one train task (counting, the paper's few-shot-sensitive one) and short
 runs, so every preset together fits in under an hour on 2 CPU cores (see `ablation_seconds`); clipping
 variants need `grpo.num_iterations > 1` (with one update per batch the ratio is 1 and clipping does
-nothing), so the clip-higher variant reuses each batch twice. `grid.find_preset` looks these up; nothing
+nothing), so the clip-higher variant reuses each batch twice. `find_preset` looks these up; nothing
 is registered by importing this module.
 """
 
@@ -124,7 +124,7 @@ ABLATIONS: dict[str, Preset] = {
         description="plumbing check for the tests (2 steps): its numbers are noise",
     ),
 }
-"""The ablation presets; `grid.find_preset` knows them (`othinklab grid --preset ablate-explore`)."""
+"""The ablation presets; `find_preset` knows them and the grid's (`othinklab grid --preset ablate-explore`)."""
 FULL = ("ablate-explore", "ablate-beta", "ablate-schedule", "ablate-loss")
 """The study: every full preset; `othinklab ablate` runs them in this order."""
 
@@ -146,3 +146,14 @@ def ablation_seconds(preset: Preset) -> float:
     runs = sum(m.trainer != "none" for m in preset.methods) * len(preset.seeds) * len(preset.train_tasks)
     kl_seqs = runs * len(EVAL_OF) * min(KL_PROMPTS, preset.num_eval) * KL_SAMPLES
     return estimate_seconds(preset) + kl_seqs * MEASURE_SECONDS_PER_SEQUENCE + runs * LOAD_SECONDS
+
+
+def find_preset(name: str) -> Preset:
+    """The grid's or an ablation preset called `name` (this module registers nothing into `grid.PRESETS`)."""
+    from othinklab.errors import UserError
+    from othinklab.grid import PRESETS
+
+    presets = {**PRESETS, **ABLATIONS}
+    if name not in presets:
+        raise UserError(f"grid preset {name!r} is unknown; choose one of {', '.join(presets)}")
+    return presets[name]

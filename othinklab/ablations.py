@@ -26,9 +26,8 @@ def run_ablation(name: str, output_dir: str | Path = "grid_runs", progress: bool
 
     if name not in ABLATIONS:
         raise UserError(f"ablation preset {name!r} is unknown; choose one of {', '.join(ABLATIONS)}")
-    paths = run_grid(
-        name, output_dir, progress=progress, command=f"othinklab ablate --preset {name} --output-dir {output_dir}"
-    )
+    command = f"othinklab ablate --preset {name} --output-dir {output_dir}"
+    paths = run_grid(name, output_dir, progress=progress, command=command, preset=ABLATIONS[name])
     out = Path(output_dir) / name
     results = load_results(out)
     mech = mechanism_frame(results, measure_runs(out, results))

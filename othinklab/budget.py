@@ -26,9 +26,7 @@ fragmentation and the CUDA context are one stated allowance (`overhead_gib`), an
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from othinklab.architecture import Architecture, load_architecture
 from othinklab.config import Config
@@ -472,30 +470,3 @@ def one_line(cfg: Config, world_size: int = 1) -> str | None:
         f"{sum(est.flops[k] for k in ('sampling', 'reference', 'policy')) / 1e12:.2f} TFLOP per generation batch "
         "(othinklab estimate --help)"
     )
-
-
-def measure_peak(fn: Callable[[], Any], device: str = "cpu") -> tuple[Any, float]:
-    """`(fn(), peak bytes allocated while it ran, above what was allocated before)`: CUDA's allocator
-    statistics on a GPU; on CPU the profiler's allocation events (torch's CPU allocator reports each
-    allocation and free to it), so the number is tensors only, not the process's RSS."""
-    import json
-    import tempfile
-
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        out = fn()
-        torch.cuda.synchronize()
-        return out, float(torch.cuda.max_memory_allocated() - base)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        out = fn()
-    with tempfile.TemporaryDirectory() as tmp:
-        trace = f"{tmp}/trace.json"
-        prof.export_chrome_trace(trace)
-        with open(trace) as f:
-            events = json.load(f)["traceEvents"]
-    totals = [e["args"].get("Total Allocated", 0) for e in events if e.get("name") == "[memory]"]
-    return out, float(max(totals, default=0))

@@ -76,12 +76,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0" and (line := one_line(cfg, int(os.environ.get("WORLD_SIZE", "1")))):
         print(line, flush=True)  # the memory/time model's estimate, before anything is loaded
     try:
-        res = train(cfg, resume=args.resume)  # train() holds the run directory's lock
+        res = train(cfg, resume=args.resume, model_and_processor=_run_as_model(cfg))  # train() holds the run's lock
     finally:
         _leave_process_group()
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
         print(f"trained {res.steps_done} steps in {res.seconds:.0f} s; run directory: {res.run_dir}")
     return 0
+
+
+def _run_as_model(cfg: Any) -> tuple[Any, Any] | None:
+    """(model, processor) when `model.name` is a run directory (its latest checkpoint folded into its base,
+    `export.run_as_model`); None otherwise, and the trainer loads `model.name` itself."""
+    import dataclasses
+
+    from othinklab.export import is_run_directory, run_as_model
+    from othinklab.models import load_model
+
+    if not is_run_directory(cfg.model.name):
+        return None
+    return load_model(dataclasses.replace(cfg.model, name=str(run_as_model(cfg.model.name))))
 
 
 def _leave_process_group() -> None:
@@ -96,15 +109,17 @@ def cmd_sft(args: argparse.Namespace) -> int:
     from othinklab.sft_run import run_sft
 
     cfg = args.cfg = load_config(args.config, args.overrides)
-    res = run_sft(cfg)  # run_sft() holds the run directory's lock
+    res = run_sft(cfg, model_and_processor=_run_as_model(cfg))  # run_sft() holds the run directory's lock
     print(f"SFT: {res.steps_done} steps in {res.seconds:.0f} s; run directory: {res.run_dir}")
     return 0
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
+    from othinklab.ablation_presets import find_preset
     from othinklab.grid import run_grid
 
-    out = run_grid(args.preset, output_dir=args.output_dir, command=" ".join(["othinklab", *sys.argv[1:]]))
+    command = " ".join(["othinklab", *sys.argv[1:]])
+    out = run_grid(args.preset, output_dir=args.output_dir, command=command, preset=find_preset(args.preset))
     print(f"grid {args.preset}: {out['results']} , {out['claims']} , {out['claims_md']} , {out['same_task']} ,")
     print(f"  {out['cross_task']} , {out['figure']} , {out['provenance']}")
     return 0
@@ -143,8 +158,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _load_for_eval(run: str | None, model_name: str) -> tuple[Any, Any]:
     """A run directory's latest checkpoint on top of its base model (`checkpoint.load_run`), or a model by name."""
     from othinklab.checkpoint import load_run
+    from othinklab.export import is_run_directory
     from othinklab.models import load_model
 
+    if not run and is_run_directory(model_name):  # a run directory given as the model: the same as --run
+        run = model_name
     if not run:
         return load_model(model_name)
     _, model, processor, _ = load_run(run)
@@ -209,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         default="smoke",
         help="smoke (plumbing, ~1 min), tiny (3 seeds, <= 20 min), powered (5 seeds, ~40 min: the shipped run); "
-        "or an ablation preset (ablate-explore, ...: othinklab.grid.find_preset knows both)",
+        "or an ablation preset (ablate-explore, ...: othinklab.ablation_presets.find_preset knows both)",
     )
     g.add_argument("--output-dir", type=_out_dir_arg, default="grid_runs")
     g.set_defaults(func=cmd_grid)

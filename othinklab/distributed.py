@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from othinklab.errors import UserError
-from othinklab.grpo import group_advantages, token_mean_weights
+from othinklab.grpo import token_mean_weights
 from othinklab.sampling import RowShard
 
 
@@ -154,12 +154,3 @@ def token_weights(masks: list[torch.Tensor], ddp: Dist) -> list[float]:
     over all of the step's tokens (`aggregation="token"`; see `grpo.token_mean_weights`)."""
     local = [float(m.sum()) for m in masks]
     return token_mean_weights(local, ddp.sum([sum(local)])[0], ddp.world)
-
-
-def advantages(ddp: Dist, rewards: torch.Tensor, G: int, scale: str = "group") -> torch.Tensor:
-    """`grpo.group_advantages` of this rank's rewards; `batch` scaling takes the std over every rank's."""
-    if scale != "batch" or not ddp.enabled:
-        return group_advantages(rewards, G, scale=scale)
-    everyone = ddp.gather(rewards)
-    start = sum(len(r) for r in everyone[: ddp.rank])
-    return group_advantages(torch.cat(everyone), G, scale=scale)[start : start + len(rewards)]

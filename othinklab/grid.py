@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from othinklab.config import load_config, to_dict
-from othinklab.grid_report import Claim, paper_claims, write_reports
+from othinklab.grid_report import MAX_CACHE_BYTES, Claim, cache_problem, paper_claims, write_reports
 from othinklab.runs import EVAL_SEED
 from othinklab.tasks import EVAL_SPLITS, make_task
 
@@ -157,17 +157,6 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 """Built-in presets; `estimate_seconds` gives each one's expected wall time."""
-
-
-def find_preset(name: str) -> Preset:
-    """The built-in or ablation preset (`othinklab.ablation_presets`, which registers nothing) called `name`."""
-    from othinklab.ablation_presets import ABLATIONS
-    from othinklab.errors import UserError
-
-    presets = {**PRESETS, **ABLATIONS}
-    if name not in presets:
-        raise UserError(f"grid preset {name!r} is unknown; choose one of {', '.join(presets)}")
-    return presets[name]
 
 
 STEP_SECONDS_PER_SEQUENCE = 1.0 / 48
@@ -340,23 +329,6 @@ def _clear_run_dir(run_dir: Path) -> None:
             child.unlink()
 
 
-def cache_problem(path: Path) -> str | None:
-    """Why a cell's cache file cannot be used (unreadable, truncated, an older format), or None.
-
-    A cache that counted as done but that the report then skipped once dropped cells and claims with
-    exit 0; such a file is recomputed instead."""
-    try:
-        cell = json.loads(path.read_bytes()[:MAX_CACHE_BYTES].decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        return f"unreadable or truncated ({type(exc).__name__})"
-    if not isinstance(cell, dict) or not isinstance(cell.get("per_prompt"), dict):
-        return "an older format without per-prompt results"
-    rows = cell.get("rows")
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and "method" in r for r in rows):
-        return "no summary rows"
-    return None
-
-
 def read_json_cache(path: Path) -> dict[str, Any]:
     """A JSON cache file's mapping, or {} when it is missing, truncated, unreadable or not a mapping (the
     caller recomputes it; a truncated cache once ended a report with a traceback)."""
@@ -367,21 +339,27 @@ def read_json_cache(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-MAX_CACHE_BYTES = 200_000_000
-"""Largest cell cache read (bytes); a cell with 1000 prompts is well under 1 MB."""
-
-
 def run_grid(
-    preset_name: str = "smoke", output_dir: str | Path = "grid_runs", progress: bool = False, command: str = ""
+    preset_name: str = "smoke",
+    output_dir: str | Path = "grid_runs",
+    progress: bool = False,
+    command: str = "",
+    preset: Preset | None = None,
 ) -> dict[str, Path]:
-    """Run (or resume) the grid; write the reports (results, claims, tables, figure, provenance)."""
+    """Run (or resume) the grid; write the reports (results, claims, tables, figure, provenance). `preset`
+    defaults to `PRESETS[preset_name]`; ablations pass theirs (`ablation_presets.find_preset` knows both)."""
     import torch
 
     from othinklab.provenance import git_state, write_provenance
     from othinklab.runs import atomic_write
     from othinklab.warmup import ensure_base
 
-    preset = find_preset(preset_name)
+    if preset is None:
+        if preset_name not in PRESETS:
+            from othinklab.errors import UserError
+
+            raise UserError(f"grid preset {preset_name!r} is unknown; choose one of {', '.join(PRESETS)}")
+        preset = PRESETS[preset_name]
     start, git = time.perf_counter(), git_state()
     out = Path(output_dir) / preset_name
     cache = out / "cache"

@@ -75,10 +75,30 @@ def paper_claims(train_tasks: tuple[str, ...] = ("counting", "geometry")) -> tup
 
 
 # --------------------------------------------------------------------------- reading the cache
+MAX_CACHE_BYTES = 200_000_000
+"""Largest cell cache read (bytes); a cell with 1000 prompts is well under 1 MB."""
+
+
+def cache_problem(path: Path) -> str | None:
+    """Why a cell's cache file cannot be used (unreadable, truncated, an older format), or None.
+
+    A cache that counted as done but that the report then skipped once dropped cells and claims with
+    exit 0; such a file is recomputed instead."""
+    try:
+        cell = json.loads(path.read_bytes()[:MAX_CACHE_BYTES].decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return f"unreadable or truncated ({type(exc).__name__})"
+    if not isinstance(cell, dict) or not isinstance(cell.get("per_prompt"), dict):
+        return "an older format without per-prompt results"
+    rows = cell.get("rows")
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and "method" in r for r in rows):
+        return "no summary rows"
+    return None
+
+
 def load_cells(out: Path, keys: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary rows, per-prompt rows) of the cached cells under `out/cache` (only `keys` if given)."""
     from othinklab.errors import UserError
-    from othinklab.grid import cache_problem
 
     rows, per = [], []
     files = sorted((Path(out) / "cache").glob("*.json"))

@@ -162,3 +162,21 @@ def _end_of_last_row_before(fh: Any, end: int, step: int, chunk: int = 1 << 20) 
         buf = fh.read(n) + buf
     if b"\n" not in buf:
         return 0
+    buf = buf[: buf.rfind(b"\n") + 1]
+    while buf:
+        i = buf.rfind(b"\n", 0, len(buf) - 1)
+        if i < 0 and pos > 0:  # the line starts in an earlier chunk
+            n = min(chunk, pos)
+            pos -= n
+            fh.seek(pos)
+            buf = fh.read(n) + buf
+            continue
+        try:
+            row = json.loads(buf[i + 1 :])
+        except ValueError:
+            row = None
+        value = row.get("step") if isinstance(row, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value < step:
+            return pos + len(buf)
+        buf = buf[: i + 1]
+    return 0

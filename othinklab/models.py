@@ -72,11 +72,7 @@ def _resolve(name_or_path: str) -> str:
         return str(warmup.ensure_base())
     if name_or_path == "tiny-init":
         return str(tiny.ensure_untrained())
-    from othinklab.export import is_run_directory, run_as_model
-
-    if is_run_directory(name_or_path):  # a run: its trained weights folded into its base, as a model
-        return str(run_as_model(name_or_path))
-    return name_or_path
+    return name_or_path  # a run directory as a model is resolved above this loader (`cli`, `export.run_as_model`)
 
 
 def load_model(

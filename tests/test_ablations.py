@@ -1,4 +1,4 @@
-"""Ablation presets (known to `grid.find_preset`, within the hour budget), the KL-to-base measurement and the
+"""Ablation presets (known to `ablation_presets.find_preset`, within the hour budget), the KL-to-base measurement and the
 mechanism table, the study's generated block, and the `ablate-smoke` preset end to end."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from othinklab import ablations, grid, plots
+from othinklab.ablation_presets import find_preset
 from othinklab.errors import UserError
 from othinklab.kl import schedule_from_config
 
@@ -26,44 +27,42 @@ def _make_reports():
 
 
 def _config(preset: str, method: str):
-    p = grid.find_preset(preset)
+    p = find_preset(preset)
     m = next(m for m in p.methods if m.name == method)
     return grid.cell_config(p, m, "counting", 0, grid.Path("/tmp/unused"))
 
 
 def test_presets_are_looked_up_not_registered_by_import():
     assert not set(ablations.ABLATIONS) & set(grid.PRESETS)  # importing ablations changed nothing in the grid
-    assert grid.find_preset("ablate-loss") is ablations.ABLATIONS["ablate-loss"]
-    assert grid.find_preset("powered") is grid.PRESETS["powered"]
+    assert find_preset("ablate-loss") is ablations.ABLATIONS["ablate-loss"]
+    assert find_preset("powered") is grid.PRESETS["powered"]
     with pytest.raises(UserError, match="ablate-explore"):
-        grid.find_preset("ablate-nothing")
+        find_preset("ablate-nothing")
 
 
 def test_presets_are_paired_and_fit_the_hour():
     for name in (*ablations.FULL, "ablate-smoke"):
-        p = grid.find_preset(name)
+        p = find_preset(name)
         names = [m.name for m in p.methods]
         assert "grpo_d" in names and "base" in names
         assert all(c.worse in names and c.better in names for c in p.all_claims())
         assert {c.worse for c in p.all_claims()} <= {"grpo_d", "two_updates"}
     for name in ablations.FULL:
-        assert len(grid.find_preset(name).seeds) >= 3
-    total = sum(ablations.ablation_seconds(grid.find_preset(n)) for n in ablations.FULL)
-    assert total <= 3600 and total > grid.estimate_seconds(grid.find_preset("ablate-loss"))
+        assert len(find_preset(name).seeds) >= 3
+    total = sum(ablations.ablation_seconds(find_preset(n)) for n in ablations.FULL)
+    assert total <= 3600 and total > grid.estimate_seconds(find_preset("ablate-loss"))
 
 
 def test_presets_cover_the_issue_grid():
-    explore = {
-        _config("ablate-explore", m.name).kl.explore_frac for m in grid.find_preset("ablate-explore").methods[1:]
-    }
+    explore = {_config("ablate-explore", m.name).kl.explore_frac for m in find_preset("ablate-explore").methods[1:]}
     assert explore == {0.1, 0.3, 0.5, 0.7}
     ranges = {
         (c.kl.beta_min, c.kl.beta_max)
-        for c in (_config("ablate-beta", m.name) for m in grid.find_preset("ablate-beta").methods[1:])
+        for c in (_config("ablate-beta", m.name) for m in find_preset("ablate-beta").methods[1:])
     }
     assert ranges == {(0.04, 0.1), (0.0, 0.02), (0.02, 0.05), (0.08, 0.2)}
     shapes = {}
-    for m in grid.find_preset("ablate-schedule").methods[1:]:
+    for m in find_preset("ablate-schedule").methods[1:]:
         cfg = _config("ablate-schedule", m.name)
         s = schedule_from_config(cfg.kl, cfg.train.total_steps)
         shapes[m.name] = (s.name, s(0), s(cfg.train.total_steps))
@@ -71,7 +70,7 @@ def test_presets_cover_the_issue_grid():
     assert shapes["linear_up"][1:] == pytest.approx((0.04, 0.1)) and shapes["linear_down"][1:] == pytest.approx(
         (0.1, 0.04)
     )
-    loss = {m.name: _config("ablate-loss", m.name).grpo for m in grid.find_preset("ablate-loss").methods[1:]}
+    loss = {m.name: _config("ablate-loss", m.name).grpo for m in find_preset("ablate-loss").methods[1:]}
     assert loss["dr_grpo"].aggregation == "dr_grpo" and loss["dr_grpo"].scale_rewards == "none"
     assert loss["clip_higher"].epsilon_high == 0.28 and loss["clip_higher"].num_iterations == 2
     assert loss["mask_truncated"].mask_truncated_completions and loss["token_mean"].aggregation == "token"

@@ -148,7 +148,8 @@ OUTPUTS = """() => Array.from(document.querySelectorAll('.jp-Notebook .jp-Output
 
 def _run_all(page, lab: str, name: str) -> str:
     """Open `name`, wait for its kernel, Run All Cells, wait for the last cell; the text of its outputs."""
-    page.goto(f"{lab}/lab/tree/{name}?token={TOKEN}")
+    # a workspace of its own, reset: only this notebook is open (not the ones the earlier tests opened)
+    page.goto(f"{lab}/lab/workspaces/{Path(name).stem}/tree/{name}?token={TOKEN}&reset")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=180_000)
     page.wait_for_function(
         """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
@@ -253,6 +254,7 @@ def test_notebook_in_jupyterlab(notebook, lab, browser, tmp_path):
         shot = tmp_path / f"othinklab-{notebook.stem}.png"
         _screenshot(page, key, shot)
     finally:
+        page.evaluate("() => window.jupyterapp && window.jupyterapp.serviceManager.sessions.shutdownAll()")
         page.close()
     assert shot.stat().st_size > 20_000
     out = Path(os.environ.get("OTHINKLAB_SCREENSHOT_DIR", tempfile.gettempdir()))

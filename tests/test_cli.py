@@ -57,8 +57,9 @@ def test_demo_end_to_end_short(tmp_path, base_dir):
 
 @pytest.mark.slow
 def test_eval_on_an_r1v_jsonl_file(tmp_path, base_dir):
+    from r1v_files import write_r1v_jsonl
+
     from othinklab.tasks import make_task
-    from othinklab.tasks.r1v import write_r1v_jsonl
 
     path = write_r1v_jsonl(make_task("counting").samples(4, split="ood"), tmp_path / "test.jsonl", tmp_path / "images")
     res = _run("eval", "--model", "tiny", "--task", "counting", "--data", str(path), "--n", "4", "--samples", "1")

@@ -205,10 +205,11 @@ def test_a_run_directory_as_model_name_loads_its_trained_weights(run_dir, tmp_pa
     the run's adapter folded in, and `othinklab eval --model <run>` scores it."""
     from othinklab import checkpoint as ckpt_io
     from othinklab.cli import main
+    from othinklab.export import run_as_model
     from othinklab.models import load_model
 
     monkeypatch.setenv("OTHINKLAB_HOME", str(tmp_path / "home"))
-    model, processor = load_model(str(run_dir), device="cpu")
+    model, processor = load_model(str(run_as_model(run_dir)), device="cpu")
     assert hasattr(processor, "image_processor")
     cfg = load_config(run_dir / "config.yaml")
     trained, _ = load_model(cfg.model, device="cpu")

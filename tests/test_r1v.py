@@ -10,10 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from PIL import Image
+from r1v_files import write_r1v_jsonl
 
 from othinklab.errors import DataError
+from othinklab.rewards import extract_answer
 from othinklab.tasks.base import Sample
-from othinklab.tasks.r1v import _extract_answer, load_r1v, write_r1v_jsonl
+from othinklab.tasks.r1v import load_r1v
 
 datasets = pytest.importorskip("datasets")
 
@@ -22,7 +24,7 @@ COUNT_Q = "How many items are there in the image?"
 
 def _answer(s: Sample) -> str:
     """`Sample.answer` without needing `othinklab.rewards` (written concurrently)."""
-    return (_extract_answer(s.solution) or s.solution).strip()
+    return (extract_answer(s.solution) or s.solution).strip()
 
 
 def _img(i: int, mode: str = "RGB") -> Image.Image:

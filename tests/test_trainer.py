@@ -86,8 +86,9 @@ def test_num_iterations_activates_the_ratio(tmp_path, base_dir):
 
 @pytest.mark.slow
 def test_trains_from_an_r1v_file_few_shot(tmp_path, base_dir):
+    from r1v_files import write_r1v_jsonl
+
     from othinklab.tasks import make_task
-    from othinklab.tasks.r1v import write_r1v_jsonl
 
     data = write_r1v_jsonl(make_task("geometry").samples(10), tmp_path / "train.jsonl", tmp_path / "img")
     cfg = _cfg(tmp_path, "task.name=geometry", f"task.data_path={data}", "task.num_train=6", "train.total_steps=4")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import logging
 import math
 import os
@@ -36,6 +35,7 @@ from PIL import Image
 
 from othinklab.bounds import show
 from othinklab.errors import DataError
+from othinklab.rewards import extract_answer
 from othinklab.tasks.base import LazyImage, Sample, control_tokens_in
 from othinklab.tasks.jsonl import open_jsonl
 
@@ -47,7 +47,6 @@ QUESTION_COLS = ("problem", "question")
 ANSWER_COLS = ("solution", "ground_truth")
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _GEOMETRY_NUMBER = re.compile(r"\d|\\[dt]?frac|√|\\sqrt")
 
 MAX_IMAGE_BYTES = 256_000_000
@@ -62,16 +61,6 @@ MAX_ASPECT = 200
 
 class _BadRow(Exception):
     """A row-level problem that `skip_bad_rows=True` may skip (missing columns never are)."""
-
-
-def _extract_answer(text: str) -> str | None:
-    """`othinklab.rewards.extract_answer`, with a local fallback while that module is absent."""
-    try:
-        from othinklab.rewards import extract_answer
-    except ImportError:
-        found = _ANSWER.findall(text)
-        return found[-1] if found else None
-    return extract_answer(text)
 
 
 # --------------------------------------------------------------------------- row sources
@@ -215,7 +204,7 @@ def _parse_answer(value: Any, task: str) -> tuple[str, str]:
         if think:
             reasoning = think[-1].strip()
             text = _THINK.sub("", text)
-        tagged = _extract_answer(text) if "<answer>" in text else None
+        tagged = extract_answer(text) if "<answer>" in text else None
         text = tagged if tagged is not None else text
     answer = text.strip()
     if task == "counting":
@@ -470,29 +459,3 @@ def sample_from_row(
         return _make_sample(row, idx, task, "row", source, root, Path(base_dir), f" row {idx}", max_pixels)
     except _BadRow as exc:
         raise DataError(f"row {idx}: {exc}") from None
-
-
-def write_r1v_jsonl(samples: Iterable[Sample], out_path: str | Path, image_dir: str | Path) -> Path:
-    """Write `samples` as JSONL in the SuperCLEVR/GeoQA-test layout (image_path, question, ground_truth).
-
-    Images go to `image_dir` as PNGs; `image_path` is relative to the JSONL's directory when the image
-    lies under it (else absolute), so `load_r1v(out_path, task)` reads the file back. Counting answers
-    are written as ints, like SuperCLEVR-200.
-    """
-    out_path, image_dir = Path(out_path), Path(image_dir)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    image_dir.mkdir(parents=True, exist_ok=True)
-    base = out_path.parent.resolve()
-    with out_path.open("w", encoding="utf-8") as fh:
-        for i, sample in enumerate(samples):
-            img_file = image_dir / f"{i:06d}.png"
-            sample.image.convert("RGB").save(img_file, format="PNG")
-            full = img_file.resolve()
-            rel = str(full.relative_to(base)) if full.is_relative_to(base) else str(full)
-            tagged = _extract_answer(sample.solution)
-            answer: Any = (tagged if tagged is not None else sample.solution).strip()
-            if sample.task == "counting" and answer.isdigit():
-                answer = int(answer)
-            row = {"image_path": rel, "question": sample.problem, "ground_truth": answer}
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return out_path

@@ -15,8 +15,8 @@
 # configs do; what 4-bit and LoRA change (memory, what is trained, what the reference model is), and what
 # the real configs set differently from the tiny default.
 #
-# **Time:** measured: 2.6 min for the CPU twin (solved copy, nbclient) on the shared 2-core machine, with other
-# jobs running. On the CPU the **CPU twin** runs: the tiny default in the same 4-bit LoRA setup, through
+# **Time:** measured: 73 s run in JupyterLab for the CPU twin (2.6 min in nbclient while other jobs ran) on the
+# shared 2-core machine this was written on. On the CPU the **CPU twin** runs: the tiny default in the same 4-bit LoRA setup, through
 # the same cells. **On a GPU:** the heavy cells switch to the real model by themselves when CUDA is available
 # *and* the weights are already in the local Hugging Face cache (nothing is downloaded here: run
 # `huggingface-cli download Qwen/Qwen2-VL-2B-Instruct` first); the hardware table below estimates memory and

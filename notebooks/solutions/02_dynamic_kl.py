@@ -16,8 +16,8 @@
 # (explore) and *higher late* (exploit), Eq. 3 — next to the other schedules in `othinklab.kl`; then two short
 # runs on the tiny base, constant beta vs GRPO-D, and how the measured KL follows the weight.
 #
-# **Time:** measured: 8.4 min (solved copy, nbclient; two 30-step runs) on the shared 2-core machine while it was
-# heavily loaded by other jobs (load average ~12); expect a fraction of that on an idle machine. **On a GPU:** set `MODEL` to
+# **Time:** measured: 3.5 min run in JupyterLab (two 30-step runs; 8.4 min in nbclient while other jobs loaded it
+# to ~12) on the shared 2-core machine this was written on; less on an idle machine. **On a GPU:** set `MODEL` to
 # `Qwen/Qwen2-VL-2B-Instruct` with `LOAD_IN_4BIT = True` and raise `STEPS`; the rest is unchanged.
 
 # %%

@@ -19,8 +19,8 @@
 # per-token KL to the reference; the **reward inspector** re-scores the logged completions with another
 # format weight alpha or another answer parser and shows how rewards and advantages would have changed.
 #
-# **Time:** measured: 1.4 min (solved copy, nbclient; 8 steps x 4 prompts x G = 8) on the shared 2-core machine,
-# with other jobs running. **On a GPU:** point `RUN_DIR` at a
+# **Time:** measured: 71 s run in JupyterLab (84 s in nbclient; 8 steps x 4 prompts x G = 8) on the shared 2-core
+# machine this was written on, with other jobs running. **On a GPU:** point `RUN_DIR` at a
 # real run (e.g. `runs/qwen2vl-2b-counting-grpo_d`) to inspect it instead of training here, or set `MODEL` to
 # `Qwen/Qwen2-VL-2B-Instruct` with `LOAD_IN_4BIT = True`; the inspectors read the same log files.
 

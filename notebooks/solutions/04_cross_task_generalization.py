@@ -20,8 +20,8 @@
 # and what the `<think>` format itself costs the base model (`base_direct`: the base under the answer-only
 # prompt).
 #
-# **Time:** measured: 7 s with the shipped powered run in `data/results/` (it only reads files; solved copy,
-# nbclient, shared 2-core machine). Without the shipped run in `data/results/`, the notebook runs `othinklab grid --preset
+# **Time:** measured: 12 s run in JupyterLab (7 s in nbclient) with the shipped powered run in `data/results/` (it
+# only reads files), on the shared 2-core machine this was written on. Without the shipped run in `data/results/`, the notebook runs `othinklab grid --preset
 # smoke` itself (about 2 minutes on 2 busy CPU cores): the *plumbing* of the protocol, 1 seed, 2 training steps,
 # 16 eval prompts — **its numbers are noise**, and the notebook says so in its output. **On a GPU:** nothing
 # changes here (the grid runs on the synthetic tasks and the tiny model); for the real Table 1, train the

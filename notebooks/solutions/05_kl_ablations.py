@@ -19,8 +19,8 @@
 # difference with a 95% interval and a verdict read off the interval. Then the mechanism: does a run that
 # stays close to the base (small KL on the eval prompts) keep more of the other task?
 #
-# **Time:** measured: 7 s with the shipped results under `data/results/ablations/` (it only reads them; solved
-# copy, nbclient, shared 2-core machine). Without the shipped results under `data/results/ablations/`: about 2 minutes on a
+# **Time:** measured: 13 s run in JupyterLab (7 s in nbclient) with the shipped results under
+# `data/results/ablations/` (it only reads them), on the shared 2-core machine this was written on. Without the shipped results under `data/results/ablations/`: about 2 minutes on a
 # 2-core CPU, as it runs `othinklab ablate --preset ablate-smoke` (2
 # training steps) — the *plumbing*, whose numbers are noise. The full study is `othinklab ablate` (about an
 # hour on 2 CPU cores, by estimate). **On a GPU:** the presets run the tiny model either way; for a real

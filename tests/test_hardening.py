@@ -211,7 +211,7 @@ def test_the_latest_pointer_stays_inside_the_checkpoint_directory(tmp_path):
 def test_out_of_memory_and_disk_full_get_one_paragraph_of_advice(exc, needle, tmp_path, monkeypatch, capsys):
     import othinklab.trainer
 
-    def fails(cfg, resume=False):
+    def fails(cfg, resume=False, **kwargs):
         raise exc
 
     monkeypatch.setattr(othinklab.trainer, "train", fails)
@@ -227,7 +227,7 @@ def test_out_of_memory_and_disk_full_get_one_paragraph_of_advice(exc, needle, tm
 def test_a_real_bug_keeps_its_traceback(tmp_path, monkeypatch):
     import othinklab.trainer
 
-    def bug(cfg, resume=False):
+    def bug(cfg, resume=False, **kwargs):
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(othinklab.trainer, "train", bug)

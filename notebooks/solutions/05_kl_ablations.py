@@ -28,8 +28,10 @@
 
 # %%
 # Setup: does nothing where othinklab is importable (the project's venv). In a fresh kernel or on Colab it
-# installs the package first: from the checkout this notebook sits in, else from the repository's git URL.
+# installs the package first: from the checkout this notebook sits in, else from $OTHINKLAB_SOURCE (a pip spec:
+# a path or a git URL of your clone; on Colab clone the repository first and open the notebook from it).
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +41,10 @@ if importlib.util.find_spec("othinklab") is None:
     _pip = [sys.executable, "-m", "pip", "install", "-q"]
     if "google.colab" in sys.modules:
         subprocess.check_call([*_pip, "torch"])  # Colab's CUDA torch: kept if present, never a CPU wheel over it
-    subprocess.check_call([*_pip, str(_repo) if _repo else "git+https://github.com/othinklab/othinklab.git"])
+    _source = str(_repo) if _repo else os.environ.get("OTHINKLAB_SOURCE")
+    if not _source:
+        raise RuntimeError("othinklab is not installed: clone the repository and open this notebook from the clone, or set OTHINKLAB_SOURCE to a pip spec (a path or a git URL) and rerun this cell")
+    subprocess.check_call([*_pip, _source])
     importlib.invalidate_caches()
 
 # %%

@@ -160,9 +160,3 @@ def hold(run_dir: str | Path, what: str = "train") -> Iterator[Path]:
         yield Path(run_dir)
     finally:
         release(run_dir)
-
-
-def is_held_here(run_dir: str | Path) -> bool:
-    """True when this process holds the run directory's lock."""
-    lock = _locks.get(os.path.abspath(Path(run_dir) / LOCK_FILE))
-    return lock is not None and lock.is_locked

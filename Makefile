@@ -27,12 +27,12 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check othinklab tests benchmarks
-	$(VENV)/bin/ruff format --check othinklab tests benchmarks
+	$(VENV)/bin/ruff check othinklab tests benchmarks scripts
+	$(VENV)/bin/ruff format --check othinklab tests benchmarks scripts
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format othinklab tests benchmarks
-	$(VENV)/bin/ruff check --fix othinklab tests benchmarks
+	$(VENV)/bin/ruff format othinklab tests benchmarks scripts
+	$(VENV)/bin/ruff check --fix othinklab tests benchmarks scripts
 
 # notebooks/NN_*.py and their solved copies notebooks/solutions/NN_*.py (jupytext percent format) are the
 # sources; the .ipynb beside each is generated from it and stripped of outputs. --update keeps the cells'

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from othinklab.config import load_config, to_dict
-from othinklab.grid_report import MAX_CACHE_BYTES, Claim, cache_problem, paper_claims, write_reports
+from othinklab.grid_report import Claim, cache_problem, paper_claims, write_reports
 from othinklab.runs import EVAL_SEED
 from othinklab.tasks import EVAL_SPLITS, make_task
 
@@ -327,16 +327,6 @@ def _clear_run_dir(run_dir: Path) -> None:
             shutil.rmtree(child)
         else:
             child.unlink()
-
-
-def read_json_cache(path: Path) -> dict[str, Any]:
-    """A JSON cache file's mapping, or {} when it is missing, truncated, unreadable or not a mapping (the
-    caller recomputes it; a truncated cache once ended a report with a traceback)."""
-    try:
-        data = json.loads(Path(path).read_bytes()[:MAX_CACHE_BYTES].decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def run_grid(

@@ -79,21 +79,41 @@ MAX_CACHE_BYTES = 200_000_000
 """Largest cell cache read (bytes); a cell with 1000 prompts is well under 1 MB."""
 
 
-def cache_problem(path: Path) -> str | None:
-    """Why a cell's cache file cannot be used (unreadable, truncated, an older format), or None.
+def _read_bounded(path: Path) -> Any:
+    """A cache file's JSON, reading at most `MAX_CACHE_BYTES` (raises on unreadable or truncated files)."""
+    return json.loads(Path(path).read_bytes()[:MAX_CACHE_BYTES].decode("utf-8"))
+
+
+def read_json_cache(path: Path) -> dict[str, Any]:
+    """A JSON cache file's mapping, or {} when it is missing, truncated, unreadable or not a mapping (the
+    caller recomputes it; a truncated cache once ended a report with a traceback)."""
+    try:
+        data = _read_bounded(path)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_cell(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the cell, None), or (None, why its cache file cannot be used: unreadable, truncated, an older format).
 
     A cache that counted as done but that the report then skipped once dropped cells and claims with
     exit 0; such a file is recomputed instead."""
     try:
-        cell = json.loads(path.read_bytes()[:MAX_CACHE_BYTES].decode("utf-8"))
+        cell = _read_bounded(path)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        return f"unreadable or truncated ({type(exc).__name__})"
+        return None, f"unreadable or truncated ({type(exc).__name__})"
     if not isinstance(cell, dict) or not isinstance(cell.get("per_prompt"), dict):
-        return "an older format without per-prompt results"
+        return None, "an older format without per-prompt results"
     rows = cell.get("rows")
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and "method" in r for r in rows):
-        return "no summary rows"
-    return None
+        return None, "no summary rows"
+    return cell, None
+
+
+def cache_problem(path: Path) -> str | None:
+    """Why a cell's cache file cannot be used, or None (`read_cell`)."""
+    return read_cell(path)[1]
 
 
 def load_cells(out: Path, keys: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -111,13 +131,12 @@ def load_cells(out: Path, keys: set[str] | None = None) -> tuple[pd.DataFrame, p
     for f in files:
         if keys is not None and f.stem not in keys:
             continue
-        problem = cache_problem(f)
-        if problem:
+        cell, problem = read_cell(f)
+        if cell is None:
             raise UserError(
                 f"grid cache file {str(f)!r} is {problem}; rerun `othinklab grid` with the same preset and output "
                 "directory (it recomputes such cells) or delete the file"
             )
-        cell = json.loads(f.read_text())
         rows += cell["rows"]
         r0 = cell["rows"][0]
         for ev, d in cell["per_prompt"].items():

@@ -121,7 +121,8 @@ def measure_runs(out: str | Path, results: pd.DataFrame, kl_prompts: int = KL_PR
     import hashlib
     import json
 
-    from othinklab.grid import eval_samples, read_json_cache
+    from othinklab.grid import eval_samples
+    from othinklab.grid_report import read_json_cache
     from othinklab.runs import atomic_write
 
     out = Path(out)

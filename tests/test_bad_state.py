@@ -15,7 +15,7 @@ import pytest
 
 from othinklab import grid
 from othinklab.errors import UserError
-from othinklab.grid_report import load_cells
+from othinklab.grid_report import load_cells, read_json_cache
 
 
 def _fake_cell(preset, method, task, seed, output_dir, progress):
@@ -326,4 +326,4 @@ def test_a_damaged_ablation_kl_cache_is_remeasured(damage, tmp_path, monkeypatch
     again = mechanism.measure_runs(tmp_path, results, kl_prompts=1)
     assert len(measured) == 2  # remeasured, not a traceback and not a silently dropped run
     pd.testing.assert_frame_equal(first, again)
-    assert grid.read_json_cache(cache)["kl"]
+    assert read_json_cache(cache)["kl"]

@@ -1,4 +1,4 @@
-"""Peak memory of a call, for benchmarks and the memory model's tests."""
+"""Peak memory of a call, for benchmarks and the memory model's tests; the check scripts' verdict line."""
 
 from __future__ import annotations
 
@@ -31,3 +31,12 @@ def measure_peak(fn: Callable[[], Any], device: str = "cpu") -> tuple[Any, float
             events = json.load(f)["traceEvents"]
     totals = [e["args"].get("Total Allocated", 0) for e in events if e.get("name") == "[memory]"]
     return out, float(max(totals, default=0))
+
+
+def verdict(statuses: list[str], seconds: float | None = None) -> int:
+    """Print the checks' verdict line (PASS unless one FAILed; the counts, and the time if given); its exit code."""
+    failed = statuses.count("FAIL")
+    took = f" in {seconds:.0f} s" if seconds is not None else ""
+    print(f"verdict: {'FAIL' if failed else 'PASS'} ({statuses.count('PASS')} passed, {failed} failed, "
+          f"{statuses.count('SKIP')} skipped){took}")  # fmt: skip
+    return 1 if failed else 0

@@ -33,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from _measure import measure_peak  # noqa: E402
+from _measure import measure_peak, verdict  # noqa: E402
 
 REAL_ID = "Qwen/Qwen2-VL-2B-Instruct"
 GIB = 2**30
@@ -235,10 +235,7 @@ def main() -> int:
                 status, detail = "FAIL", f"{type(exc).__name__}: {str(exc)[-600:]}"
         results.append(status)
         print(f"{name:<14} {status:<4} {detail}", flush=True)
-    failed = results.count("FAIL")
-    print(f"verdict: {'FAIL' if failed else 'PASS'} ({results.count('PASS')} passed, {failed} failed, "
-          f"{results.count('SKIP')} skipped)")  # fmt: skip
-    return 1 if failed else 0
+    return verdict(results)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+from _measure import verdict  # noqa: E402
+
 GIB = 2**30
 BIN = Path(sys.executable).parent
 TRAIN_SETTINGS = [
@@ -240,10 +242,7 @@ def main() -> int:
             except Exception as exc:  # noqa: BLE001 - one architecture's failure is reported, the others still run
                 statuses.append("FAIL")
                 print(f"FAIL {name} check: {type(exc).__name__}: {str(exc)[-600:]}", flush=True)
-    failed = statuses.count("FAIL")
-    print(f"verdict: {'FAIL' if failed else 'PASS'} ({statuses.count('PASS')} passed, {failed} failed, "
-          f"{statuses.count('SKIP')} skipped) in {time.perf_counter() - start:.0f} s")  # fmt: skip
-    return 1 if failed else 0
+    return verdict(statuses, time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ reverse KL(pi || ref); k1 as a loss has zero expected gradient and is only meani
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -222,39 +223,28 @@ def _constant(beta: float) -> Schedule:
     return Schedule(lambda step: beta, beta, "constant", {"beta": beta})
 
 
-def _check_start_end(beta_start: float, beta_end: float, total_steps: int) -> None:
-    _check_total_steps(total_steps)
-    _check(beta_start=beta_start, beta_end=beta_end)
-
-
 def _frac(step: int, total_steps: int) -> float:
     return min(max(float(step), 0.0), float(total_steps)) / total_steps
 
 
-def _linear(beta_start: float, beta_end: float, total_steps: int) -> Schedule:
-    _check_start_end(beta_start, beta_end, total_steps)
+def _interpolated(name: str, beta_start: float, beta_end: float, total_steps: int) -> Schedule:
+    """`linear` or `cosine` from `beta_start` at step 0 to `beta_end` at `total_steps`."""
+    _check_total_steps(total_steps)
+    _check(beta_start=beta_start, beta_end=beta_end)
     params = {"beta_start": beta_start, "beta_end": beta_end, "total_steps": total_steps}
 
     def fn(step: int) -> float:
-        return beta_start + (beta_end - beta_start) * _frac(step, total_steps)
+        f = _frac(step, total_steps)
+        if name == "linear":
+            return beta_start + (beta_end - beta_start) * f
+        return beta_end + (beta_start - beta_end) * 0.5 * (1 + math.cos(math.pi * f))
 
-    return Schedule(fn, max(beta_start, beta_end), "linear", params)
-
-
-def _cosine(beta_start: float, beta_end: float, total_steps: int) -> Schedule:
-    _check_start_end(beta_start, beta_end, total_steps)
-    params = {"beta_start": beta_start, "beta_end": beta_end, "total_steps": total_steps}
-
-    def fn(step: int) -> float:
-        return beta_end + (beta_start - beta_end) * 0.5 * (1 + math.cos(math.pi * _frac(step, total_steps)))
-
-    return Schedule(fn, max(beta_start, beta_end), "cosine", params)
+    return Schedule(fn, max(beta_start, beta_end), name, params)
 
 
 def _grpo_d(total_steps: int, beta_min: float, beta_max: float, explore_frac: float = 0.3) -> Schedule:
     grpo_d_beta(0, total_steps, beta_min, beta_max, explore_frac)  # validates
-    params = {"total_steps": total_steps, "beta_min": beta_min, "beta_max": beta_max}
-    params["explore_frac"] = explore_frac
+    params = {"total_steps": total_steps, "beta_min": beta_min, "beta_max": beta_max, "explore_frac": explore_frac}
 
     def fn(step: int) -> float:
         return grpo_d_beta(step, total_steps, beta_min, beta_max, explore_frac)
@@ -267,8 +257,8 @@ _BUILDERS: dict[str, tuple[Callable[..., Schedule], tuple[str, ...], tuple[str, 
     # name: (builder, required params, optional params)
     "none": (_none, (), ()),
     "constant": (_constant, ("beta",), ()),
-    "linear": (_linear, ("beta_start", "beta_end", "total_steps"), ()),
-    "cosine": (_cosine, ("beta_start", "beta_end", "total_steps"), ()),
+    "linear": (functools.partial(_interpolated, "linear"), ("beta_start", "beta_end", "total_steps"), ()),
+    "cosine": (functools.partial(_interpolated, "cosine"), ("beta_start", "beta_end", "total_steps"), ()),
     "grpo_d": (_grpo_d, ("total_steps", "beta_min", "beta_max"), ("explore_frac",)),
     "adaptive": (AdaptiveKLSchedule, ("beta", "target_kl", "horizon"), ()),
     "accuracy": (AccuracySchedule, ("beta_min", "beta_max"), ("accuracy_momentum",)),
@@ -311,17 +301,8 @@ def schedule_from_config(kl_cfg: Any, total_steps: int) -> Schedule:
     `beta_end`; a negative (or missing) endpoint falls back to `beta_min` / `beta_max`.
     """
     name = getattr(kl_cfg, "schedule", None)
-    if name not in _BUILDERS:
-        raise ConfigError(f"kl.schedule must be one of {', '.join(SCHEDULES)}; got {name!r}")
-    fields = {
-        "none": (),
-        "constant": ("beta",),
-        "linear": (),
-        "cosine": (),
-        "grpo_d": ("beta_min", "beta_max", "explore_frac"),
-        "adaptive": ("beta", "target_kl", "horizon"),
-        "accuracy": ("beta_min", "beta_max", "accuracy_momentum"),
-    }[name]
+    _, required, optional = _BUILDERS.get(name, (None, (), ()))
+    fields = [k for k in required + optional if k not in ("total_steps", "beta_start", "beta_end")]
     params = {k: getattr(kl_cfg, k) for k in fields if getattr(kl_cfg, k, None) is not None}
     if name in ("linear", "cosine"):
         params["beta_start"], params["beta_end"] = linear_endpoints(kl_cfg)

@@ -9,29 +9,8 @@ Names are mapped to TRL's `GRPOTrainer` names where TRL logs the same quantity, 
 TRL run lines up; like transformers' callbacks, training keys get a `train/` prefix and `eval/` keys keep
 theirs. Keys without a TRL counterpart keep their name with `/` turned into `_` (`train/advantage_max`,
 `train/loss_kl`), so no key is ever a folder of another (MLflow's file store and W&B panels need that; TRL's
-`kl` and our `kl/beta` would clash). The x axis is the row's `step` (optimizer steps completed before the row's update), as in the JSONL.
-
-| othinklab (`metrics.jsonl`) | tracker key (TRL name)              |
-|-----------------------------|-------------------------------------|
-| reward/total                | train/reward                        |
-| reward/std                  | train/reward_std                    |
-| reward/accuracy             | train/rewards/accuracy/mean         |
-| reward/format               | train/rewards/format/mean           |
-| groups/zero_spread          | train/frac_reward_zero_std          |
-| kl/value                    | train/kl                            |
-| completion/length           | train/completions/mean_length       |
-| completion/truncated        | train/completions/clipped_ratio     |
-| clip/fraction               | train/clip_ratio/region_mean        |
-| loss/total                  | train/loss                          |
-| loss/policy                 | train/policy_loss                   |
-| grad/norm                   | train/grad_norm                     |
-| lr                          | train/learning_rate                 |
-| kl/beta                     | train/beta (as othinklab's TRL callback logs it) |
-| policy/entropy              | train/entropy                       |
-| clip/low_fraction           | train/clip_ratio/low_mean           |
-| clip/high_fraction          | train/clip_ratio/high_mean          |
-| eval/...                    | eval/... (unchanged)                |
-| anything else, e.g. loss/kl | train/loss_kl                       |
+`kl` and our `kl/beta` would clash). The x axis is the row's `step` (optimizer steps completed before the row's
+update), as in the JSONL. The mapping is `TRL_NAMES`.
 """
 
 from __future__ import annotations
@@ -66,7 +45,7 @@ TRL_NAMES: dict[str, str] = {
     "clip/low_fraction": "clip_ratio/low_mean",
     "clip/high_fraction": "clip_ratio/high_mean",
 }
-"""Our metric name -> TRL GRPOTrainer's name for the same quantity (the table above)."""
+"""Our metric name -> TRL GRPOTrainer's name for the same quantity (`kl/beta` as othinklab's TRL callback logs it)."""
 
 PACKAGES = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb", "mlflow": "mlflow"}
 """Tracker -> the module that must be importable (each is an extra of the same name)."""

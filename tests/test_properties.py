@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from othinklab.config import Config, load_config, parse_overrides
-from othinklab.errors import UserError
+from othinklab.errors import DataError, UserError
+from othinklab.tasks import r1v
 from othinklab.tasks.base import Sample
 from othinklab.tasks.jsonl import parse_jsonl_line
-from othinklab.tasks.r1v import load_r1v, sample_from_row
+from othinklab.tasks.r1v import load_r1v
 
 FAST = settings(
     max_examples=60,
@@ -131,6 +132,15 @@ ROW_VALUES = st.one_of(
     st.lists(SCALARS, max_size=3),
     st.dictionaries(st.sampled_from(["bytes", "path"]), SCALARS | st.binary(max_size=10), max_size=2),
 )
+
+
+def sample_from_row(row: dict, task: str, base_dir: Path, max_pixels: int) -> Sample:
+    """One raw row as a `Sample` through the loader's own row parser; a bad row is a `DataError`."""
+    source = r1v._Source(Path("row"), 1, [str(c) for c in row], lambda indices: [row])
+    try:
+        return r1v._make_sample(row, 0, task, "row", source, None, base_dir, " row 0", max_pixels)
+    except r1v._BadRow as exc:
+        raise DataError(f"row 0: {exc}") from None
 
 
 @FAST

@@ -27,6 +27,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +65,14 @@ class _BadRow(Exception):
 
 
 # --------------------------------------------------------------------------- row sources
+@dataclass
 class _Source:
     """Uniform access to a dataset on disk: row count, column names, raw rows by index (no decoding)."""
 
-    def __init__(self, path: Path, n_rows: int, columns: list[str], get: Callable[[list[int]], list]):
-        self.path, self.n_rows, self.columns, self._get = path, n_rows, columns, get
-
-    def rows(self, indices: list[int]) -> list[dict[str, Any]]:
-        return self._get(indices)
+    path: Path
+    n_rows: int
+    columns: list[str]
+    rows: Callable[[list[int]], list[dict[str, Any]]]
 
 
 def _open_source(path: Path) -> _Source:
@@ -84,7 +85,7 @@ def _open_source(path: Path) -> _Source:
     if suffix == ".parquet":
         return _open_parquet(path)
     if suffix in (".jsonl", ".json"):
-        return _open_jsonl(path)
+        return _Source(path, *open_jsonl(path))
     raise DataError(f"{path}: unsupported dataset file; expected a .parquet or .jsonl file or a save_to_disk directory")
 
 
@@ -124,22 +125,21 @@ def _open_saved_dataset(path: Path) -> _Source:
     import datasets
 
     if (path / "dataset_dict.json").exists():
-        try:
-            dd = datasets.load_from_disk(str(path))
-        except Exception as exc:  # noqa: BLE001 - any load failure is a data problem here
-            raise DataError(f"{path}: cannot load the saved DatasetDict ({exc})") from None
-        if not dd:
-            raise DataError(f"{path}: the saved DatasetDict has no splits")
-        ds = dd["train"] if "train" in dd else dd[next(iter(dd))]
+        kind = "DatasetDict"
     elif (path / "dataset_info.json").exists() or (path / "state.json").exists():
-        try:
-            ds = datasets.load_from_disk(str(path))
-        except Exception as exc:  # noqa: BLE001
-            raise DataError(f"{path}: cannot load the saved dataset ({exc})") from None
+        kind = "dataset"
     else:
         raise DataError(
             f"{path}: directory is not a saved dataset (no dataset_dict.json, dataset_info.json or state.json)"
         )
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as exc:  # noqa: BLE001 - any load failure is a data problem here
+        raise DataError(f"{path}: cannot load the saved {kind} ({exc})") from None
+    if kind == "DatasetDict":
+        if not ds:
+            raise DataError(f"{path}: the saved DatasetDict has no splits")
+        ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
     return _dataset_source(path, ds)
 
 
@@ -169,11 +169,6 @@ def _open_parquet(path: Path) -> _Source:
         return table_cache[0].take(indices).to_pylist() if indices else []
 
     return _Source(path, pf.metadata.num_rows, columns, get)
-
-
-def _open_jsonl(path: Path) -> _Source:
-    n_rows, columns, get = open_jsonl(path)
-    return _Source(path, n_rows, columns, get)
 
 
 # --------------------------------------------------------------------------- field parsing
@@ -438,24 +433,3 @@ def _make_sample(
         task=task,
         meta={"source": str(source.path), "row": idx},
     )
-
-
-def sample_from_row(
-    row: dict[str, Any],
-    task: str,
-    image_root: str | Path | None = None,
-    base_dir: str | Path = ".",
-    max_pixels: int | None = None,
-    idx: int = 0,
-) -> Sample:
-    """One raw row, as any R1-V file holds it, as a `Sample`; a bad row raises `DataError` saying why."""
-    if not isinstance(row, dict):
-        raise DataError(f"row {idx}: expected a mapping of columns, got {type(row).__name__}")
-    if task not in TASK_NAMES:
-        raise DataError(f"unknown R1-V task {show(task)}; choose one of {list(TASK_NAMES)}")
-    source = _Source(Path("row"), 1, [str(c) for c in row], lambda indices: [row])
-    root = Path(image_root) if image_root is not None else None
-    try:
-        return _make_sample(row, idx, task, "row", source, root, Path(base_dir), f" row {idx}", max_pixels)
-    except _BadRow as exc:
-        raise DataError(f"row {idx}: {exc}") from None

@@ -87,6 +87,8 @@ def _card_data(cfg: Any, method: str, library: str) -> Any:
 
 CARD_TEMPLATE = "---\n{{ card_data }}\n---\n\n{{ body }}"
 """The card: huggingface_hub's front matter, then othinklab's body."""
+CARD_METRICS = "step loss/total reward/total reward/accuracy reward/format kl/value kl/beta completion/length".split()
+"""The final training metrics the card lists (those the run logged)."""
 
 
 def model_card(cfg: Any, run_dir: Path, checkpoint: Path, merged: bool, lora: bool, dtype: str) -> str:
@@ -147,18 +149,7 @@ def model_card(cfg: Any, run_dir: Path, checkpoint: Path, merged: bool, lora: bo
     ]
     if final:
         lines += ["| metric | value |", "|---|---|"]
-        for key in (
-            "step",
-            "loss/total",
-            "reward/total",
-            "reward/accuracy",
-            "reward/format",
-            "kl/value",
-            "kl/beta",
-            "completion/length",
-        ):
-            if key in final:
-                lines.append(f"| {key} | {_fmt(final[key])} |")
+        lines += [f"| {key} | {_fmt(final[key])} |" for key in CARD_METRICS if key in final]
     else:
         lines.append("No metrics were logged.")
     lines += ["", "## Evaluation during training (held-out prompts)", ""]

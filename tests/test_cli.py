@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import pytest
 
-from othinklab.cli import main
+from othinklab.cli import _quiet, main
 
 
 def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -68,3 +69,12 @@ def test_eval_on_an_r1v_jsonl_file(tmp_path, base_dir):
     (tmp_path / "bad.jsonl").write_text('{"image_path": "missing.png", "question": "q", "ground_truth": "3"}\n')
     bad = _run("eval", "--model", "tiny", "--task", "counting", "--data", str(tmp_path / "bad.jsonl"))
     assert bad.returncode == 2 and "bad.jsonl" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_third_party_warnings_only_with_verbose():
+    for verbose, shown in ((False, 0), (True, 1)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with _quiet(verbose):
+                warnings.warn("`foo` is deprecated and will be removed", FutureWarning, stacklevel=1)
+        assert len(seen) == shown

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -219,3 +221,33 @@ def test_a_run_directory_as_model_name_loads_its_trained_weights(run_dir, tmp_pa
         assert torch.allclose(model.eval()(input_ids=ids).logits, trained.eval()(input_ids=ids).logits, atol=1e-4)
     assert main(["eval", "--model", str(run_dir), "--n", "2", "--samples", "1"]) == 0
     assert "counting:ood" in capsys.readouterr().out
+
+
+def test_an_export_follows_the_umask_and_keeps_an_existing_out_mode(tmp_path, monkeypatch):
+    """Class 12: exports were created 0700 (mkdtemp), replacing an existing 0755 --out."""
+    from othinklab import export
+
+    seen: list[int] = []
+
+    class Saved:
+        def save_pretrained(self, folder):
+            (Path(folder) / "config.json").write_text("{}")
+
+    monkeypatch.setattr(
+        export, "_load_trained", lambda run_dir, dtype: (None, Saved(), None, tmp_path / "step-000001", "fp32")
+    )
+    monkeypatch.setattr(export, "_save_processor", lambda processor, folder: None)
+    monkeypatch.setattr(export, "model_card", lambda *a, **k: "card")
+    monkeypatch.setattr("othinklab.models.is_lora", lambda model: False)
+    old = os.umask(0o022)
+    try:
+        new = export.export_run(tmp_path, tmp_path / "new")
+        seen.append(stat.S_IMODE(new.stat().st_mode))
+        (tmp_path / "existing").mkdir()
+        (tmp_path / "existing").chmod(0o750)
+        kept = export.export_run(tmp_path, tmp_path / "existing")
+        seen.append(stat.S_IMODE(kept.stat().st_mode))
+    finally:
+        os.umask(old)
+    assert seen == [0o755, 0o750]
+    assert (tmp_path / "new" / "README.md").read_text() == "card"

@@ -93,3 +93,33 @@ def test_sft_takes_the_lock_itself(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+# --------------------------------------------------------------------------- one writer per run
+def _hold_in_child(run: Path) -> subprocess.Popen:
+    code = f"from othinklab import runlock; runlock.acquire({str(run)!r}, 'test'); print('held', flush=True); input()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "held", proc.stderr.read()
+    return proc
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holders_lock_is_taken_over(tmp_path, capsys):
+    run = tmp_path / "r"
+    holder = _hold_in_child(run)
+    try:
+        with pytest.raises(runlock.RunLockedError, match=f"pid {holder.pid} on host"):
+            runlock.acquire(run)
+        assert runlock.read_holder(run)["pid"] == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+    capsys.readouterr()
+    with runlock.hold(run, "train"):  # the holder died by SIGKILL: its lock is taken over, with a note
+        assert runlock.read_holder(run)["pid"] == os.getpid()
+        with runlock.hold(run):  # nested in one process: free
+            pass
+        assert runlock.read_holder(run)["pid"] == os.getpid()  # the nested exit did not release it
+    assert f"left by pid {holder.pid}" in capsys.readouterr().err
+    assert runlock.read_holder(run) is None

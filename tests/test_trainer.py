@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
+from othinklab import checkpoint as ckpt_io
+from othinklab.cli import main
 from othinklab.config import load_config
-from othinklab.errors import UserError
+from othinklab.errors import TrainingError, UserError
 from othinklab.kl import grpo_d_beta
 from othinklab.metrics import METRICS, read_metrics, read_rollouts
 from othinklab.trainer import train
@@ -109,3 +112,41 @@ def test_gradient_accumulation_uses_every_generation_batch(tmp_path, base_dir):
     assert r.groupby("step")["prompt_id"].nunique().tolist() == [6, 6]  # fresh prompts in every batch
     assert r.groupby("step")["group"].nunique().tolist() == [6, 6]
     assert read_metrics(res.run_dir)["lr"].tolist() == pytest.approx([1e-4, 0.5e-4])
+
+
+FAST = ["grpo.prompts_per_step=2", "grpo.num_generations=2", "grpo.max_completion_length=8", "model.name=tiny-init"]
+
+
+# --------------------------------------------------------------------------- checkpoints
+@pytest.mark.slow
+def test_the_final_checkpoint_is_written_whatever_num_iterations(tmp_path, capsys):
+    args = [*FAST, "train.total_steps=3", "grpo.num_iterations=2", "train.save_every=0"]
+    assert main(["train", *args, f"train.output_dir={tmp_path}", "train.run_name=r"]) == 0
+    latest = ckpt_io.latest_checkpoint(tmp_path / "r" / "checkpoints")
+    assert latest is not None and latest.name == "step-000003"
+    assert ckpt_io.load_state(latest)[0]["step"] == 3
+    # resuming the finished run does nothing more and succeeds
+    assert main(["train", "--resume", *args, f"train.output_dir={tmp_path}", "train.run_name=r"]) == 0
+
+
+@pytest.mark.slow
+def test_no_checkpoint_is_written_from_nonfinite_weights(tmp_path):
+    from othinklab.trainer import train
+
+    cfg = load_config(None, [*FAST, "train.total_steps=3", "train.save_every=1", f"train.output_dir={tmp_path}"])
+    holder = {}
+
+    def poison(row):
+        if row["step"] == 1:  # after step 1's update, before its checkpoint
+            model = holder["model"]
+            with torch.no_grad():
+                next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+
+    from othinklab.models import load_model
+
+    holder["model"], processor = load_model(cfg.model)
+    with pytest.raises(TrainingError) as info:
+        train(cfg, callbacks=[poison], progress=False, model_and_processor=(holder["model"], processor))
+    ckpts = tmp_path / f"{cfg.task.name}-{cfg.kl.schedule}-seed0" / "checkpoints"
+    assert [p.name for p in ckpt_io.complete_checkpoints(ckpts)] == ["step-000001"]
+    assert "hold NaN/inf" in str(info.value) and str(ckpts / "step-000001") in str(info.value)

@@ -5,8 +5,6 @@ config.json. Each ends in exit 2 with one paragraph naming the field, flag or pa
 from __future__ import annotations
 
 import json
-import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -103,49 +101,6 @@ def test_bad_flag_or_field_exits_2_with_one_paragraph(name, tmp_path, capsys):
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 3, err[-1500:]
     made = {p.name for p in (tmp_path / "runs").rglob("*")} if (tmp_path / "runs").exists() else set()
     assert made <= {"config.yaml", ".lock"} | {p.name for p in (tmp_path / "runs").glob("*")}, made  # no step ran
-
-
-def test_an_export_follows_the_umask_and_keeps_an_existing_out_mode(tmp_path, monkeypatch):
-    """Class 12: exports were created 0700 (mkdtemp), replacing an existing 0755 --out."""
-    from othinklab import export
-
-    seen: list[int] = []
-
-    class Saved:
-        def save_pretrained(self, folder):
-            (Path(folder) / "config.json").write_text("{}")
-
-    monkeypatch.setattr(
-        export, "_load_trained", lambda run_dir, dtype: (None, Saved(), None, tmp_path / "step-000001", "fp32")
-    )
-    monkeypatch.setattr(export, "_save_processor", lambda processor, folder: None)
-    monkeypatch.setattr(export, "model_card", lambda *a, **k: "card")
-    monkeypatch.setattr("othinklab.models.is_lora", lambda model: False)
-    old = os.umask(0o022)
-    try:
-        new = export.export_run(tmp_path, tmp_path / "new")
-        seen.append(stat.S_IMODE(new.stat().st_mode))
-        (tmp_path / "existing").mkdir()
-        (tmp_path / "existing").chmod(0o750)
-        kept = export.export_run(tmp_path, tmp_path / "existing")
-        seen.append(stat.S_IMODE(kept.stat().st_mode))
-    finally:
-        os.umask(old)
-    assert seen == [0o755, 0o750]
-    assert (tmp_path / "new" / "README.md").read_text() == "card"
-
-
-def test_sft_failures_do_not_advise_a_resume_it_lacks(tmp_path, capsys, monkeypatch):
-    """Class 11: `sft` advised `--resume`, which only `train` has."""
-    import othinklab.sft_run
-
-    def out_of_memory(cfg, progress=True, model_and_processor=None):
-        raise MemoryError("CPU allocator")
-
-    monkeypatch.setattr(othinklab.sft_run, "run_sft", out_of_memory)
-    assert main(["sft", "model.name=tiny-init", f"train.output_dir={tmp_path}"]) == 2
-    err = capsys.readouterr().err
-    assert "ran out of memory" in err and "--resume" not in err
 
 
 @pytest.mark.slow

@@ -1,9 +1,11 @@
-"""Faults provoked for real: kills (also mid-save), NaN/inf steps, failing rewards, corrupt checkpoints,
-out-of-memory. Nothing the user made is lost, and each message says what to do."""
+"""Faults provoked for real, across processes where it matters: kills (also mid-save), two trainers on one run
+and SIGTERM, NaN/inf steps, failing rewards, corrupt checkpoints, out-of-memory. Nothing the user made is
+lost, and each message says what to do."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -16,11 +18,12 @@ import pytest
 import torch
 
 from othinklab import checkpoint as ckpt_io
+from othinklab import failures, runlock
 from othinklab.cli import main
 from othinklab.config import load_config
-from othinklab.errors import TrainingError, UserError
+from othinklab.errors import TrainingError
 from othinklab.grpo import grpo_loss
-from othinklab.metrics import read_jsonl, read_metrics, read_rollouts, truncate_from_step
+from othinklab.metrics import read_jsonl, read_metrics, read_rollouts
 from othinklab.models import load_model
 from othinklab.sampling import sample_groups
 from othinklab.trainer import train
@@ -134,14 +137,6 @@ def test_sigkill_mid_save_and_at_random_points_then_resume(tmp_path, base_dir):
         assert got[c].tolist() == pytest.approx(want[c].tolist(), rel=1e-6, abs=1e-7), c
     for name in ("metrics.jsonl", "rollouts.jsonl"):
         _assert_no_torn_lines(run / name)
-
-
-def test_readers_and_resume_tolerate_a_torn_last_line(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"step": 0, "a": 1}\n{"step": 1, "a": 2}\n{"step": 2, "a"')
-    assert [r["step"] for r in read_jsonl(path)] == [0, 1]
-    assert truncate_from_step(path, 1) == 1
-    assert path.read_text() == '{"step": 0, "a": 1}\n'
 
 
 # --------------------------------------------------------------------------- NaN / inf
@@ -310,5 +305,55 @@ def test_out_of_memory_names_the_knobs_and_keeps_what_was_made(tmp_path, base_di
     assert list(read_metrics(run)["step"]) == [0, 1, 2, 3]
 
 
-def test_training_error_is_a_user_error():
-    assert issubclass(TrainingError, UserError)
+FAST = ["grpo.prompts_per_step=2", "grpo.num_generations=2", "grpo.max_completion_length=8", "model.name=tiny-init"]
+
+
+ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+
+
+def _wait_for(cond, proc: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while not cond():
+        assert proc.poll() is None, f"the process ended early: {proc.stderr.read()[-3000:]}"
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_two_trainers_on_one_run_directory_then_sigterm_names_the_checkpoint_and_resume_line(tmp_path, capsys):
+    overrides = [
+        *FAST,
+        "train.total_steps=500",
+        "train.save_every=1",
+        f"train.output_dir={tmp_path}",
+        "train.run_name=r",
+    ]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "othinklab.cli", "train", *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    run = tmp_path / "r"
+    try:
+        _wait_for(lambda: ckpt_io.latest_checkpoint(run / "checkpoints") is not None, first)
+        metrics_before = (run / "metrics.jsonl").read_bytes()
+        # A second trainer (and a --resume) on the same directory: exit 2 naming the running one.
+        for extra in ([], ["--resume"]):
+            assert main(["train", *extra, *overrides]) == 2
+            err = capsys.readouterr().err
+            assert f"is in use by pid {first.pid}" in err and "Traceback" not in err, err
+        assert (run / "metrics.jsonl").read_bytes().startswith(metrics_before)  # its log was not touched
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 143, err[-2000:]
+    assert "interrupted by SIGTERM" in err and "Traceback" not in err
+    latest = ckpt_io.latest_checkpoint(run / "checkpoints")
+    assert f"the last complete checkpoint is {str(latest)!r}" in err
+    assert failures.resume_command(None, overrides) in err
+    assert runlock.read_holder(run) is None  # released on the way out
+    ckpt_io.load_state(latest)  # and it loads

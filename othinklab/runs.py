@@ -77,14 +77,7 @@ class PromptStream:
         self.task = make_task(cfg.task.name)
         self.pool: list[Sample] | None = None
         if cfg.task.data_path:
-            self.pool = load_r1v(
-                cfg.task.data_path,
-                cfg.task.name,
-                image_root=cfg.task.image_root or None,
-                limit=cfg.task.num_train or None,
-                seed=cfg.task.seed,
-                max_pixels=cfg.model.max_pixels,
-            )
+            self.pool = _load_data(cfg, cfg.task.data_path, cfg.task.num_train or None)
         elif cfg.task.num_train:
             self.pool = self.task.samples(cfg.task.num_train, split="train", seed=cfg.task.seed)
         if self.pool is not None and len(self.pool) == 0:
@@ -106,24 +99,20 @@ class PromptStream:
         return out
 
 
+def _load_data(cfg: Config, path: str, limit: int | None) -> list[Sample]:
+    """An R1-V file or hub dataset of the configured task, with the task's image root, seed and pixel limit."""
+    kwargs = {"image_root": cfg.task.image_root or None, "seed": cfg.task.seed, "max_pixels": cfg.model.max_pixels}
+    return load_r1v(path, cfg.task.name, limit=limit, **kwargs)
+
+
 def eval_samples(cfg: Config) -> list[Sample]:
     """The held-out prompts every evaluation scores (never seen in training), asking for
     `task.prompt`'s format."""
-    return with_prompt(_eval_samples(cfg), cfg.task.prompt)
-
-
-def _eval_samples(cfg: Config) -> list[Sample]:
     if cfg.task.eval_data_path:
-        return load_r1v(
-            cfg.task.eval_data_path,
-            cfg.task.name,
-            image_root=cfg.task.image_root or None,
-            limit=cfg.task.num_eval,
-            seed=cfg.task.seed,
-            max_pixels=cfg.model.max_pixels,
-        )
+        return with_prompt(_load_data(cfg, cfg.task.eval_data_path, cfg.task.num_eval), cfg.task.prompt)
     split = cfg.task.eval_split or EVAL_SPLITS[cfg.task.name]
-    return make_task(cfg.task.name).samples(cfg.task.num_eval, split=split, seed=EVAL_SEED + cfg.task.seed)
+    samples = make_task(cfg.task.name).samples(cfg.task.num_eval, split=split, seed=EVAL_SEED + cfg.task.seed)
+    return with_prompt(samples, cfg.task.prompt)
 
 
 def eval_settings(cfg: Config) -> dict[str, Any]:
@@ -146,20 +135,9 @@ def run_dir_for(cfg: Config) -> Path:
 
 
 RESUMABLE_FIELDS = frozenset(
-    {
-        "train.report_to",
-        "train.threads",
-        "train.output_dir",
-        "train.log_rollouts",
-        "train.save_every",
-        "train.keep_checkpoints",
-        "train.max_nonfinite_steps",
-        "train.eval_every",
-        "train.eval_prompts",
-        "eval.batch_size",
-        "model.gradient_checkpointing",
-        "grpo.logprob_chunk",
-    }
+    "train.report_to train.threads train.output_dir train.log_rollouts train.save_every train.keep_checkpoints "
+    "train.max_nonfinite_steps train.eval_every train.eval_prompts eval.batch_size model.gradient_checkpointing "
+    "grpo.logprob_chunk".split()
 )
 """Fields that change how a run is logged, checkpointed, tracked or fits in memory, not what it trains:
 a `--resume` may change them (e.g. add a tracker, or turn on gradient checkpointing after running out

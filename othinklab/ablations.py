@@ -20,7 +20,7 @@ def run_ablation(name: str, output_dir: str | Path = "grid_runs", progress: bool
 
     from othinklab.errors import UserError
     from othinklab.grid import run_grid
-    from othinklab.grid_report import load_results
+    from othinklab.grid_report import load_cells, results_table
     from othinklab.plots import kl_vs_transfer
     from othinklab.runs import atomic_write
 
@@ -29,7 +29,7 @@ def run_ablation(name: str, output_dir: str | Path = "grid_runs", progress: bool
     command = f"othinklab ablate --preset {name} --output-dir {output_dir}"
     paths = run_grid(name, output_dir, progress=progress, command=command, preset=ABLATIONS[name])
     out = Path(output_dir) / name
-    results = load_results(out)
+    results = results_table(load_cells(out)[0])
     mech = mechanism_frame(results, measure_runs(out, results))
     paths["mechanism"] = atomic_write(out / "mechanism.csv", mech.to_csv(index=False))
     fig = kl_vs_transfer(mech)

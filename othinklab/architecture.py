@@ -76,12 +76,8 @@ class Architecture:
     # ------------------------------------------------------------------ parameter counts
     def text_linears(self) -> dict[str, tuple[int, int]]:
         """One decoder layer's projections as `name -> (in_features, out_features)`."""
-        h, q, kv, i = (
-            self.hidden_size,
-            self.num_heads * self.head_dim,
-            self.num_kv_heads * self.head_dim,
-            self.intermediate_size,
-        )
+        h, i = self.hidden_size, self.intermediate_size
+        q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         return {
             "q_proj": (h, q),
             "k_proj": (h, kv),

@@ -159,9 +159,7 @@ class Estimate:
         """Roofline time per phase on `device` (seconds for one generation batch)."""
         half = self.hold.dtype != "float32" and (self.hold.dtype != "bfloat16" or device.bf16)
         peak = (device.half_flops if half else device.fp32_flops) * efficiency
-        vision_peak = (device.half_flops if half else device.fp32_flops) * efficiency
         a, w, T = self.arch, self.work, self.work.completion_tokens
-        vis = self.flops["vision"] / vision_peak
         cb = eb = DTYPE_BYTES[self.hold.dtype]
         # A decode step reads every text weight (4-bit ones dequantised: read 4-bit, write and read half).
         read = a.text_linear_params * (NF4_BYTES + 2 * cb if self.hold.load_in_4bit else cb)
@@ -171,13 +169,10 @@ class Estimate:
         )
         per_token = max(self.flops["decode"] / T / peak, (read + kv) / device.bandwidth)
         decode = T * (per_token + EFFICIENCY["decode_overhead_s_per_layer"] * a.num_layers)
-        sampling = vis + (self.flops["sampling"] - self.flops["decode"] - self.flops["vision"]) / peak + decode
-        repeats = w.group_size * (2 if self.hold.vision_backward else 1) if self.hold.gradient_checkpointing else 1
-        policy_vision = self.flops["vision"] * repeats
         return {
-            "sampling": sampling,
-            "reference": vis + (self.flops["reference"] - self.flops["vision"]) / peak,
-            "policy": policy_vision / vision_peak + (self.flops["policy"] - policy_vision) / peak,
+            "sampling": (self.flops["sampling"] - self.flops["decode"]) / peak + decode,
+            "reference": self.flops["reference"] / peak,
+            "policy": self.flops["policy"] / peak,
         }
 
 

@@ -319,10 +319,7 @@ def periodic_eval(
     out: dict[str, float] = {}
     for _, r in table.iterrows():
         mode = r["mode"]
-        out[f"eval/{mode}_accuracy"] = float(r["accuracy"])
-        out[f"eval/{mode}_accuracy_lo"] = float(r["accuracy_lo"])
-        out[f"eval/{mode}_accuracy_hi"] = float(r["accuracy_hi"])
-        out[f"eval/{mode}_format"] = float(r["format"])
+        out.update({f"eval/{mode}_{k}": float(r[k]) for k in ("accuracy", "accuracy_lo", "accuracy_hi", "format")})
         out.update({f"eval/{col}": float(r[col]) for col in pass_columns(r)})
     out["eval/n"] = float(len(samples))
     out["eval/seconds"] = time.perf_counter() - t0

@@ -71,15 +71,15 @@ def advice_for(exc: BaseException, cfg: Any = None, run_dir: Path | None = None)
     """One paragraph for an out-of-memory or disk-full failure; None for anything else (a bug)."""
     where = f" under {str(run_dir)!r}" if run_dir else ""
     keep = " Completed checkpoints and logs are kept; continue with --resume." if run_dir else ""
+    detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
     if is_out_of_memory(exc):
-        detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         return clamp(
             f"ran out of memory ({detail}). Lower it with (each a config field): {knobs(cfg)}; or close other "
             f"programs using memory.{keep}"
         )
     if is_disk_full(exc):
         return clamp(
-            f"the disk is full{where} ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}). Free "
+            f"the disk is full{where} ({detail}). Free "
             "space there, lower train.keep_checkpoints or set train.log_rollouts=false, or point "
             f"train.output_dir at a disk with room. A checkpoint cut off by the full disk is never loaded.{keep}"
         )

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from othinklab.config import load_config, to_dict
-from othinklab.grid_report import Claim, cache_problem, paper_claims, write_reports
+from othinklab.grid_report import Claim, paper_claims, read_cell, write_reports
 from othinklab.runs import EVAL_SEED
 from othinklab.tasks import EVAL_SPLITS, make_task
 
@@ -361,7 +361,7 @@ def run_grid(
         key = cell_key(preset, method, cell_config(preset, method, task, seed, out))
         path = cache / f"{key}.json"
         if path.exists():
-            problem = cache_problem(path)
+            problem = read_cell(path)[1]
             if problem is None:
                 cached += 1
                 continue

@@ -26,7 +26,6 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "results"
 """Where the powered run's results, claims and provenance are shipped with the project."""
 EVAL_OF = {task: f"{task}:{split}" for task, split in EVAL_SPLITS.items()}
 """Train task -> the eval task it is judged on (the paper's split)."""
-ORDER = METHOD_ORDER
 METRICS = ("greedy", "sampled")
 
 
@@ -111,11 +110,6 @@ def read_cell(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return cell, None
 
 
-def cache_problem(path: Path) -> str | None:
-    """Why a cell's cache file cannot be used, or None (`read_cell`)."""
-    return read_cell(path)[1]
-
-
 def load_cells(out: Path, keys: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary rows, per-prompt rows) of the cached cells under `out/cache` (only `keys` if given)."""
     from othinklab.errors import UserError
@@ -149,7 +143,7 @@ def load_cells(out: Path, keys: set[str] | None = None) -> tuple[pd.DataFrame, p
 
 
 def _order(df: pd.DataFrame) -> pd.DataFrame:
-    rank = {m: i for i, m in enumerate(ORDER)}
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
     return df.sort_values(
         ["train_task", "method", "seed", "eval_task"],
         key=lambda c: c.map(lambda m: rank.get(m, len(rank))) if c.name == "method" else c,
@@ -165,11 +159,6 @@ def results_table(rows: pd.DataFrame) -> pd.DataFrame:
     tasks = sorted(set(rows["train_task"]) - {"none"}) or list(EVAL_OF)
     parts = [rows[rows["train_task"] != "none"]] + [untrained.assign(train_task=t) for t in tasks]
     return _order(pd.concat(parts, ignore_index=True))
-
-
-def load_results(out: Path) -> pd.DataFrame:
-    """results.csv's table rebuilt from a grid directory's cache."""
-    return results_table(load_cells(out)[0])
 
 
 # --------------------------------------------------------------------------- claims
@@ -331,7 +320,7 @@ def _cell_text(sub: pd.DataFrame, per: pd.DataFrame) -> str:
 def grid_tables(df: pd.DataFrame, per: pd.DataFrame, label: str = "") -> tuple[str, str]:
     """(same_task.md, cross_task.md) text from results.csv's and per_prompt.csv's tables (`label` ends
     the note above each)."""
-    methods = [m for m in ORDER if m in set(df["method"])] + sorted(set(df["method"]) - set(ORDER))
+    methods = [m for m in METHOD_ORDER if m in set(df["method"])] + sorted(set(df["method"]) - set(METHOD_ORDER))
     note = (
         f"Greedy accuracy (%) on {int(df['n'].iloc[0])} held-out prompts per task, mean over "
         f"{df['seed'].nunique()} seed(s) (range), [95% interval over seeds and prompts, as the claims'; an "

@@ -291,9 +291,7 @@ def load_reward_function(
             mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
         else:
             module = importlib.import_module(where)
-    except ConfigError:
-        raise
-    except KeyboardInterrupt:
+    except (ConfigError, KeyboardInterrupt):
         raise
     except BaseException as exc:  # noqa: BLE001 - failing (or sys.exit) at import is the user's error to fix
         raise ConfigError(f"{field}={spec!r}: importing {where!r} failed: {type(exc).__name__}: {exc}") from None
@@ -320,8 +318,6 @@ class TimedReward:
         self.timeouts_in_a_row = 0
 
     def __call__(self, text: str, solution: str) -> Any:
-        import threading
-
         from othinklab.errors import TrainingError
 
         box: dict[str, Any] = {}

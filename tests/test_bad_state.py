@@ -15,7 +15,7 @@ import pytest
 
 from othinklab import grid
 from othinklab.errors import UserError
-from othinklab.grid_report import load_cells, read_json_cache
+from othinklab.grid_report import load_cells, read_cell, read_json_cache
 
 
 def _fake_cell(preset, method, task, seed, output_dir, progress):
@@ -70,7 +70,7 @@ def test_a_damaged_cache_is_recomputed_and_no_cell_is_dropped(damage, fake_grid,
     method = next(m for m in preset.methods if m.name == "grpo_d")
     key = grid.cell_key(preset, method, grid.cell_config(preset, method, "counting", 0, tmp_path / "smoke"))
     BAD_CACHES[damage](cache / f"{key}.json")
-    assert grid.cache_problem(cache / f"{key}.json")
+    assert read_cell(cache / f"{key}.json")[1]
     with pytest.raises(UserError, match=key):  # a report over the damaged cache names the file, never skips it
         load_cells(tmp_path / "smoke")
     fake_grid.clear()
@@ -79,7 +79,7 @@ def test_a_damaged_cache_is_recomputed_and_no_cell_is_dropped(damage, fake_grid,
     assert "recomputing" in capsys.readouterr().out
     rows = out["rows"]
     assert len(rows) == 2 * n_cells and ((rows["method"] == "grpo_d") & (rows["train_task"] == "counting")).any()
-    assert grid.cache_problem(cache / f"{key}.json") is None
+    assert read_cell(cache / f"{key}.json")[1] is None
 
 
 def test_a_report_over_a_missing_cell_fails_naming_it(fake_grid, tmp_path):

@@ -1,4 +1,5 @@
-"""The CLI: user errors exit 2 with one paragraph naming what is wrong (no traceback); the demo runs."""
+"""The CLI: user errors exit 2 with one paragraph naming what is wrong (no traceback); the demo runs;
+third-party warnings only with --verbose."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def test_user_error_exits_2_without_traceback_across_the_process_boundary(tmp_path):
-    """The in-process cases live in test_bad_inputs.py; this one checks the real exit code and stderr."""
+    """The in-process cases live in test_e2e_bad_inputs.py; this one checks the real exit code and stderr."""
     f = tmp_path / "c.yaml"
     f.write_text("kl:\n  shedule: grpo_d\n")
     res = _run("train", "--config", str(f), f"train.output_dir={tmp_path / 'runs'}")

@@ -1,11 +1,17 @@
-"""Config: defaults, YAML partial overrides, key=value overrides, and errors that name what is wrong."""
+"""Config: defaults, YAML partial overrides, key=value overrides, and errors that name what is wrong;
+property-based: any override list, override text, YAML document or file bytes ends in a Config or a UserError."""
 
 from __future__ import annotations
 
+import string
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from property_strategies import FAST, SCALARS
 
 from othinklab.config import Config, GRPOConfig, load_config, parse_overrides, to_yaml
-from othinklab.errors import ConfigError
+from othinklab.errors import ConfigError, UserError
 
 
 def field_docs(section_cls: type) -> dict[str, str]:
@@ -101,3 +107,93 @@ def test_shipped_configs_load():
         cfg = load_config(f)
         assert f.read_text().startswith("#"), f"{f.name} must open with a comment on what differs and why"
         assert cfg.train.total_steps > 0
+
+
+KEYS = ["kl.beta", "kl.schedule", "train.total_steps", "model.lora", "model.name", "train.run_name", "grpo.top_p"]
+
+
+KEYS += ["model.lora_target_modules", "train.learning_rate", "task.num_eval", "nosuch.field", "kl", "kl.", ".x"]
+
+
+YAML_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+YAML_SNIPPETS = st.sampled_from(
+    [
+        "&a [1, 2]",
+        "*a",
+        "!!python/object:os.system {}",
+        "{",
+        "[",
+        "? [a]: 1",
+        ".inf",
+        ".nan",
+        "~",
+        "'\x00'",
+        "!!binary aGk=",
+    ]
+)
+
+
+def _ends_in_value_or_user_error(fn, *args) -> None:
+    try:
+        fn(*args)
+    except UserError as exc:
+        assert str(exc), "a UserError must say what is wrong"
+        assert len(str(exc)) < 3000
+
+
+@FAST
+@given(st.lists(st.tuples(st.sampled_from(KEYS), st.one_of(st.text(max_size=40), YAML_SNIPPETS)), max_size=4))
+def test_overrides_end_in_a_config_or_a_user_error(pairs):
+    items = [f"{k}={v}" for k, v in pairs]
+    _ends_in_value_or_user_error(parse_overrides, items)
+    try:
+        cfg = load_config(None, items)
+    except UserError:
+        return
+    assert isinstance(cfg, Config)
+
+
+@FAST
+@given(st.text(max_size=40))
+def test_any_override_text_ends_in_a_value_or_a_user_error(text):
+    _ends_in_value_or_user_error(load_config, None, [text])
+
+
+@FAST
+@given(
+    st.one_of(
+        st.dictionaries(
+            st.sampled_from(["kl", "train", "model", "grpo", "oops", "task"]),
+            st.one_of(
+                st.dictionaries(st.sampled_from(["beta", "total_steps", "lora", "name", "x"]), YAML_VALUES), SCALARS
+            ),
+            max_size=3,
+        ),
+        YAML_VALUES,
+    )
+)
+def test_any_yaml_document_ends_in_a_config_or_a_user_error(tmp_path_factory, document):
+    import yaml
+
+    f = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    f.write_text(yaml.safe_dump(document))
+    _ends_in_value_or_user_error(load_config, f)
+
+
+@FAST
+@given(st.binary(max_size=200) | st.text(alphabet=string.printable + "&*![]{}:\u2028\ufeff", max_size=200))
+def test_any_config_file_bytes_end_in_a_config_or_a_user_error(tmp_path_factory, data):
+    f = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    f.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    _ends_in_value_or_user_error(load_config, f)
+
+
+def test_direct_prompt_needs_format_weight_zero():
+    with pytest.raises(ConfigError, match="format_weight"):
+        load_config(None, ["task.prompt=direct"])

@@ -1,4 +1,5 @@
-"""`othinklab export`: adapter or merged model + processor + model card from a real (1-step) tiny run."""
+"""`othinklab export`: adapter or merged model + processor + model card from a real (1-step) tiny run; the
+export directory follows the umask and keeps an existing one's mode."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""KL schedules (docs/paper.md, Eq. 3) and per-token KL estimators (Eq. 5)."""
+"""KL schedules (docs/paper.md, Eq. 3) and per-token KL estimators (Eq. 5); every KL option trains from the
+CLI with a finite KL logged."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from othinklab.cli import main
 from othinklab.errors import ConfigError
 from othinklab.kl import (
     KL_KINDS,
@@ -21,6 +23,7 @@ from othinklab.kl import (
     schedule_from_config,
     sequence_kl_penalty,
 )
+from othinklab.metrics import read_metrics
 
 STEPS = (0, 10, 20, 30, 50, 70, 100)
 TABLE = {
@@ -273,3 +276,51 @@ def test_accuracy_schedule_explores_when_wrong_and_exploits_when_right():
         make_schedule("accuracy", beta_min=0.0, beta_max=0.1, accuracy_momentum=1.0)
     cfg = SimpleNamespace(schedule="accuracy", beta_min=0.0, beta_max=0.1, accuracy_momentum=0.9)
     assert schedule_from_config(cfg, 10).momentum == 0.9
+
+
+TINY = [
+    "model.name=tiny-init",
+    "grpo.prompts_per_step=1",
+    "grpo.num_generations=2",
+    "grpo.max_completion_length=6",
+    "task.num_eval=2",
+    "train.total_steps=2",
+    "train.threads=1",
+    "train.log_rollouts=false",
+    "kl.schedule=constant",
+    "kl.beta=0.05",
+]
+
+
+OPTIONS = {
+    "k1": ["kl.estimator=k1"],
+    "k2": ["kl.estimator=k2"],
+    "k3": ["kl.estimator=k3"],
+    "k3_plus": ["kl.estimator=k3_plus"],
+    "k3_is": ["kl.estimator=k3_is", "grpo.num_iterations=2"],  # off-policy on the second step: ratio != 1
+    "reward": ["kl.placement=reward", "kl.estimator=k1"],
+    "none": ["kl.schedule=none"],
+    "accuracy": ["kl.schedule=accuracy", "kl.beta_min=0.0", "kl.beta_max=0.1"],
+    "adaptive": ["kl.schedule=adaptive", "kl.target_kl=0.01", "kl.horizon=10"],
+    "reset_lora": ["kl.reset_reference_every=1"],
+    "reset_full": ["kl.reset_reference_every=1", "model.lora=false"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_each_kl_option_trains_two_steps_from_the_cli_with_a_finite_kl(tmp_path, name):
+    assert main(["train", *TINY, *OPTIONS[name], f"train.output_dir={tmp_path}", f"train.run_name={name}"]) == 0
+    m = read_metrics(tmp_path / name)
+    assert list(m["step"]) == [0, 1]
+    assert all(math.isfinite(v) for v in m["kl/value"]), m["kl/value"].tolist()
+    assert all(math.isfinite(v) for v in m["loss/total"])
+    if name == "none":
+        assert (m["kl/beta"] == 0).all() and (m["loss/kl"] == 0).all()  # beta = 0, the KL still measured
+    if name == "reward":
+        assert (m["loss/kl"] == 0).all()  # the KL went into the rewards, not the loss
+    if name == "accuracy":
+        assert m["kl/beta"][0] == 0.0  # nothing observed yet: explore
+        assert m["kl/beta"][1] == pytest.approx(0.1 * m["reward/accuracy"][0])
+    if name.startswith("reset"):
+        assert m["kl/value"][1] == pytest.approx(0.0, abs=1e-6)  # reference = the policy after step 0

@@ -1,4 +1,5 @@
-"""Model loading: LoRA reference = adapter disabled, 4-bit NF4 on CPU, Qwen2.5-VL, clear errors."""
+"""Model loading: LoRA reference = adapter disabled, 4-bit NF4 on CPU (vision towers of Qwen2.5-VL and
+Qwen3-VL left alone), Qwen2.5-VL, clear errors."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ import copy
 
 import pytest
 import torch
+from archs import ARCHS, build
 
+from othinklab import tiny
 from othinklab.errors import UserError
 from othinklab.logprobs import completion_logprobs
 from othinklab.models import add_lora, is_lora, load_model, make_reference
-from othinklab.sampling import sample_groups
+from othinklab.sampling import (
+    sample_groups,
+)
 from othinklab.tasks import make_task
 
 
@@ -123,3 +128,20 @@ def test_4bit_keeps_the_vision_tower_and_dtype_and_checkpoints_without_reentranc
     assert seen and not any(seen)
     assert sum(p.grad.abs().sum().item() for n, p in model.named_parameters() if "lora_B" in n) > 0
     assert not [w for w in recwarn if "use_reentrant" in str(w.message)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHS)
+def test_4bit_lora_leaves_the_vision_tower_alone(arch, tmp_path):
+    """Qwen2.5-VL's vision MLP reuses the text names (gate/up/down_proj), Qwen3-VL adds deepstack mergers: in
+    4-bit neither tower is quantised nor adapted, and every text projection is."""
+    from othinklab.models import LORA_TARGETS, load_model
+
+    model, processor = build(arch)
+    tiny.save_pretrained(model, processor, tmp_path / arch)
+    model, _ = load_model(str(tmp_path / arch), dtype="bfloat16", load_in_4bit=True, lora=True, lora_r=4)
+    quantised = [n for n, m in model.named_modules() if type(m).__module__.startswith("bitsandbytes")]
+    layers = model.config.get_text_config().num_hidden_layers
+    assert len(quantised) == layers * len(LORA_TARGETS) and not any("visual" in n for n in quantised)
+    adapted = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert adapted and not any("visual" in n for n in adapted)

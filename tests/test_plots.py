@@ -1,4 +1,5 @@
-"""Plots: figures from DataFrames, saved and checked non-empty; the paper's numbers load with their source."""
+"""Plots: figures from DataFrames, saved and checked non-empty; the paper's numbers load with their source;
+training curves and the live view show `eval/` rows."""
 
 from __future__ import annotations
 
@@ -99,3 +100,24 @@ def test_cross_task_heatmap_with_paper(tmp_path):
     ]
     assert _png_size(fig, tmp_path / "h.png") > 5000
     assert len(plots.cross_task_heatmap(results).axes) == 1
+
+
+def test_training_curves_and_live_view_show_eval_rows():
+    import pandas as pd
+
+    from othinklab.live import LiveTrainingView, status_line
+    from othinklab.plots import training_curves
+
+    rows = [{"step": s, "reward/total": 0.1 * s, "kl/beta": 0.04, "kl/value": 0.0} for s in range(4)]
+    rows[1].update({"eval/greedy_accuracy": 0.25, "eval/sampled_accuracy": 0.5})
+    rows[3].update({"eval/greedy_accuracy": 0.75, "eval/sampled_accuracy": 0.5})
+    fig = training_curves(pd.DataFrame(rows), smooth=1)
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    assert list(lines["eval greedy acc"].get_xdata()) == [1, 3]
+    assert list(lines["eval greedy acc"].get_ydata()) == [0.25, 0.75]
+    assert list(lines["eval sampled acc"].get_ydata()) == [0.5, 0.5]
+    view = LiveTrainingView(total_steps=4, display=False)
+    for r in rows:
+        view(r)
+    assert view.render_png()[:4] == b"\x89PNG"
+    assert "held-out acc 0.750 greedy" in status_line(rows[3], 4, 4, 1.0, rows[3])

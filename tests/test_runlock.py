@@ -1,6 +1,7 @@
-"""The run lock on hostile paths (issue 27 class 1): a `.lock` that is a symlink (to a file outside, or
-dangling), a directory, a FIFO or on a read-only location is refused with exit 2 and one paragraph, and
-nothing outside the run is truncated or created. The lock is taken at one site (`train()`/`run_sft()`)."""
+"""The run lock: one writer per run (a second is refused naming the holder; a killed holder's lock is taken
+over) and hostile paths (issue 27 class 1): a `.lock` that is a symlink (to a file outside, or dangling), a
+directory, a FIFO or on a read-only location is refused with exit 2 and one paragraph, and nothing outside
+the run is truncated or created. The lock is taken at one site (`train()`/`run_sft()`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""R1-V loaders: tiny fixtures in the exact on-disk layouts of the paper's datasets."""
+"""R1-V loaders: tiny fixtures in the exact on-disk layouts of the paper's datasets; data files that are
+devices, FIFOs or links, `/proc` paths as images, images decoded lazily; property-based: any row or JSONL file
+ends in Samples or a UserError."""
 
 from __future__ import annotations
 
@@ -9,11 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
+from property_strategies import FAST, SCALARS
 from r1v_files import write_r1v_jsonl
 
-from othinklab.errors import DataError
+from othinklab.errors import DataError, UserError
 from othinklab.rewards import extract_answer
+from othinklab.tasks import r1v
 from othinklab.tasks.base import Sample
 from othinklab.tasks.r1v import load_r1v
 
@@ -327,3 +333,73 @@ def test_write_r1v_jsonl_roundtrip(tmp_path):
     back = load_r1v(out, "counting")
     assert [(s.problem, s.solution) for s in back] == [(s.problem, s.solution) for s in samples]
     assert back[1].image.tobytes() == samples[1].image.tobytes()
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("imgs")
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(d / "ok.png")
+    Image.new("RGB", (900, 3), (1, 2, 3)).save(d / "wide.png")
+    (d / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
+    return d
+
+
+ROW_VALUES = st.one_of(
+    SCALARS,
+    st.sampled_from(["ok.png", "wide.png", "junk.png", "missing.png", "<answer> 3 </answer>", "<|im_start|>", ""]),
+    st.binary(max_size=20),
+    st.lists(SCALARS, max_size=3),
+    st.dictionaries(st.sampled_from(["bytes", "path"]), SCALARS | st.binary(max_size=10), max_size=2),
+)
+
+
+def sample_from_row(row: dict, task: str, base_dir: Path, max_pixels: int) -> Sample:
+    """One raw row as a `Sample` through the loader's own row parser; a bad row is a `DataError`."""
+    source = r1v._Source(Path("row"), 1, [str(c) for c in row], lambda indices: [row])
+    try:
+        return r1v._make_sample(row, 0, task, "row", source, None, base_dir, " row 0", max_pixels)
+    except r1v._BadRow as exc:
+        raise DataError(f"row 0: {exc}") from None
+
+
+@FAST
+@given(
+    st.dictionaries(
+        st.sampled_from(["image", "image_path", "problem", "question", "solution", "ground_truth", "thinking", "x"]),
+        ROW_VALUES,
+        max_size=6,
+    ),
+    st.sampled_from(["counting", "geometry"]),
+)
+def test_any_row_ends_in_a_sample_or_a_user_error(image_dir, row, task):
+    try:
+        sample = sample_from_row(row, task, base_dir=image_dir, max_pixels=4096)
+    except UserError:
+        return
+    assert isinstance(sample, Sample)
+    assert sample.image.size[0] * sample.image.size[1] <= 4096
+
+
+@FAST
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=80),
+            st.builds(
+                lambda q, a: json.dumps({"image_path": "ok.png", "problem": q, "solution": a}).encode(),
+                st.text(max_size=30),
+                SCALARS,
+            ),
+        ),
+        min_size=0,
+        max_size=5,
+    )
+)
+def test_any_jsonl_file_ends_in_samples_or_a_user_error(image_dir, lines):
+    f = image_dir / "data.jsonl"
+    f.write_bytes(b"\n".join(lines) + b"\n")
+    try:
+        samples = load_r1v(f, "counting", skip_bad_rows=True)
+    except UserError:
+        return
+    assert samples and all(isinstance(s, Sample) for s in samples)

@@ -9,8 +9,7 @@ Why it is built this way:
   seed`; SFT's batch equals GRPO's prompts per step), and every model is scored on the same eval
   prompts, so `grid_report` compares methods prompt by prompt and seed by seed (`othinklab.stats`).
 - *Reproducible evaluation.* Sampled evaluation uses the same seed for every model, and the base, whose
-  greedy output does not depend on any seed, is evaluated once. (The shared seed does not measurably
-  lower the paired difference's variance: residual correlations of -0.04 to +0.07 were measured.)
+  greedy output does not depend on any seed, is evaluated once (`EVAL_SAMPLING_SEED`).
 - *Fast.* Each model's two eval tasks go through the shared-prefill sampler together (one greedy and
   one sampled pass); an untrained model (the base) is evaluated once, not per seed or train task.
 - *Resumable.* Every cell is cached under `<output_dir>/<preset>/cache/<hash>.json` (its summary rows

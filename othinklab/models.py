@@ -11,6 +11,7 @@ frozen copy made, and only when the KL schedule needs one.
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +31,6 @@ its start or as a suffix (`model.visual.blocks.0.attn.qkv` is not matched by `vi
 quantised); older versions match substrings. Both spellings are listed."""
 GC_KWARGS = {"use_reentrant": False}
 """Non-reentrant checkpointing: no input needs `requires_grad`, so a frozen vision tower runs no backward."""
-CONFIG_OPTIONS = (
-    "dtype",
-    "load_in_4bit",
-    "lora",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "lora_target_modules",
-    "lora_include_vision",
-    "gradient_checkpointing",
-    "max_pixels",
-)
-"""The `ModelConfig` fields `load_model(cfg.model)` passes on as keyword arguments."""
 
 
 def _processor_for(path: str | Path, max_pixels: int | None = None) -> Any:
@@ -96,8 +84,9 @@ def load_model(
     """
     from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 
-    if not isinstance(name_or_path, str | Path):  # a ModelConfig
-        options = {k: getattr(name_or_path, k) for k in CONFIG_OPTIONS}
+    if not isinstance(name_or_path, str | Path):  # a ModelConfig: its fields are named as these parameters
+        names = [k for k in inspect.signature(load_model).parameters if k not in ("name_or_path", "device")]
+        options = {k: getattr(name_or_path, k) for k in names}
         return load_model(name_or_path.name, device=device, **options)
 
     if dtype not in DTYPES:

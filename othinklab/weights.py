@@ -120,9 +120,5 @@ def mismatch_error(folder: Path, theirs: str, ours: str, detail: str = "") -> Us
 
 def nonfinite_parameters(model: Any) -> list[str]:
     """Names of trainable parameters holding NaN or inf (checked before every save)."""
-    bad = []
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.requires_grad and p.is_floating_point() and not bool(torch.isfinite(p).all()):
-                bad.append(name)
-    return bad
+        return nonfinite_tensors({name: p for name, p in model.named_parameters() if p.requires_grad})

@@ -118,21 +118,6 @@ class Rollout:
         return self.completion_mask.sum(dim=1)
 
 
-def _filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """Temperature, then top-k, then nucleus filtering (masked entries become -inf)."""
-    logits = logits / temperature
-    if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        remove = probs.cumsum(dim=-1) - probs > top_p  # keep the smallest set reaching top_p
-        sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    return logits
-
-
 @dataclass(frozen=True)
 class SamplingParams:
     """How to sample a group: the settings both samplers (shared prefill, `generate`) take."""
@@ -188,15 +173,10 @@ def _sample_groups(
     shard: RowShard | None = None,
 ) -> Rollout:
     """Shared prefill per prompt, then G continuations decoded together from its repeated KV cache."""
-    p, max_new_tokens = params, params.max_new_tokens
-    device = next(model.parameters()).device
+    p, max_new_tokens, G = params, params.max_new_tokens, int(params.num_generations)
+    device, enc, stop_ids, banned = _prepare(model, processor, samples, p)
     backbone, lm_head = text_model_parts(model)
-    G = int(p.num_generations)
-    enc = encode_prompts(processor, samples, device)
-    check_context(model, enc, samples, max_new_tokens)
-    stop_ids = token_ids(processor, STOP_TOKENS)
     stop = torch.tensor(stop_ids, device=device, dtype=torch.long)
-    banned = token_ids(processor, NEVER_SAMPLED) + ([] if p.stop_at_eos else stop_ids)
     banned_t = torch.tensor(banned, device=device, dtype=torch.long) if banned else None
     pad_id = processor.tokenizer.pad_token_id
 
@@ -244,6 +224,18 @@ def _sample_groups(
     return _rollout(processor, enc, ids[:, :n], stop_ids, G)
 
 
+def _prepare(
+    model: Any, processor: Any, samples: list[Sample], p: SamplingParams
+) -> tuple[torch.device, dict[str, torch.Tensor], list[int], list[int]]:
+    """(device, encoded prompts, stop token ids, banned token ids) of a sampling call; prompts too long for the
+    model's context are refused."""
+    device = next(model.parameters()).device
+    enc = encode_prompts(processor, samples, device)
+    check_context(model, enc, samples, p.max_new_tokens)
+    stop_ids = token_ids(processor, STOP_TOKENS)
+    return device, enc, stop_ids, token_ids(processor, NEVER_SAMPLED) + ([] if p.stop_at_eos else stop_ids)
+
+
 def _rollout(processor: Any, enc: dict[str, torch.Tensor], ids: torch.Tensor, stop_ids: list[int], G: int) -> Rollout:
     """The completions cut after their first stop token: ids padded there, the mask up to and including it."""
     is_stop = torch.isin(ids, torch.tensor(stop_ids, device=ids.device, dtype=torch.long))
@@ -283,12 +275,8 @@ def generate_groups(
     """
     from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-    p, device = params, next(model.parameters()).device
-    G = int(p.num_generations)
-    enc = encode_prompts(processor, samples, device)
-    check_context(model, enc, samples, p.max_new_tokens)
-    stop_ids = token_ids(processor, STOP_TOKENS)
-    banned = token_ids(processor, NEVER_SAMPLED) + ([] if p.stop_at_eos else stop_ids)
+    p, G = params, int(params.num_generations)
+    device, enc, stop_ids, banned = _prepare(model, processor, samples, p)
 
     class _Ban(LogitsProcessor):
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -379,14 +367,12 @@ class _DecodeStep:
 
     def __init__(self, backbone: Any, cache: Any, prompt_mask: torch.Tensor, max_new_tokens: int):
         rows, P = prompt_mask.shape
-        self.text = getattr(backbone, "language_model", None)
-        self.backbone = backbone
-        self.cache = cache
-        self.P = P
+        text = getattr(backbone, "language_model", None)
+        self.model, self.cache, self.P = backbone if text is None else text, cache, P
         mask = torch.ones(rows, P + max_new_tokens, dtype=prompt_mask.dtype, device=prompt_mask.device)
         mask[:, :P] = prompt_mask
         self.mask2d = mask
-        config = getattr(self.text, "config", None)
+        config = getattr(text, "config", None)
         layer_types = set(getattr(config, "layer_types", None) or ())
         self.mask4d = None
         if getattr(config, "_attn_implementation", None) == "sdpa" and layer_types == {"full_attention"}:
@@ -395,33 +381,31 @@ class _DecodeStep:
     def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, t: int) -> torch.Tensor:
         rows = tokens.shape[0]
         kv = self.P + t + 1  # keys after this token is added
-        position_ids = pos.expand(3, rows, 1)
-        if self.text is None:
-            out = self.backbone(
-                input_ids=tokens[:, None],
-                attention_mask=self.mask2d[:, :kv],
-                past_key_values=self.cache,
-                position_ids=position_ids,
-                use_cache=True,
-            )
-        else:
-            mask = {"full_attention": self.mask4d[..., :kv]} if self.mask4d is not None else self.mask2d[:, :kv]
-            out = self.text(
-                input_ids=tokens[:, None],
-                attention_mask=mask,
-                past_key_values=self.cache,
-                position_ids=position_ids,
-                use_cache=True,
-            )
+        mask = self.mask2d[:, :kv] if self.mask4d is None else {"full_attention": self.mask4d[..., :kv]}
+        out = self.model(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            past_key_values=self.cache,
+            position_ids=pos.expand(3, rows, 1),
+            use_cache=True,
+        )
         return out.last_hidden_state[:, -1]
 
 
 def _probs(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """Sampling distribution from `logits` (modified in place; they are this step's own)."""
+    """Sampling distribution from `logits` (modified in place; they are this step's own): temperature, then
+    top-k, then nucleus filtering (filtered entries get probability 0)."""
     if temperature != 1.0:
         logits.div_(temperature)
-    if top_k or top_p < 1.0:
-        logits = _filter_logits(logits, 1.0, top_k, top_p)
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        remove = probs.cumsum(dim=-1) - probs > top_p  # keep the smallest set reaching top_p
+        sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     return torch.softmax(logits, dim=-1)
 
 

@@ -344,44 +344,24 @@ RUN_LOGS = ("metrics.jsonl", "rollouts.jsonl", "reward_errors.jsonl")
 """Append-only logs of a GRPO run; a resume cuts them back to the checkpoint's step."""
 
 
-def save_training(
-    ckpt_root: str | Path,
-    step: int,
-    model: Any,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    generator: torch.Generator,
-    kl_schedule: Any,
-    counters: dict[str, int],
-    keep: int = 2,
-    scaler: torch.amp.GradScaler | None = None,
-    reference: Any = None,
-) -> Path:
-    """Checkpoint everything a GRPO run needs to continue exactly: weights, optimizer, LR and KL
-    schedules, every RNG (the sampling generator too), the run's counters (`batch_index`, ...) and, under
-    float16, the loss scaler's scale and growth tracker (a resume that restarted at 2^16 would overflow
-    and skip steps an uninterrupted run did not); and a reset reference's weights (`othinklab.reference`)."""
-    torch_state: dict[str, Any] = {"generator": generator.get_state()}
+def save_training(ckpt_root: str | Path, step: int, parts: Any, counters: dict[str, int], keep: int = 2) -> Path:
+    """Checkpoint everything a GRPO run needs to continue exactly, from `parts` (a `trainer.TrainParts`):
+    weights, optimizer, LR and KL schedules, every RNG (the sampling generator too), the run's counters
+    (`batch_index`, ...) and, under float16, the loss scaler's scale and growth tracker (a resume that restarted
+    at 2^16 would overflow and skip steps an uninterrupted run did not); and a reset reference's weights
+    (`othinklab.reference`)."""
+    scaler, reference = parts.scaler, parts.reference
+    torch_state: dict[str, Any] = {"generator": parts.generator.get_state()}
     if scaler is not None and scaler.is_enabled():
         torch_state["scaler"] = scaler.state_dict()  # floats and ints only: loads under weights_only
     if reference is not None and reference.state_dict():
         torch_state["reference"] = reference.state_dict()  # tensors and ints: loads under weights_only
-    extra = {**counters, "kl_schedule": kl_schedule.state_dict(), "torch": torch_state}
-    return save_checkpoint(ckpt_root, step, model, optimizer, scheduler, extra, keep=keep)
+    extra = {**counters, "kl_schedule": parts.schedule.state_dict(), "torch": torch_state}
+    return save_checkpoint(ckpt_root, step, parts.model, parts.optimizer, parts.scheduler, extra, keep=keep)
 
 
-def resume_training(
-    run: Path,
-    model: Any,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    generator: torch.Generator,
-    kl_schedule: Any,
-    is_main: bool = True,
-    scaler: torch.amp.GradScaler | None = None,
-    reference: Any = None,
-) -> dict[str, int]:
-    """Load the run's latest complete checkpoint into the given objects; returns its counters
+def resume_training(run: Path, parts: Any, is_main: bool = True) -> dict[str, int]:
+    """Load the run's latest complete checkpoint into `parts` (a `trainer.TrainParts`); returns its counters
     (`step`, `batch_index`, `nonfinite_in_a_row`; zeros when there is none yet).
 
     The main process also deletes saves that were cut off and drops log rows written after the
@@ -397,16 +377,16 @@ def resume_training(
                 "`othinklab train`, so `train --resume` cannot continue it; evaluate or export it, or choose "
                 "another train.run_name for a GRPO run"
             )
-        load_weights(model, latest)
-        optimizer.load_state_dict(training["optimizer"])
-        scheduler.load_state_dict(training["scheduler"])
+        load_weights(parts.model, latest)
+        parts.optimizer.load_state_dict(training["optimizer"])
+        parts.scheduler.load_state_dict(training["scheduler"])
         set_rng_state(training["rng"])
-        generator.set_state(training["generator"])
-        if scaler is not None and scaler.is_enabled() and training.get("scaler"):
-            scaler.load_state_dict(training["scaler"])  # a checkpoint from before this was saved: default scale
-        kl_schedule.load_state_dict(state["kl_schedule"])
-        if reference is not None:
-            reference.load_state_dict(training.get("reference", {}))
+        parts.generator.set_state(training["generator"])
+        if parts.scaler is not None and parts.scaler.is_enabled() and training.get("scaler"):
+            parts.scaler.load_state_dict(training["scaler"])  # a checkpoint from before this was saved: default scale
+        parts.schedule.load_state_dict(state["kl_schedule"])
+        if parts.reference is not None:
+            parts.reference.load_state_dict(training.get("reference", {}))
         counters = {
             "step": state["step"],
             "batch_index": state["batch_index"],

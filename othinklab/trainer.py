@@ -221,18 +221,9 @@ def generate_and_score(
     samples = ddp.shard(global_samples)
     with clock.part("rollout", "while sampling completions"):
         model.eval()
-        r = parts.sample_fn(
-            model,
-            parts.processor,
-            samples,
-            G,
-            cfg.grpo.max_completion_length,
-            cfg.grpo.temperature,
-            cfg.grpo.top_k,
-            cfg.grpo.top_p,
-            generator=parts.generator,
-            shard=distributed.row_shard(ddp, len(samples) * G, len(global_samples) * G),
-        )
+        g, shard = cfg.grpo, distributed.row_shard(ddp, len(samples) * G, len(global_samples) * G)
+        settings = (G, g.max_completion_length, g.temperature, g.top_k, g.top_p)
+        r = parts.sample_fn(model, parts.processor, samples, *settings, generator=parts.generator, shard=shard)
     # Rewards (Eq. 1) and group advantages (Eq. 2); a failing reward scores 0.
     scored = [
         safe_score(text, samples[i // G].solution, cfg.reward.format_weight, parts.accuracy_fn)
@@ -410,11 +401,7 @@ def _train(
     parts = build_parts(cfg, model, processor, ddp, sample_fn, loss_fn, accuracy_fn)
     counters = Counters()
     if resume:
-        p = parts
-        restored = ckpt_io.resume_training(
-            run, model, p.optimizer, p.scheduler, p.generator, p.schedule, ddp.is_main, p.scaler, p.reference
-        )
-        counters = Counters(**restored)
+        counters = Counters(**ckpt_io.resume_training(run, parts, ddp.is_main))
         ddp.barrier()
     trackers = Trackers(cfg.train.report_to if ddp.is_main else (), run, run.name, to_dict(cfg))
     log = RunLog(run, ddp.is_main, [*(callbacks or []), trackers.log, AllTruncatedGuard(cfg.grpo)])
@@ -484,17 +471,6 @@ def _checkpoint_if_due(parts: TrainParts, run: Path, counters: Counters, clock: 
         return
     clock.where = "while saving a checkpoint"
     if parts.ddp.is_main:
-        ckpt_io.save_training(
-            run / "checkpoints",
-            step,
-            parts.model,
-            parts.optimizer,
-            parts.scheduler,
-            parts.generator,
-            parts.schedule,
-            {"batch_index": counters.batch_index, "nonfinite_in_a_row": counters.nonfinite_in_a_row},
-            keep=cfg.train.keep_checkpoints,
-            scaler=parts.scaler,
-            reference=parts.reference,
-        )
+        counts = {"batch_index": counters.batch_index, "nonfinite_in_a_row": counters.nonfinite_in_a_row}
+        ckpt_io.save_training(run / "checkpoints", step, parts, counts, keep=cfg.train.keep_checkpoints)
     parts.ddp.barrier()

@@ -85,10 +85,10 @@ def test_overflow_with_a_high_scale_is_not_counted_as_nonfinite():
     assert not precision.counts_as_nonfinite(on, 1.0, 2.0)
 
 
-def test_upcast_trainable_leaves_frozen_weights_alone():
+def test_float32_trainable_leaves_frozen_weights_alone():
     m = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)).half()
     m[0].requires_grad_(False)
-    assert precision.upcast_trainable(m) == 2
+    assert [id(p) for p in precision.float32_trainable(m)] == [id(m[1].weight), id(m[1].bias)]
     assert m[0].weight.dtype == torch.float16 and m[1].weight.dtype == torch.float32
     assert trainable_dtypes(m) == {"float32": 12}
 
@@ -140,7 +140,5 @@ def test_float16_checkpoint_keeps_the_loss_scale_and_resume_restores_it(tmp_path
     model2, processor2 = load_model(cfg.model)
     parts = build_parts(cfg, model2, processor2)
     assert parts.scaler.get_scale() == 2.0**16
-    checkpoint.resume_training(
-        tmp_path / "fp16", model2, parts.optimizer, parts.scheduler, parts.generator, parts.schedule, True, parts.scaler
-    )
+    checkpoint.resume_training(tmp_path / "fp16", parts, True)
     assert parts.scaler.get_scale() == 256.0

@@ -459,14 +459,11 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, A
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file at `path` (a partial override), then `section.field=value` items."""
-    cfg = Config()
+    cfg, where = Config(), "config"
     if path is not None:
-        p = Path(path)
-        data = read_yaml_file(p)
-        cfg = _apply(cfg, data, f"config file {show(str(p))}")
-        where = f"config file {show(str(p))}"
-    else:
-        where = "config"
+        data = read_yaml_file(Path(path))
+        where = f"config file {show(str(Path(path)))}"
+        cfg = _apply(cfg, data, where)
     if overrides:
         cfg = _apply(cfg, parse_overrides(overrides), "command-line override")
         where = f"{where} with overrides"
@@ -476,13 +473,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     """The config as plain nested dicts and lists (tuples become lists), ready for YAML or JSON."""
-
-    def plain(v: Any) -> Any:
-        if isinstance(v, tuple | list):
-            return [plain(x) for x in v]
-        return v
-
-    return {k: {n: plain(x) for n, x in sec.items()} for k, sec in dataclasses.asdict(cfg).items()}
+    plain = dataclasses.asdict(cfg)
+    return {k: {n: list(x) if isinstance(x, tuple) else x for n, x in sec.items()} for k, sec in plain.items()}
 
 
 def to_yaml(cfg: Config) -> str:

@@ -123,14 +123,7 @@ def row_shard(ddp: Dist, rows: int, total: int) -> RowShard | None:
     return RowShard(ddp.rank * rows, total, ddp.all_done) if ddp.enabled else None
 
 
-TOKEN_WEIGHTED = (
-    "kl/value",
-    "clip/fraction",
-    "clip/low_fraction",
-    "clip/high_fraction",
-    "ratio/mean",
-    "policy/entropy",
-)
+TOKEN_WEIGHTED = tuple("kl/value clip/fraction clip/low_fraction clip/high_fraction ratio/mean policy/entropy".split())
 """Stats that are means over completion tokens (the rest are means over completions, or the loss)."""
 
 

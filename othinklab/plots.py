@@ -21,31 +21,29 @@ def _smooth(series: pd.Series, window: int) -> pd.Series:
     return series.rolling(window, min_periods=1).mean() if window > 1 else series
 
 
+def _panels(axes: Any, n: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Any, Any]:
+    """(figure, axes): the given axes and their figure, or a new figure of `n` panels side by side."""
+    if axes is not None:
+        return axes[0].figure, axes
+    fig, new = plt.subplots(1, n, figsize=figsize, squeeze=False, **kwargs)
+    return fig, new[0]
+
+
 def training_curves(metrics: pd.DataFrame, smooth: int = 10, axes: Any = None) -> Any:
     """Rewards (total, accuracy, format), measured KL with beta on a twin axis, completion length."""
-    if axes is None:
-        fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-    else:
-        fig = axes[0].figure
+    fig, axes = _panels(axes, 3, (14, 3.6))
     x = metrics["step"]
     ax = axes[0]
     for key, label in (("reward/total", "total"), ("reward/accuracy", "accuracy"), ("reward/format", "format")):
         if key in metrics:
             ax.plot(x, _smooth(metrics[key], smooth), label=label)
-    for key, label, marker in (
-        ("eval/greedy_accuracy", "eval greedy acc", "o"),
-        ("eval/sampled_accuracy", "eval sampled acc", "s"),
+    for key, label, marker, colour in (
+        ("eval/greedy_accuracy", "eval greedy acc", "o", "black"),
+        ("eval/sampled_accuracy", "eval sampled acc", "s", "grey"),
     ):
         if key in metrics:  # held-out accuracy from train.eval_every, only in the rows that evaluated
             pts = metrics[["step", key]].dropna()
-            ax.plot(
-                pts["step"],
-                pts[key],
-                marker=marker,
-                linestyle=":",
-                color="black" if marker == "o" else "grey",
-                label=label,
-            )
+            ax.plot(pts["step"], pts[key], marker=marker, linestyle=":", color=colour, label=label)
     ax.set_title(f"reward (rolling mean over {smooth} steps)")
     ax.set_xlabel("step")
     ax.legend()
@@ -107,11 +105,7 @@ def cross_task_bars(results: pd.DataFrame, paper: pd.DataFrame | None = None, ax
     (same method, train and eval task) as black markers when `paper` is given."""
     methods = [m for m in METHOD_ORDER if m in set(results["method"])]
     tasks = [t for t in ("counting", "geometry") if t in set(results["train_task"])]
-    if axes is None:
-        fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.6), sharey=True, squeeze=False)
-        axes = axes[0]
-    else:
-        fig = axes[0].figure
+    fig, axes = _panels(axes, len(tasks), (5.5 * len(tasks), 3.6), sharey=True)
     evals = sorted(set(results["eval_task"]))
     width = 0.8 / max(1, len(evals))
     for ax, task in zip(axes, tasks):
@@ -154,10 +148,7 @@ def reward_component_table(rollouts: pd.DataFrame) -> pd.DataFrame:
 def reward_components(rollouts: pd.DataFrame, axes: Any = None) -> Any:
     """Reward-component distributions per step: the share of each outcome (stacked) and the spread of the
     total reward over completions (a box per step, the mean as a triangle)."""
-    if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
-    else:
-        fig = axes[0].figure
+    fig, axes = _panels(axes, 2, (12, 3.6))
     table = reward_component_table(rollouts)
     colours = ("tab:green", "tab:olive", "tab:orange", "tab:red")
     bottom = pd.Series(0.0, index=table.index)
@@ -190,11 +181,7 @@ def cross_task_heatmap(results: pd.DataFrame, paper: pd.DataFrame | None = None,
     if paper is not None:
         cells = [{ev: paper_value(paper, m, t, ev) for ev in ours.columns} for t, m in ours.index]
         panels.append(("paper, Qwen2-VL-2B (%)", pd.DataFrame(cells, index=ours.index)))
-    if axes is None:
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 0.45 * len(ours) + 1.6), squeeze=False)
-        axes = axes[0]
-    else:
-        fig = axes[0].figure
+    fig, axes = _panels(axes, len(panels), (4.8 * len(panels), 0.45 * len(ours) + 1.6))
     for ax, (title, table) in zip(axes, panels):
         values = table.to_numpy(dtype=float)
         ax.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")

@@ -29,15 +29,10 @@ def rng_state() -> dict[str, Any]:
     """
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
+    np_keys = torch.from_numpy(np.asarray(keys, dtype=np.int64))
     state: dict[str, Any] = {
         "python": [int(version), torch.tensor(internal, dtype=torch.int64), gauss],
-        "numpy": [
-            str(name),
-            torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            int(pos),
-            int(has_gauss),
-            float(cached),
-        ],
+        "numpy": [str(name), np_keys, int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():

@@ -191,7 +191,16 @@ def _exact_string_accuracy(completion: str, solution: str) -> float:
     return float(pred is not None and pred == (gold if gold is not None else solution.strip()))
 
 
-class RolloutInspector:
+class _Shown:
+    """Shows `self.widget` when the object is a notebook cell's last expression."""
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class RolloutInspector(_Shown):
     """Step slider, prompt picker, filter and token colouring over `rollouts.jsonl`; shows the prompt
     image(s) and `rollout_view` as a table, each completion's tokens coloured by log-prob or KL."""
 
@@ -208,26 +217,13 @@ class RolloutInspector:
         self.prompt = w.Dropdown(description="prompt")
         self.only = w.ToggleButtons(options=FILTERS, value="all", description="show")
         self.colour = w.ToggleButtons(options=COLOUR_MODES, value="log-prob", description="colour")
-        self.images = w.HBox()
-        self.table = w.HTML()
-        self.header = w.HTML()
-        self.legend = w.HTML()
+        self.images, self.table, self.header, self.legend = w.HBox(), w.HTML(), w.HTML(), w.HTML()
         self.step.observe(self._on_step, names="value")
-        self.prompt.observe(lambda _: self.refresh(), names="value")
-        self.only.observe(lambda _: self.refresh(), names="value")
-        self.colour.observe(lambda _: self.refresh(), names="value")
+        for control in (self.prompt, self.only, self.colour):
+            control.observe(lambda _: self.refresh(), names="value")
         self._on_step()
-        self.widget = w.VBox(
-            [
-                w.HBox([self.step, self.prompt]),
-                self.only,
-                self.colour,
-                self.header,
-                self.images,
-                self.legend,
-                self.table,
-            ]
-        )
+        rows = [w.HBox([self.step, self.prompt]), self.only, self.colour, self.header, self.images, self.legend]
+        self.widget = w.VBox([*rows, self.table])
         self.widget.add_class("othinklab-rollout-inspector")
 
     def _on_step(self, *_: Any) -> None:
@@ -272,13 +268,8 @@ class RolloutInspector:
         }[self.colour.value]
         self.table.value = _table_html(v, self.colour.value)
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
 
-        display(self.widget)
-
-
-class RewardInspector:
+class RewardInspector(_Shown):
     """Change alpha (and the answer parser) and see how rewards and advantages of logged rollouts move."""
 
     PARSERS: dict[str, Callable[[str, str], float]] = {
@@ -293,8 +284,8 @@ class RewardInspector:
         self.alpha = w.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.25, description="alpha")
         self.parser = w.Dropdown(options=list(self.PARSERS), description="accuracy")
         self.out = w.HTML()
-        self.alpha.observe(lambda _: self.refresh(), names="value")
-        self.parser.observe(lambda _: self.refresh(), names="value")
+        for control in (self.alpha, self.parser):
+            control.observe(lambda _: self.refresh(), names="value")
         self.refresh()
         self.widget = w.VBox([w.HBox([self.alpha, self.parser]), self.out])
 
@@ -308,8 +299,3 @@ class RewardInspector:
         self.out.value = (
             f"advantage sign changes on {flipped:.1%} of completions<br>" + summary_by_step(df).round(3).to_html()
         )
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)

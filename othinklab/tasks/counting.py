@@ -22,7 +22,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "yellow": (230, 200, 30),
 }
 SHAPES = ("circle", "square", "triangle")
-SPLIT_CODES = {"train": 0, "test": 1, "ood": 2}
+SPLIT_CODES = {"train": 0, "test": 1, "ood": 2, "val": 3}
+"""`val` is drawn like `ood` (the eval split) from its own seeds: settings are chosen on it, never on `ood`."""
 TOTAL_QUESTION = "How many different items are there in the image?"
 
 
@@ -36,7 +37,7 @@ class CountingTask:
     max_objects: int = 9
     colour_question_frac: float = 0.5
     name: str = "counting"
-    splits: tuple[str, ...] = ("train", "test", "ood")
+    splits: tuple[str, ...] = ("train", "test", "ood", "val")
 
     def __post_init__(self) -> None:
         from othinklab.errors import ConfigError
@@ -60,7 +61,7 @@ class CountingTask:
 
     def _sample(self, split: str, seed: int, i: int) -> Sample:
         rng = np.random.default_rng([SPLIT_CODES[split], seed, i, 7])
-        ood = split == "ood"
+        ood = split in ("ood", "val")
         grid = self.image_size // self.cell
         count = int(rng.integers(self.min_objects, self.max_objects + 1))
         cells = rng.choice(grid * grid, size=count, replace=False)

@@ -26,7 +26,8 @@ RULES = (
     "midpoint",
     "square_perimeter",
 )
-SPLIT_CODES = {"train": 0, "test": 1}
+SPLIT_CODES = {"train": 0, "test": 1, "val": 2}
+"""`val` is for choosing settings; `test` is the eval split and is never tuned on."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class GeometryTask:
     step: int = 10
     rules: tuple[str, ...] = RULES
     name: str = "geometry"
-    splits: tuple[str, ...] = ("train", "test")
+    splits: tuple[str, ...] = ("train", "test", "val")
 
     def __post_init__(self) -> None:
         from othinklab.errors import ConfigError

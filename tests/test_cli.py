@@ -79,3 +79,30 @@ def test_third_party_warnings_only_with_verbose():
             with _quiet(verbose):
                 warnings.warn("`foo` is deprecated and will be removed", FutureWarning, stacklevel=1)
         assert len(seen) == shown
+
+
+# --------------------------------------------------------------------------- class 12: warnings scoped to the command
+def _warn_like(module: str) -> None:
+    warnings.warn_explicit("use_reentrant should be passed explicitly", UserWarning, f"{module}/x.py", 1, module=module)
+
+
+@pytest.mark.parametrize("module", ["torch.utils.checkpoint", "numpy", "PIL.Image", "tensorboard", "transformers"])
+def test_third_party_warnings_are_silenced_only_inside_the_command(module, capsys, monkeypatch):
+    """Class 12: torch's use_reentrant, numpy, PIL and tensorboard warnings reached stderr without --verbose,
+    and `cli._quiet()` installed a process-wide filter that silenced warnings for every later test."""
+    from othinklab import cli
+
+    def command(args):
+        _warn_like(module)
+        _warn_like("othinklab.trainer")  # othinklab's own warnings still show
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_estimate", command)
+    for argv, shown in ((["estimate"], {"othinklab.trainer/x.py"}), (["--verbose", "estimate"], None)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            before = list(warnings.filters)
+            assert cli.main(argv) == 0
+            assert warnings.filters == before  # scoped: nothing leaks past the command
+        got = {w.filename for w in seen}
+        assert got == (shown or {f"{module}/x.py", "othinklab.trainer/x.py"})

@@ -1,14 +1,22 @@
-"""SFT baseline runs and the paper's grid (smoke preset): files, shapes, and numbers traced to runs."""
+"""SFT baseline runs and the paper's grid (smoke preset): files, shapes, and numbers traced to runs; damaged or
+missing cell caches recomputed or named (never dropped); a cell's run directory held by another process is
+never deleted."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
+from cache_damage import BAD_CACHES
 
+from othinklab import grid
 from othinklab.config import load_config
+from othinklab.errors import UserError
 from othinklab.evaluate import cross_task_matrix
+from othinklab.grid_report import load_cells, read_cell
 from othinklab.metrics import read_metrics
 from othinklab.runs import PromptStream
 
@@ -87,3 +95,96 @@ def test_grid_smoke(tmp_path, base_dir):
     assert sorted(p.name for p in (tmp_path / "smoke" / "cache").glob("*.json")) == cached
     pd.testing.assert_frame_equal(pd.read_csv(again["results"]), df)
     assert all(json.loads((tmp_path / "smoke" / "cache" / c).read_text()) for c in cached)
+
+
+def _fake_cell(preset, method, task, seed, output_dir, progress):
+    """A valid cell cache without training: one summary row per eval task and per-prompt results."""
+    listed = "none" if method.trainer == "none" else task
+    row = {"method": method.name, "train_task": listed, "seed": seed, "prompt": method.prompt, "n": 2}
+    evals = [f"{t}:{s}" for t, s in grid.EVAL_TASKS.items()]
+    rows = [{**row, "eval_task": ev, "greedy_accuracy": 0.5, "sampled_accuracy": 0.5} for ev in evals]
+    per = {ev: {"ids": ["a", "b"], "greedy": [1.0, 0.0], "sampled": [0.5, 0.5]} for ev in evals}
+    return {"rows": rows, "per_prompt": per}
+
+
+@pytest.fixture
+def fake_grid(monkeypatch):
+    """run_grid with cells computed by `_fake_cell` (recording which) and the reports reduced to load_cells."""
+    calls: list[tuple[str, str, int]] = []
+
+    def cell(preset, method, task, seed, output_dir, progress):
+        calls.append((method.name, task, seed))
+        return _fake_cell(preset, method, task, seed, output_dir, progress)
+
+    def reports(out, claims, keys=None, preset=""):
+        rows, _ = load_cells(out, keys)
+        return {"rows": rows}
+
+    monkeypatch.setattr(grid, "_cell", cell)
+    monkeypatch.setattr(grid, "write_reports", reports)
+    monkeypatch.setattr("othinklab.provenance.write_provenance", lambda path, **kw: path)
+    monkeypatch.setattr("othinklab.warmup.ensure_base", lambda **kw: None)
+    return calls
+
+
+@pytest.mark.parametrize("damage", list(BAD_CACHES))
+def test_a_damaged_cache_is_recomputed_and_no_cell_is_dropped(damage, fake_grid, tmp_path, capsys):
+    """Class 5: an older-format or truncated cache once counted as cached, then the report skipped it (cells
+    and claims, GRPO-D on counting included, vanished with exit 0) or raised a traceback."""
+    out = grid.run_grid("smoke", output_dir=tmp_path)
+    n_cells = len(grid.cells(grid.PRESETS["smoke"]))
+    assert len(fake_grid) == n_cells and len(out["rows"]) == 2 * n_cells
+    cache = tmp_path / "smoke" / "cache"
+    preset = grid.PRESETS["smoke"]
+    method = next(m for m in preset.methods if m.name == "grpo_d")
+    key = grid.cell_key(preset, method, grid.cell_config(preset, method, "counting", 0, tmp_path / "smoke"))
+    BAD_CACHES[damage](cache / f"{key}.json")
+    assert read_cell(cache / f"{key}.json")[1]
+    with pytest.raises(UserError, match=key):  # a report over the damaged cache names the file, never skips it
+        load_cells(tmp_path / "smoke")
+    fake_grid.clear()
+    out = grid.run_grid("smoke", output_dir=tmp_path)
+    assert fake_grid == [("grpo_d", "counting", 0)]  # only the damaged cell, recomputed
+    assert "recomputing" in capsys.readouterr().out
+    rows = out["rows"]
+    assert len(rows) == 2 * n_cells and ((rows["method"] == "grpo_d") & (rows["train_task"] == "counting")).any()
+    assert read_cell(cache / f"{key}.json")[1] is None
+
+
+def test_a_report_over_a_missing_cell_fails_naming_it(fake_grid, tmp_path):
+    grid.run_grid("smoke", output_dir=tmp_path)
+    files = sorted((tmp_path / "smoke" / "cache").glob("*.json"))
+    keys = {f.stem for f in files}
+    files[0].unlink()
+    with pytest.raises(UserError, match=files[0].stem):
+        load_cells(tmp_path / "smoke", keys)
+
+
+def test_the_grid_never_deletes_a_run_directory_another_process_holds(tmp_path):
+    """Class 5: the grid removed a cell's run directory, lock included, while another process held it."""
+    preset = grid.PRESETS["smoke"]
+    method = next(m for m in preset.methods if m.trainer == "grpo")
+    from othinklab.runs import run_dir_for
+
+    run_dir = run_dir_for(grid.cell_config(preset, method, "counting", 0, tmp_path))
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text('{"step": 0}\n')
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys,time; from othinklab import runlock; runlock.acquire(sys.argv[1]); "
+         "print('held', flush=True); time.sleep(60)", str(run_dir)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match="in use by pid"):
+            grid._cell(preset, method, "counting", 0, tmp_path, False)
+        assert (run_dir / "metrics.jsonl").read_text() == '{"step": 0}\n' and (run_dir / ".lock").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # once free, the cell's directory is emptied (its lock file kept) before it is redone
+    from othinklab import runlock
+
+    with runlock.hold(run_dir, "test"):
+        grid._clear_run_dir(run_dir)
+        assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]

@@ -1,4 +1,5 @@
-"""Rewards (docs/paper.md, Eq. 1): answer extraction, format, accuracy equality, and never raising."""
+"""Rewards (docs/paper.md, Eq. 1): answer extraction, format, accuracy equality, and never raising; a user's
+reward function that hangs or calls sys.exit scores 0 and is named, and repeated timeouts stop the run."""
 
 from __future__ import annotations
 
@@ -230,3 +231,57 @@ def test_geoqa_notations_score_like_their_value(gold):
 
 def test_units_are_only_stripped_after_a_number():
     assert normalize_answer("8cm") == "8" and normalize_answer("am") == "am" and normalize_answer("x m") == "x m"
+
+
+# --------------------------------------------------------------------------- class 9: reward code that hangs or exits
+def _reward_file(tmp: Path, body: str) -> str:
+    path = tmp / "my_reward.py"
+    path.write_text("import sys, time\n" + body)
+    return f"{path}:acc"
+
+
+def test_a_reward_that_never_returns_scores_0_and_then_stops_the_run(tmp_path, monkeypatch):
+    from othinklab import rewards
+    from othinklab.errors import TrainingError
+
+    fn = rewards.load_reward_function(
+        _reward_file(tmp_path, "def acc(c, s):\n    if c == 'ok':\n        return 1.0\n    time.sleep(30)\n"),
+        timeout_s=0.05,
+    )
+    breakdown, error = rewards.safe_score("hang", "<answer> 3 </answer>", accuracy_fn=fn)
+    assert breakdown.total == 0.0 and "reward.timeout_s=0.05" in error
+    assert rewards.safe_score("ok", "x", format_weight=0.0, accuracy_fn=fn)[0].accuracy == 1.0  # resets the count
+    with pytest.raises(TrainingError, match="in a row"):
+        for _ in range(rewards.MAX_TIMEOUTS_IN_A_ROW):
+            rewards.safe_score("hang", "x", accuracy_fn=fn)
+
+
+@pytest.mark.parametrize("body", ["sys.exit(0)", "raise SystemExit(3)", "raise GeneratorExit()"])
+def test_sys_exit_inside_a_reward_is_a_reward_error_not_a_successful_exit(body, tmp_path):
+    from othinklab import rewards
+
+    fn = rewards.load_reward_function(_reward_file(tmp_path, f"def acc(c, s):\n    {body}\n"), timeout_s=5)
+    breakdown, error = rewards.safe_score("x", "y", accuracy_fn=fn)
+    assert breakdown.total == 0.0 and "raised inside the reward function" in error
+
+
+def test_sys_exit_while_importing_a_reward_module_is_a_config_error(tmp_path):
+    from othinklab import rewards
+    from othinklab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="SystemExit"):
+        rewards.load_reward_function(_reward_file(tmp_path, "sys.exit(0)\ndef acc(c, s):\n    return 1\n"))
+
+
+@pytest.mark.slow
+def test_a_hanging_reward_ends_a_real_training_run_with_exit_2(tmp_path, capsys):
+    """The whole path: `othinklab train` with a reward that sleeps stops with one paragraph, exit 2."""
+    from othinklab.cli import main
+
+    spec = _reward_file(tmp_path, "def acc(c, s):\n    time.sleep(5)\n")
+    args = ["train", "model.name=tiny-init", f"train.output_dir={tmp_path}", "train.run_name=r", "train.threads=1",
+            "grpo.prompts_per_step=4", "grpo.num_generations=2", "grpo.max_completion_length=4", "task.num_eval=2",
+            "train.total_steps=1", f"reward.accuracy_function={spec}", "reward.timeout_s=0.01"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "did not return within reward.timeout_s=0.01" in err and "Traceback" not in err

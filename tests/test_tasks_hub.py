@@ -1,4 +1,5 @@
-"""Hub dataset ids in task.data_path: loaded through `datasets` from a cache built here, offline; no cache -> exit 2."""
+"""Hub dataset ids in task.data_path: loaded through `datasets` from a cache built here, offline; no cache -> exit 2;
+a local path without its suffix is never sent to the hub."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from othinklab.errors import DataError
+from othinklab.errors import DataError, UserError
 from othinklab.tasks import load_r1v, make_task
 from othinklab.tasks.hub import HubId, is_hub_id, load_hub_dataset, parse_hub_id
 
@@ -101,3 +102,17 @@ def test_offline_without_cache_is_exit_2_naming_id_and_cache(tmp_path):
     assert "nobody/not_cached@train" in proc.stderr
     assert str(tmp_path / "hf" / "datasets") in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_local_path_without_its_suffix_is_not_sent_to_the_hub(tmp_path, monkeypatch):
+    """Class 12: `data/train` beside `data/train.jsonl` was looked up on the hub as a dataset id."""
+    from othinklab.tasks import hub, load_r1v
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text("{}\n")
+    monkeypatch.setattr(hub, "load_hub_dataset", lambda spec: pytest.fail(f"sent {spec} to the hub"))
+    with pytest.raises(UserError, match=r"did you mean 'data/train.jsonl'\?"):
+        load_r1v("data/train", "counting")
+    with pytest.raises(UserError, match="does not exist"):
+        load_r1v("data/valid", "counting")  # a local folder's file, not the hub dataset `data/valid`

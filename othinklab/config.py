@@ -8,6 +8,7 @@ concept (`num_generations`, `beta`, `epsilon`, `max_completion_length`, `tempera
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import typing
@@ -380,17 +381,13 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
             return value.lower() in ("true", "yes", "1")
         raise ConfigError(f"{where}: {key}={show(value)} must be true or false")
     if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: {key}={show(value)} must be an integer")
-        if isinstance(value, int):
+        if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 return int(value)
-            except ValueError:
-                pass
         raise ConfigError(f"{where}: {key}={show(value)} must be an integer")
     if tp is float:
         if isinstance(value, bool):

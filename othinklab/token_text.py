@@ -21,15 +21,11 @@ _BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 @functools.lru_cache(maxsize=1)
 def byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-level alphabet, reversed: the printable character that stands for each byte -> the byte."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, n = list(keep), 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(keep, chars)}
+    """GPT-2's byte-level alphabet (transformers' `bytes_to_unicode`), reversed: the printable character that
+    stands for each byte -> the byte."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {c: b for b, c in bytes_to_unicode().items()}
 
 
 def token_bytes(tokenizer: Any, ids: Sequence[int]) -> list[bytes]:

@@ -56,20 +56,6 @@ def is_hub_id(text: str) -> bool:
     return not Path(text).expanduser().exists() and parse_hub_id(text) is not None
 
 
-def cache_dir() -> str:
-    """Where `datasets` keeps prepared hub datasets (`HF_DATASETS_CACHE`, default `$HF_HOME/datasets`)."""
-    import datasets
-
-    return str(datasets.config.HF_DATASETS_CACHE)
-
-
-def offline() -> bool:
-    """True when HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set (read by `datasets` at import)."""
-    import datasets
-
-    return bool(datasets.config.HF_HUB_OFFLINE)
-
-
 def load_hub_dataset(spec: HubId) -> Any:
     """The rows of `spec` as a `datasets.Dataset` (the given split; else `train`, or the only split)."""
     import datasets
@@ -79,8 +65,8 @@ def load_hub_dataset(spec: HubId) -> Any:
     except ValueError as exc:  # unknown split or config: the message lists the valid ones
         raise DataError(f"hub dataset {str(spec)!r}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - unreachable hub, unknown repo, no cache: all the user's to fix
-        where = cache_dir()
-        if offline():
+        where = str(datasets.config.HF_DATASETS_CACHE)  # `HF_DATASETS_CACHE`, default `$HF_HOME/datasets`
+        if datasets.config.HF_HUB_OFFLINE:  # HF_HUB_OFFLINE or HF_DATASETS_OFFLINE, read at import
             raise DataError(
                 f"hub dataset {str(spec)!r} is not in the Hugging Face datasets cache ({where}) and offline mode is "
                 "on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE). Load it once with network access to cache it, point "

@@ -221,11 +221,10 @@ def evaluate_tasks(
     ]
     if not keyed:
         raise ValueError("evaluate_tasks needs at least one sample")
-    tasks = {id(s): task for task, s in keyed}
     flat = [s for _, s in keyed]
-    if len({s.id for s in flat}) != len(flat):
+    by_id = {s.id: task for task, s in keyed}
+    if len(by_id) != len(flat):
         raise ValueError("evaluate_tasks needs unique sample ids across tasks (records are keyed by id)")
-    by_id = {s.id: tasks[id(s)] for s in flat}
     common = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, format_weight=format_weight, seed=seed)
     parts = [generate_records(model, processor, flat, greedy=True, **common).assign(mode="greedy")]
     if num_samples > 0:

@@ -3,7 +3,7 @@
 Why: GPUs without bfloat16 (the free T4) train in float16, whose range ends at 65,504 and whose smallest
 normal number is 6e-5. The model's weights and activations may be float16; three things must not be:
 - the trainable parameters (LoRA A/B) and hence their gradients and AdamW moments: a float16 update of
-  lr x 1e-3 rounds to nothing next to a weight of 1 (peft already keeps adapters float32; `upcast_trainable`
+  lr x 1e-3 rounds to nothing next to a weight of 1 (peft already keeps adapters float32; `float32_trainable`
   makes sure of it for any model);
 - the log-probs and the loss: `othinklab.logprobs` computes log-softmax in float32 (kept as it is);
 - the gradients flowing back through float16 activations, which underflow to 0 when small: the loss is
@@ -23,20 +23,13 @@ import torch
 from othinklab.config import Config
 
 
-def upcast_trainable(model: Any) -> int:
-    """Cast trainable float16/bfloat16 parameters to float32 in place; returns how many were cast."""
-    n = 0
-    for p in model.parameters():
-        if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16):
-            p.data = p.data.float()
-            n += 1
-    return n
-
-
 def float32_trainable(model: Any) -> list[torch.nn.Parameter]:
     """The trainable parameters, each float32 (half ones cast in place): what the optimizer gets."""
-    upcast_trainable(model)
-    return [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        if p.dtype in (torch.float16, torch.bfloat16):
+            p.data = p.data.float()
+    return params
 
 
 def no_scaler() -> torch.amp.GradScaler:
@@ -54,16 +47,11 @@ def apply_update(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer,
     scaler.update()
 
 
-def uses_loss_scaling(cfg: Config) -> bool:
-    """Loss scaling is on for float16 (unless `train.loss_scaling: false`), off for float32/bfloat16."""
-    return cfg.model.dtype == "float16" and cfg.train.loss_scaling
-
-
 def make_scaler(cfg: Config, device: torch.device | str) -> torch.amp.GradScaler:
-    """A GradScaler that is enabled only when `uses_loss_scaling(cfg)`; disabled it passes losses through
-    unchanged and `step` is a plain `optimizer.step()`."""
-    kind = torch.device(device).type
-    return torch.amp.GradScaler(kind, enabled=uses_loss_scaling(cfg))
+    """A GradScaler enabled for float16 (unless `train.loss_scaling: false`), disabled (`no_scaler`'s pass-through)
+    for float32/bfloat16."""
+    enabled = cfg.model.dtype == "float16" and cfg.train.loss_scaling
+    return torch.amp.GradScaler(torch.device(device).type, enabled=enabled)
 
 
 def counts_as_nonfinite(scaler: torch.amp.GradScaler, loss: float, grad_norm: float) -> bool:

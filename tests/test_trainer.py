@@ -1,5 +1,6 @@
-"""The GRPO loop end to end: run-directory files, a 4-bit LoRA step, the final checkpoint whatever
-num_iterations, no checkpoint from NaN weights, and two-step runs on Qwen2.5-VL and Qwen3-VL."""
+"""The GRPO loop end to end: run-directory files, a 4-bit LoRA step, num_iterations, an R1-V file, gradient
+accumulation, the final checkpoint whatever num_iterations, no checkpoint from NaN weights, and two-step runs
+on Qwen2.5-VL and Qwen3-VL."""
 
 from __future__ import annotations
 

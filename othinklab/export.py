@@ -161,21 +161,13 @@ def model_card(cfg: Any, run_dir: Path, checkpoint: Path, merged: bool, lora: bo
     else:
         lines.append("None logged (train.eval_every was 0); run `othinklab eval --run DIR` for figures.")
     load_proc = 'processor = AutoProcessor.from_pretrained("PATH")  # no torchvision: add trust_remote_code=True'
-    lines += ["", "## Use", "", "```python"]
+    auto = "from transformers import AutoModelForImageTextToText, AutoProcessor"
     if merged or not lora:
-        lines += [
-            "from transformers import AutoModelForImageTextToText, AutoProcessor",
-            'model = AutoModelForImageTextToText.from_pretrained("PATH")',
-            load_proc,
-        ]
+        use = [auto, 'model = AutoModelForImageTextToText.from_pretrained("PATH")']
     else:
-        lines += [
-            "from peft import PeftModel",
-            "from transformers import AutoModelForImageTextToText, AutoProcessor",
-            f'base = AutoModelForImageTextToText.from_pretrained("{cfg.model.name}")',
-            'model = PeftModel.from_pretrained(base, "PATH")',
-            load_proc,
-        ]
+        base = f'base = AutoModelForImageTextToText.from_pretrained("{cfg.model.name}")'
+        use = ["from peft import PeftModel", auto, base, 'model = PeftModel.from_pretrained(base, "PATH")']
+    lines += ["", "## Use", "", "```python", *use, load_proc]
     lines += [
         "```",
         "",

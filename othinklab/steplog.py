@@ -58,13 +58,12 @@ def metrics_row(
     batches: list[dict],
     G: int,
     stats: dict[str, float],
-    grad_norm: float,
-    lr: float,
-    times: dict[str, float],
+    outcome: Any,
+    times: dict,
     step_s: float,
-    finite: bool,
 ) -> dict[str, Any]:
-    """The step's `metrics.jsonl` row (every key is defined in `metrics.METRICS`), from merged summaries."""
+    """The step's `metrics.jsonl` row (every key is defined in `metrics.METRICS`), from merged summaries and
+    the optimizer step's `outcome` (a `trainer.StepOutcome`: gradient norm, learning rate, finite)."""
     rewards = torch.cat([b["rewards"] for b in batches])
     adv = torch.cat([b["adv"] for b in batches])
     acc = [a for b in batches for a in b["accuracy"]]
@@ -94,14 +93,14 @@ def metrics_row(
         "loss/total": stats["loss/total"],
         "loss/policy": stats.get("loss/policy", 0.0),
         "loss/kl": stats.get("loss/kl", 0.0),
-        "grad/norm": grad_norm,
-        "lr": lr,
+        "grad/norm": outcome.grad_norm,
+        "lr": outcome.lr,
         "time/step_s": step_s,
         "time/rollout_s": times["rollout"],
         "time/reference_s": times["reference"],
         "time/policy_s": times["policy"],
         "time/optimizer_s": times["optimizer"],
-        "skipped/nonfinite": 0.0 if finite else 1.0,
+        "skipped/nonfinite": 0.0 if outcome.finite else 1.0,
     }
 
 

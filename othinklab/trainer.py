@@ -344,9 +344,7 @@ def log_step(
     everyone = ddp.gather([batch_summary(b) for b in batches])
     merged = [merge([rank_s[i] for rank_s in everyone]) for i in range(len(batches))]
     step_s = time.perf_counter() - clock.step_start
-    row = metrics_row(
-        step, beta, merged, G, stats, outcome.grad_norm, outcome.lr, clock.seconds, step_s, outcome.finite
-    )
+    row = metrics_row(step, beta, merged, G, stats, outcome, clock.seconds, step_s)
     row.update(extra or {})
     log_this = cfg.train.log_rollouts and (step % cfg.grpo.num_iterations == 0)
     logps = logps or [None] * len(batches)

@@ -68,6 +68,22 @@ def _claims(methods: tuple[Method, ...], against: str = "grpo_d") -> tuple[Claim
     return tuple(out)
 
 
+KL_LAB = (
+    _variant("beta0", "kl.schedule=none"),
+    _variant("const_0.04", "kl.schedule=constant", "kl.beta=0.04"),
+    _variant("accuracy_kl", "kl.schedule=accuracy"),
+    _variant("ref_reset", "kl.reset_reference_every=10"),
+    _variant("k1_reward", "kl.estimator=k1", "kl.placement=reward"),
+    _variant("k2_loss", "kl.estimator=k2"),
+    _variant("k3_plus", "kl.estimator=k3_plus"),
+    _variant("k3_is", "kl.estimator=k3_is"),
+)
+"""The KL lab's arms beside GRPO-D (k3 in the loss, Eq. 3 on 0.04..0.1): beta = 0 (TRL's and DAPO's default;
+the KL still logged), the paper's constant 0.04 (GRPO), beta from the batch's accuracy (FG-ExPO-like) over the
+same range, the reference reset to the policy every 10 steps (ProRL), and the other estimators and placement
+(docs/paper.md: which KL each one's gradient follows)."""
+
+
 SIZES = dict(
     seeds=(0, 1, 2),
     steps=30,
@@ -109,6 +125,13 @@ ABLATIONS: dict[str, Preset] = {
         methods=(BASE, GRPO_D, *LOSSES),
         claims=_claims(LOSSES) + _claims(LOSSES[-1:], against="two_updates"),
         description="Dr. GRPO, DAPO token mean and clip-higher, no/batch std scaling, truncation masking",
+    ),
+    "kl-lab": Preset(
+        **{**SIZES, "seeds": (0, 1, 2, 3, 4), "num_eval": 64, "eval_samples": 8},
+        methods=(BASE, GRPO_D, *KL_LAB),
+        claims=_claims(KL_LAB),
+        description="the KL lab: GRPO-D vs beta = 0, constant, accuracy-driven beta, reference resets, k1-in-reward, "
+        "k2, k3+ and importance-corrected k3; 5 seeds, pass@8 from 8 samples per prompt",
     ),
     "ablate-smoke": Preset(
         seeds=(0,),

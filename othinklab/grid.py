@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from othinklab.config import load_config, to_dict
-from othinklab.grid_report import Claim, paper_claims, read_cell, write_reports
+from othinklab.grid_report import ARM_SETTINGS, Claim, paper_claims, read_cell, write_reports
 from othinklab.runs import EVAL_SEED
 from othinklab.tasks import EVAL_SPLITS, make_task
 
@@ -298,6 +298,7 @@ def _cell(preset: Preset, method: Method, task: str, seed: int, output_dir: Path
                 "train_seconds": round(train_s, 1),
                 "eval_seconds": round(eval_s, 1),
                 "run_dir": "" if method.trainer == "none" else run_dir,
+                **arm_settings(cfg, method),
             }
         )
     per = {
@@ -310,6 +311,14 @@ def _cell(preset: Preset, method: Method, task: str, seed: int, output_dir: Path
         for ev, sub in prompts.groupby("eval_task", sort=False)
     }
     return {"rows": rows, "per_prompt": per}
+
+
+def arm_settings(cfg: Any, method: Method) -> dict[str, Any]:
+    """The KL and optimiser settings of a GRPO arm (`grid_report.ARM_SETTINGS`); blank for other methods."""
+    if method.trainer != "grpo":
+        return dict.fromkeys(ARM_SETTINGS, "")
+    values = {**dataclasses.asdict(cfg.kl), "learning_rate": cfg.train.learning_rate}
+    return {k: values[k] for k in ARM_SETTINGS}
 
 
 def _clear_run_dir(run_dir: Path) -> None:

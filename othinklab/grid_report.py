@@ -26,7 +26,14 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "results"
 """Where the powered run's results, claims and provenance are shipped with the project."""
 EVAL_OF = {task: f"{task}:{split}" for task, split in EVAL_SPLITS.items()}
 """Train task -> the eval task it is judged on (the paper's split)."""
-METRICS = ("greedy", "sampled")
+METRICS = ("greedy", "sampled", "pass@8")
+"""Paired metrics of every claim: greedy, sampled accuracy, and pass@8 where a run drew 8 samples per prompt."""
+ARM_SETTINGS = (
+    "schedule", "beta", "beta_min", "beta_max", "explore_frac", "estimator", "placement",
+    "reset_reference_every", "learning_rate",
+)  # fmt: skip
+"""KL and optimiser settings every results and per-prompt row of a trained GRPO arm carries as columns
+(blank for untrained and SFT rows), so an arm is described by its settings, not only by its name."""
 
 
 @dataclass(frozen=True)
@@ -134,10 +141,12 @@ def load_cells(out: Path, keys: set[str] | None = None) -> tuple[pd.DataFrame, p
         rows += cell["rows"]
         r0 = cell["rows"][0]
         for ev, d in cell["per_prompt"].items():
+            settings = {k: r0[k] for k in ARM_SETTINGS if k in r0}
+            extra = [k for k in d if k.startswith(("pass@", "maj@"))]
             per += [
                 {"method": r0["method"], "train_task": r0["train_task"], "seed": r0["seed"], "eval_task": ev,
-                 "id": i, "greedy": g, "sampled": s}
-                for i, g, s in zip(d["ids"], d["greedy"], d["sampled"])
+                 "id": i, "greedy": g, "sampled": s, **{k: d[k][j] for k in extra}, **settings}
+                for j, (i, g, s) in enumerate(zip(d["ids"], d["greedy"], d["sampled"]))
             ]  # fmt: skip
     return pd.DataFrame(rows), pd.DataFrame(per)
 
@@ -163,8 +172,11 @@ def results_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- claims
 def side_matrix(per: pd.DataFrame, method: str, train_task: str, eval_task: str, metric: str) -> pd.DataFrame:
-    """Seeds x prompt ids (sorted) of one method's per-prompt correctness (`metric`: greedy or sampled)."""
+    """Seeds x prompt ids (sorted) of one method's per-prompt correctness (`metric`: greedy, sampled or a
+    pass@k; empty where the run did not record it, e.g. pass@8 from fewer than 8 samples per prompt)."""
     sub = per[(per["method"] == method) & (per["eval_task"] == eval_task)]
+    if metric not in sub.columns or sub[metric].isna().any():
+        return pd.DataFrame()
     if (sub["train_task"] != "none").any():
         sub = sub[sub["train_task"] == train_task]
     if sub.empty:
@@ -244,8 +256,10 @@ def spread_table(rows: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (m, t, e), sub in rows[rows["train_task"] != "none"].groupby(["method", "train_task", "eval_task"], sort=False):
         for metric in METRICS:
-            out.append({"method": m, "train_task": t, "eval_task": e, "metric": metric,
-                        **seed_spread(sub[f"{metric}_accuracy"].to_numpy())})  # fmt: skip
+            col = metric if metric.startswith("pass@") else f"{metric}_accuracy"
+            if col in sub.columns and sub[col].notna().all():
+                out.append({"method": m, "train_task": t, "eval_task": e, "metric": metric,
+                            **seed_spread(sub[col].to_numpy())})  # fmt: skip
     return pd.DataFrame(out)
 
 

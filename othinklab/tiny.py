@@ -35,9 +35,10 @@ IMAGE_SIZE = 112
 VOCAB_SIZE = 640
 """The BPE trainer's upper bound on the vocabulary, special tokens included; the tasks' small corpus
 stops it at 492 tokens, the size the model's embedding is built with."""
-BUILD_VERSION = "v2"
+BUILD_VERSION = "v3"
 """Bump when the build recipe changes, so stale caches are never loaded (v2: the base is warmed up
-through the shared-prompt, recomputing log-prob path, which trains to a different, equally seeded base)."""
+through the shared-prompt, recomputing log-prob path; v3: the converged warm-up with planted slips, see
+`othinklab.warmup`)."""
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",

@@ -22,17 +22,51 @@ from othinklab.tasks import make_task
 from othinklab.tasks.base import Sample
 from othinklab.tiny import BUILD_VERSION, SEED, base_dir, build_untrained, save_pretrained
 
-WARMUP = {"steps": 480, "batch_size": 32, "learning_rate": 5e-4, "untagged_frac": 0.25, "seed": SEED}
-"""The base's supervised warm-up on both tasks. 480 steps leave it partly competent on each (like the
-paper's Qwen2-VL-2B base: 42.5% counting, 15.5% geometry), with a quarter of its targets written without
-the `<think>/<answer>` tags so that its format is imperfect and the format reward has something to teach."""
+WARMUP = {
+    "steps": 1440,
+    "batch_size": 32,
+    "learning_rate": 5e-4,
+    "untagged_frac": 0.1,
+    "slip_frac": 0.7,
+    "seed": SEED,
+}
+"""The base's supervised warm-up on both tasks, long enough to converge (a base caught mid-way through
+learning a skill flips with the last bits of the arithmetic, so each CPU built another base). Two planted,
+seeded flaws leave RL something a verifiable reward can find: a tenth of the targets are written without the
+`<think>/<answer>` tags (the format reward's lesson), and on a systematic slice of each task (`slip`) 70% of
+the targets give a slipped answer, one step too high. So the base is a stable mixture: on that slice it
+samples the right answer about 30% of the time and says the wrong one greedily, like a model with a habit."""
+
+GEOMETRY_SLIPS = {"triangle_sum": 10, "exterior_angle": 10, "supplementary": 10, "square_perimeter": 4}
+"""Geometry's slipped rules and their slip: one grid step too high (10 degrees; 4 for a square's perimeter)."""
 
 
-def untagged_target(sample: Sample, seed: int = SEED) -> str:
-    """The sample's target, except for a seeded `untagged_frac` of samples: plain prose, no tags."""
-    if zlib.crc32(f"{seed}:{sample.id}".encode()) % 1000 < WARMUP["untagged_frac"] * 1000:
-        return f"{sample.reasoning} The answer is {sample.answer}."
-    return sample.target()
+def slip(sample: Sample) -> int:
+    """How far too high the warm-up's slipped answer to `sample` is; 0 outside the slipped slice (counting:
+    sets of five or more, overcounted by one; geometry: `GEOMETRY_SLIPS`)."""
+    if sample.task == "counting":
+        return int(int(sample.answer) >= 5)
+    if sample.task == "geometry":
+        return GEOMETRY_SLIPS.get(sample.meta.get("rule", ""), 0)
+    return 0
+
+
+def _draw(seed: int, sample: Sample, salt: str) -> float:
+    return zlib.crc32(f"{seed}:{salt}{sample.id}".encode()) % 1000 / 1000
+
+
+def warmup_target(sample: Sample, seed: int = SEED) -> str:
+    """The sample's warm-up target: its own target, except for the seeded slips (answer one step too high,
+    the reasoning's last number with it) and the untagged fraction (plain prose, no tags)."""
+    reasoning, answer = sample.reasoning, sample.answer
+    step = slip(sample)
+    if step and _draw(seed, sample, "slip:") < WARMUP["slip_frac"]:
+        answer = str(int(answer) + step)
+        head, _, tail = reasoning.rpartition(sample.answer)
+        reasoning = head + answer + tail
+    if _draw(seed, sample, "") < WARMUP["untagged_frac"]:
+        return f"{reasoning} The answer is {answer}."
+    return f"<think>{reasoning}</think><answer>{answer}</answer>"
 
 
 def build_base(seed: int = SEED, progress: bool = True) -> Path:
@@ -59,7 +93,7 @@ def build_base(seed: int = SEED, progress: bool = True) -> Path:
         WARMUP["steps"],
         learning_rate=WARMUP["learning_rate"],
         on_step=on_step,
-        target_fn=lambda s: untagged_target(s, seed),
+        target_fn=lambda s: warmup_target(s, seed),
     )
     bar.close()
     torch.set_num_threads(threads)

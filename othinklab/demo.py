@@ -1,4 +1,4 @@
-"""`make demo` / `othinklab demo`: the partly competent tiny base, GRPO-D on counting, before vs after.
+"""`make demo` / `othinklab demo`: the tiny base (a model organism), GRPO-D on counting, before vs after.
 
 Why: a newcomer's first minutes should show the paper's loop working end to end on a CPU — a base that
 is right sometimes, GRPO-D raising its reward and accuracy on held-out (shifted, SuperCLEVR-like)
@@ -66,7 +66,7 @@ def run_demo(
     overrides.append(f"train.run_name={_fresh_name(output_dir, f'demo-counting-grpo_d-seed{seed}')}")
     cfg = load_config(None, overrides)
 
-    print("1/4 the partly competent tiny base (built once from a seed, then cached) ...", flush=True)
+    print("1/4 the tiny base (built once from a seed, then cached) ...", flush=True)
     t0 = time.perf_counter()
     path = warmup.ensure_base()
     print(f"    {path}  ({time.perf_counter() - t0:.0f} s)")

@@ -1,7 +1,9 @@
-"""The partly competent tiny base: the untrained tiny Qwen2-VL after a short, seeded supervised warm-up.
+"""The tiny base, a model organism: the untrained tiny Qwen2-VL after a converged, seeded supervised warm-up
+with planted flaws.
 
 Why: GRPO needs a base that is right sometimes (a group whose G answers all fail teaches nothing), like
-the paper's Qwen2-VL-2B base (42.5% counting, 15.5% geometry). The warm-up is SFT, so this module sits
+the paper's Qwen2-VL-2B base (42.5% counting, 15.5% geometry), and stable: a base caught mid-way through
+learning turns other CPUs' last bits into tens of points (docs/results.md). The warm-up is SFT, so this module sits
 above `sft` and the model loader only calls `ensure_base` to build the cache once. The cache key
 (`tiny.base_dir`: build version and seed) is unchanged by where this code lives, and the build pins the
 thread count so a rebuild is bit-identical.

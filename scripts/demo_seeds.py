@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from othinklab.demo import run_demo
+from othinklab.demo import DEMO_OVERRIDES, run_demo
 from othinklab.provenance import git_state, write_provenance
 
 OUT = Path(__file__).resolve().parent.parent / "data" / "results" / "demo"
@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(args.out / "seeds.csv", index=False, float_format="%.4f")
     command = "python scripts/demo_seeds.py " + shlex.join(sys.argv[1:])
-    write_provenance(args.out / "provenance.json", command.strip(), time.perf_counter() - start, git=git)
+    steps = int(next(o for o in DEMO_OVERRIDES if o.startswith("train.total_steps=")).split("=")[1])
+    extra = {"seeds": args.seeds, "steps": steps}
+    write_provenance(args.out / "provenance.json", command.strip(), time.perf_counter() - start, extra, git=git)
     print(f"wrote {args.out / 'seeds.csv'}")
     return 0
 

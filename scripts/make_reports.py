@@ -39,6 +39,8 @@ GRID_DIR = ROOT / "data" / "results"
 ABLATION_DIR = GRID_DIR / "ablations"
 GRID_MARKERS = ("<!-- grid-results:begin -->", "<!-- grid-results:end -->")
 ABLATION_MARKERS = ("<!-- ablation-results:begin -->", "<!-- ablation-results:end -->")
+DEMO_MARKERS = ("<!-- demo-results:begin -->", "<!-- demo-results:end -->")
+DEMO_DIR = GRID_DIR / "demo"
 VERDICTS = ("holds", "reversed", "borderline", "not separable")
 MODEL = (
     "**How to read the intervals.** The model behind every interval: a paired difference is the sum of a "
@@ -74,7 +76,7 @@ def rebuild_grid(check: bool, changed: list[str], d: Path = GRID_DIR) -> None:
 def rebuild_ablations(check: bool, changed: list[str], root: Path = ABLATION_DIR) -> None:
     """Every shipped preset's claims.csv/.md (its own claims) and the study's ablations.md."""
     parts = []
-    for name in [n for n in FULL if (root / n / "per_prompt.csv").exists()]:
+    for name in shipped_presets(root, "per_prompt.csv"):
         d = root / name
         df, per = pd.read_csv(d / "results.csv"), pd.read_csv(d / "per_prompt.csv")
         table = compute_claims(per, ABLATIONS[name].all_claims())
@@ -84,6 +86,11 @@ def rebuild_ablations(check: bool, changed: list[str], root: Path = ABLATION_DIR
         parts.append(f"## {name}\n\n{ABLATIONS[name].description}\n\n{md}")
     if parts:
         _write(root / "ablations.md", "# Ablations\n\n" + "\n\n".join(parts), check, changed)
+
+
+def shipped_presets(root: Path, needs: str) -> list[str]:
+    """The ablation presets shipped under `root` (the KL lab first, then the older studies), by a file each holds."""
+    return [n for n in ("kl-lab", *FULL) if (root / n / needs).exists()]
 
 
 # --------------------------------------------------------------------------- generated blocks
@@ -172,12 +179,11 @@ def grid_block(d: Path = GRID_DIR) -> str:
     return "\n".join([GRID_MARKERS[0], "\n\n".join(b.strip() for b in body), GRID_MARKERS[1]])
 
 
-def ablation_block(root: Path = ABLATION_DIR, metric: str = "greedy") -> str:
-    """The ablation study's block: each variant minus its reference on both tasks, the tally against
-    chance, and the KL mechanism's correlations, from the shipped files."""
-    names = [n for n in FULL if (root / n / "claims.csv").exists()]
-    claims = pd.concat([pd.read_csv(root / n / "claims.csv").assign(preset=n) for n in names], ignore_index=True)
-    claims = claims[claims["metric"] == metric]
+def ablation_block(root: Path = ABLATION_DIR) -> str:
+    """The ablation study's block: each arm minus its reference on both tasks and on every paired metric,
+    the tally against chance, and the KL mechanism's correlations, from the shipped files."""
+    names = shipped_presets(root, "claims.csv")
+    every = pd.concat([pd.read_csv(root / n / "claims.csv").assign(preset=n) for n in names], ignore_index=True)
     mech = unique_runs(pd.concat([pd.read_csv(root / n / "mechanism.csv") for n in names], ignore_index=True))
     prov = {n: json.loads((root / n / "provenance.json").read_text()) for n in names}
     first = prov[names[0]]
@@ -186,34 +192,88 @@ def ablation_block(root: Path = ABLATION_DIR, metric: str = "greedy") -> str:
     wall = sum(p.get("wall_seconds", 0) for p in prov.values()) / 60
     head = (
         f"Generated from `data/results/ablations/` by `scripts/make_reports.py` (trained at commit {commits}; "
-        f"`othinklab ablate`: {len(names)} presets, {wall:.0f} min of training and evaluation on {_machine(first)}; "
-        f"{len(sizes.get('seeds', []))} seeds x {sizes.get('steps', '?')} steps on counting, "
-        f"{sizes.get('num_eval', '?')} eval prompts per task). {metric.capitalize()} accuracy, points: variant "
-        "minus reference, paired on seeds and prompts, 95% interval, verdict from the interval."
+        f"`{first.get('command', 'othinklab ablate')}`: {wall:.0f} min of training, evaluation and KL measurement on "
+        f"{_machine(first)}; {len(sizes.get('seeds', []))} seeds x {sizes.get('steps', '?')} steps on counting, "
+        f"{sizes.get('num_eval', '?')} eval prompts per task, {sizes.get('eval_samples', '?')} samples per prompt). "
+        "Points: arm minus reference, paired on seeds and prompts, 95% interval, verdict from the interval."
     )
-    lines = [
-        "| preset | variant | vs | same task (counting:ood) | verdict | other task (geometry:test) | verdict |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for (preset, better, worse), sub in claims.groupby(["preset", "better", "worse"], sort=False):
-        cells = []
-        for t in (sub[sub["eval_task"] == EVAL_OF["counting"]], sub[sub["eval_task"] != EVAL_OF["counting"]]):
-            r = t.iloc[0] if len(t) else None
-            cells += ["-", "-"] if r is None else [f"{r['diff']:+.1f} [{r['lo']:+.1f}, {r['hi']:+.1f}]", r["verdict"]]
-        lines.append(f"| {preset} | {better} | {worse} | {' | '.join(cells)} |")
-    tally = claims["verdict"].value_counts()
-    count = ", ".join(f"{int(tally.get(v, 0))} {v}" for v in VERDICTS)
+    out = [head]
+    for metric in METRICS:
+        claims = every[every["metric"] == metric]
+        if claims.empty:
+            continue
+        lines = [
+            f"**{metric}**" + (" (accuracy)" if metric in ("greedy", "sampled") else " (unbiased, from the samples)"),
+            "",
+            "| preset | arm | vs | same task (counting:ood) | verdict | other task (geometry:test) | verdict |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for (preset, better, worse), sub in claims.groupby(["preset", "better", "worse"], sort=False):
+            cells = []
+            for t in (sub[sub["eval_task"] == EVAL_OF["counting"]], sub[sub["eval_task"] != EVAL_OF["counting"]]):
+                r = t.iloc[0] if len(t) else None
+                cells += (
+                    ["-", "-"] if r is None else [f"{r['diff']:+.1f} [{r['lo']:+.1f}, {r['hi']:+.1f}]", r["verdict"]]
+                )
+            lines.append(f"| {preset} | {better} | {worse} | {' | '.join(cells)} |")
+        tally = claims["verdict"].value_counts()
+        count = ", ".join(f"{int(tally.get(v, 0))} {v}" for v in VERDICTS)
+        lines += [
+            "",
+            f"Of {len(claims)} {metric} comparisons: {count} (`holds`: the arm is better, `reversed`: worse).",
+        ]
+        out.append("\n".join(lines))
+    out.append(chance_line(every))
     corr = []
-    for y, label in (("same_task_gain", "same-task gain"), ("cross_task_change", "cross-task change")):
-        c = kl_correlation(mech, y)
+    for x, y, label in (
+        ("kl_same", "cross_task_change", "forgetting vs KL on the trained task's prompts (RL's Razor)"),
+        ("kl_cross", "cross_task_change", "forgetting vs KL on the other task's prompts"),
+        ("kl_same", "same_task_gain", "same-task gain vs KL on the trained task's prompts"),
+    ):
+        c = kl_correlation(mech, y, x=x)
         corr.append(f"{label}: r = {c['r']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}], {c['verdict']}")
-    tail = [
-        f"Of {len(claims)} comparisons: {count} (`holds`: the variant is better, `reversed`: worse).",
-        chance_line(claims),
-        f"Mechanism, over {len(mech)} trained runs (each run's KL to the base on the counting eval prompts "
-        f"against its change from the base; Pearson r, 95% bootstrap interval over runs): {'; '.join(corr)}.",
+    out.append(
+        f"Mechanism, over {len(mech)} trained runs (each run's KL to the base, k3 on its own samples, against its "
+        f"greedy change from the base in points; Pearson r, 95% bootstrap interval over runs): {'; '.join(corr)}."
+    )
+    return "\n".join([ABLATION_MARKERS[0], "\n\n".join(out), ABLATION_MARKERS[1]])
+
+
+def demo_block(d: Path = DEMO_DIR) -> str:
+    """The README's demo table: seed 0's figures first, then the range over every shipped seed."""
+    df = pd.read_csv(d / "seeds.csv")
+    prov = json.loads((d / "provenance.json").read_text())
+    seeds = sorted(df["seed"].unique())
+    n = int(df["n"].iloc[0])
+
+    def cell(when: str, mode: str) -> tuple[str, str]:
+        sub = df[(df["when"] == when) & (df["mode"] == mode)].set_index("seed")
+        r0 = sub.loc[seeds[0]]
+        first = f"{r0['accuracy']:.3f} [{r0['accuracy_lo']:.3f}, {r0['accuracy_hi']:.3f}]"
+        acc = sub["accuracy"]
+        return first, f"{acc.mean():.3f} ({acc.min():.3f}-{acc.max():.3f}, sd {acc.std(ddof=1):.3f})"
+
+    steps = prov.get("steps", 120)
+    lines = [
+        f"| held-out counting:ood, n = {n} | greedy, seed {seeds[0]} [95% CI] | greedy, seeds "
+        f"{seeds[0]}-{seeds[-1]}: mean (range, sd) | sampled (4/prompt, T=1), seed {seeds[0]} [95% CI] | sampled, "
+        f"seeds {seeds[0]}-{seeds[-1]}: mean (range, sd) |",
+        "|---|---|---|---|---|",
     ]
-    return "\n".join([ABLATION_MARKERS[0], head, "", *lines, "", "\n\n".join(tail), ABLATION_MARKERS[1]])
+    for when, label in (("before", "tiny base"), ("after", f"after GRPO-D, {steps} steps")):
+        g0, gr = cell(when, "greedy")
+        s0, sr = cell(when, "sampled")
+        if when == "after":
+            g0 = f"**{g0.split(' ')[0]}** {g0.split(' ', 1)[1]}"
+        lines.append(f"| {label} | {g0} | {gr} | {s0} | {sr} |")
+    gain = df[df["mode"] == "greedy"].pivot(index="seed", columns="when", values="accuracy")
+    gain = 100 * (gain["after"] - gain["before"])
+    tail = (
+        f"Greedy gain over the base per seed: {', '.join(f'{g:+.1f}' for g in gain)} points. Generated by "
+        f"`scripts/make_reports.py --readme` from `data/results/demo/` (`{prov.get('command', '?')}` at commit "
+        f"{str(prov.get('commit', '?'))[:7]}, {prov.get('wall_seconds', 0) / 60:.0f} min on {_machine(prov)})."
+    )
+    return "\n".join([DEMO_MARKERS[0], *lines, "", tail, DEMO_MARKERS[1]])
 
 
 def replace_block(text: str, markers: tuple[str, str], block: str) -> str | None:
@@ -226,12 +286,14 @@ def replace_block(text: str, markers: tuple[str, str], block: str) -> str | None
 
 def update_blocks(files: list[Path], check: bool, changed: list[str]) -> None:
     """Rewrite both blocks wherever a file has their markers (docs/results.md must have both)."""
-    blocks = ((GRID_MARKERS, grid_block()), (ABLATION_MARKERS, ablation_block()))
+    blocks = [(GRID_MARKERS, grid_block()), (ABLATION_MARKERS, ablation_block())]
+    if (DEMO_DIR / "seeds.csv").exists():
+        blocks.append((DEMO_MARKERS, demo_block()))
     for f in files:
         text = f.read_text()
         for markers, block in blocks:
             new = replace_block(text, markers, block)
-            if new is None and f.name == "results.md":
+            if new is None and f.name == "results.md" and markers != DEMO_MARKERS:
                 raise SystemExit(f"{f} has no {markers[0]} ... {markers[1]} block")
             text = text if new is None else new
         _write(f, text, check, changed)

@@ -176,7 +176,7 @@ def _fake_study(root, names=("ablate-explore", "ablate-schedule")):
                              "train_task": "counting", "eval_task": ev, "diff": diff, "lo": lo, "hi": hi, "verdict": verdict})  # fmt: skip
         pd.DataFrame(rows).to_csv(d / "claims.csv", index=False)
         kl = [0.01, 0.02, 0.03, 0.04]
-        pd.DataFrame({"method": f"v{i}", "train_task": "counting", "seed": range(4), "kl_same": kl,
+        pd.DataFrame({"method": f"v{i}", "train_task": "counting", "seed": range(4), "kl_same": kl, "kl_cross": kl[::-1],
                       "same_task_gain": [10, 12, 11, 13], "cross_task_change": [-1, -2, -3, -4]}).to_csv(d / "mechanism.csv", index=False)  # fmt: skip
         prov = {"commit": "abcdef1234", "wall_seconds": 600, "machine": {"cpu_count": 2}, "sizes": {"seeds": [0, 1, 2], "steps": 30, "num_eval": 100}}  # fmt: skip
         (d / "provenance.json").write_text(json.dumps(prov))
@@ -189,7 +189,11 @@ def test_block_is_generated_from_the_study_files(tmp_path):
     assert block.startswith(mr.ABLATION_MARKERS[0]) and block.endswith(mr.ABLATION_MARKERS[1])
     assert "| ablate-explore | v0 | grpo_d | +4.0 [+1.0, +7.0] | holds | -1.0 [-5.0, +3.0] | not separable |" in block
     assert "| ablate-schedule | v1 | grpo_d | +5.0 [+1.0, +7.0] | holds |" in block
-    assert "Of 4 comparisons: 2 holds, 0 reversed, 0 borderline, 2 not separable" in block
+    assert "Of 4 greedy comparisons: 2 holds, 0 reversed, 0 borderline, 2 not separable" in block
+    assert "Of 4 sampled comparisons: 2 holds" in block and "pass@8" not in block  # only metrics the files hold
+    # RL's Razor both ways: KL on the trained task's prompts predicts forgetting here, on the other task's the reverse
+    assert "forgetting vs KL on the trained task's prompts (RL's Razor): r = -1.00" in block
+    assert "forgetting vs KL on the other task's prompts: r = +1.00" in block
     assert "about 0.1 `reversed` (at most 1 in 95% of studies)" in block
     assert "commit abcdef1" in block and "20 min" in block and "3 seeds x 30 steps" in block
 

@@ -40,6 +40,7 @@ ABLATION_DIR = GRID_DIR / "ablations"
 GRID_MARKERS = ("<!-- grid-results:begin -->", "<!-- grid-results:end -->")
 ABLATION_MARKERS = ("<!-- ablation-results:begin -->", "<!-- ablation-results:end -->")
 DEMO_MARKERS = ("<!-- demo-results:begin -->", "<!-- demo-results:end -->")
+KL_LAB_MARKERS = ("<!-- kl-lab-results:begin -->", "<!-- kl-lab-results:end -->")
 DEMO_DIR = GRID_DIR / "demo"
 VERDICTS = ("holds", "reversed", "borderline", "not separable")
 MODEL = (
@@ -239,6 +240,32 @@ def ablation_block(root: Path = ABLATION_DIR) -> str:
     return "\n".join([ABLATION_MARKERS[0], "\n\n".join(out), ABLATION_MARKERS[1]])
 
 
+def kl_lab_block(root: Path = ABLATION_DIR) -> str:
+    """The README's short KL-lab table: each arm minus GRPO-D on the trained task, one column per metric."""
+    claims = pd.read_csv(root / "kl-lab" / "claims.csv")
+    claims = claims[claims["eval_task"] == EVAL_OF["counting"]]
+    metrics = [m for m in METRICS if (claims["metric"] == m).any()]
+    lines = [
+        "| arm (trained on counting) | " + " | ".join(f"{m}, minus GRPO-D [95% CI]" for m in metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+    ]
+    for arm, sub in claims.groupby("better", sort=False):
+        by = sub.set_index("metric")
+        cells = [
+            f"{by.loc[m, 'diff']:+.1f} [{by.loc[m, 'lo']:+.1f}, {by.loc[m, 'hi']:+.1f}] {by.loc[m, 'verdict']}"
+            for m in metrics
+        ]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    mech = unique_runs(pd.read_csv(root / "kl-lab" / "mechanism.csv"))
+    c = kl_correlation(mech, "cross_task_change", x="kl_same")
+    tail = (
+        f"Points on counting:ood, 5 seeds, paired. RL's Razor over {len(mech)} runs: forgetting of geometry vs KL on "
+        f"the trained task's prompts r = {c['r']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}], {c['verdict']}. Generated "
+        "by `scripts/make_reports.py --readme` from `data/results/ablations/kl-lab/`."
+    )
+    return "\n".join([KL_LAB_MARKERS[0], *lines, "", tail, KL_LAB_MARKERS[1]])
+
+
 def demo_block(d: Path = DEMO_DIR) -> str:
     """The README's demo table: seed 0's figures first, then the range over every shipped seed."""
     df = pd.read_csv(d / "seeds.csv")
@@ -289,11 +316,13 @@ def update_blocks(files: list[Path], check: bool, changed: list[str]) -> None:
     blocks = [(GRID_MARKERS, grid_block()), (ABLATION_MARKERS, ablation_block())]
     if (DEMO_DIR / "seeds.csv").exists():
         blocks.append((DEMO_MARKERS, demo_block()))
+    if (ABLATION_DIR / "kl-lab" / "claims.csv").exists():
+        blocks.append((KL_LAB_MARKERS, kl_lab_block()))
     for f in files:
         text = f.read_text()
         for markers, block in blocks:
             new = replace_block(text, markers, block)
-            if new is None and f.name == "results.md" and markers != DEMO_MARKERS:
+            if new is None and f.name == "results.md" and markers not in (DEMO_MARKERS, KL_LAB_MARKERS):
                 raise SystemExit(f"{f} has no {markers[0]} ... {markers[1]} block")
             text = text if new is None else new
         _write(f, text, check, changed)

@@ -182,6 +182,10 @@ def test_docs_blocks_match_the_shipped_results():
     mr = _make_reports()
     docs = (ROOT / "docs" / "results.md").read_text()
     assert mr.grid_block() in docs and mr.ablation_block() in docs
+    readme = (ROOT / "README.md").read_text()  # the README's demo and KL-lab tables, where it has them
+    for markers, block in ((mr.DEMO_MARKERS, mr.demo_block), (mr.KL_LAB_MARKERS, mr.kl_lab_block)):
+        if markers[0] in readme:
+            assert block() in readme, f"README's {markers[0]} block is stale: run scripts/make_reports.py --readme"
 
 
 @pytest.mark.slow

@@ -4,6 +4,8 @@ on Qwen2.5-VL and Qwen3-VL."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from archs import ARCHS, build
@@ -24,6 +26,11 @@ SMALL = [
     "task.num_eval=4",
     "train.threads=1",
 ]
+
+
+VARIED = f"reward.accuracy_function={Path(__file__).resolve().parent / 'test_behaviour_identity.py'}:varied_reward"
+"""A reward the base earns about half the time whatever it answers, so a 1-2 step run of 2 prompts has
+reward spread (the converged base often answers a whole small group alike) and the update is not zero."""
 
 
 def _cfg(tmp_path, *extra):
@@ -76,7 +83,9 @@ def test_run_directory_layout(tmp_path, base_dir):
 
 @pytest.mark.slow
 def test_4bit_lora_grpo_step_on_cpu(tmp_path, base_dir):
-    cfg = _cfg(tmp_path, "train.total_steps=1", "model.load_in_4bit=true", "model.lora=true")
+    cfg = _cfg(
+        tmp_path, "train.total_steps=1", "model.load_in_4bit=true", "model.lora=true", VARIED, "grpo.temperature=1.5"
+    )
     res = train(cfg, progress=False)
     m = read_metrics(res.run_dir)
     assert len(m) == 1 and m["grad/norm"].iloc[0] > 0
@@ -85,7 +94,7 @@ def test_4bit_lora_grpo_step_on_cpu(tmp_path, base_dir):
 
 @pytest.mark.slow
 def test_num_iterations_activates_the_ratio(tmp_path, base_dir):
-    cfg = _cfg(tmp_path, "train.total_steps=2", "grpo.num_iterations=2", "train.learning_rate=0.01")
+    cfg = _cfg(tmp_path, "train.total_steps=2", "grpo.num_iterations=2", "train.learning_rate=0.01", VARIED)
     m = read_metrics(train(cfg, progress=False).run_dir)
     assert m["ratio/mean"].iloc[0] == pytest.approx(1.0, abs=1e-6)
     assert abs(m["ratio/mean"].iloc[1] - 1.0) > 1e-4  # second update on the same batch: pi_theta != pi_old

@@ -140,8 +140,8 @@ def load_cells(out: Path, keys: set[str] | None = None) -> tuple[pd.DataFrame, p
             )
         rows += cell["rows"]
         r0 = cell["rows"][0]
+        settings = {k: r0[k] for k in ARM_SETTINGS if k in r0}  # one arm per cell: the same for every eval task
         for ev, d in cell["per_prompt"].items():
-            settings = {k: r0[k] for k in ARM_SETTINGS if k in r0}
             extra = [k for k in d if k.startswith(("pass@", "maj@"))]
             per += [
                 {"method": r0["method"], "train_task": r0["train_task"], "seed": r0["seed"], "eval_task": ev,

@@ -36,8 +36,9 @@ WARMUP = {
 learning a skill flips with the last bits of the arithmetic, so each CPU built another base). Two planted,
 seeded flaws leave RL something a verifiable reward can find: a tenth of the targets are written without the
 `<think>/<answer>` tags (the format reward's lesson), and on a systematic slice of each task (`slip`) 70% of
-the targets give a slipped answer, one step too high. So the base is a stable mixture: on that slice it
-samples the right answer about 30% of the time and says the wrong one greedily, like a model with a habit."""
+the targets give a slipped answer, one step too high. So the base is a converged mixture: on that slice it
+samples the right answer about a quarter to a third of the time, and on geometry says the wrong one greedily
+(on the shifted counting images the vision tower's own errors blur the slice; docs/results.md)."""
 
 GEOMETRY_SLIPS = {"triangle_sum": 10, "exterior_angle": 10, "supplementary": 10, "square_perimeter": 4}
 """Geometry's slipped rules and their slip: one grid step too high (10 degrees; 4 for a square's perimeter)."""

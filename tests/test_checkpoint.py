@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from crafted_pickle import OpensAFile
 from safetensors.torch import load_file, save_file
 
 from othinklab import checkpoint as ckpt_io
@@ -108,17 +109,9 @@ def _checkpoint_dir(root: Path, step: int, training: dict) -> Path:
     return ckpt
 
 
-class _Marker:
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
-
-
 def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path):
     marker = tmp_path / "ran"
-    ckpt = _checkpoint_dir(tmp_path / "c", 2, {"optimizer": _Marker(marker), "scheduler": {}, "rng": {}})
+    ckpt = _checkpoint_dir(tmp_path / "c", 2, {"optimizer": OpensAFile(marker), "scheduler": {}, "rng": {}})
     _checkpoint_dir(tmp_path / "c", 1, {"optimizer": {}, "scheduler": {}, "rng": {}})
     with pytest.raises(UserError, match=r"\(io.open\).*refuses.*previous checkpoint .*step-000001"):
         ckpt_io.load_state(ckpt)

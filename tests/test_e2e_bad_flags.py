@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_errors import assert_exits_2_naming
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from property_strategies import FAST
@@ -97,13 +98,7 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_flag_or_field_exits_2_with_one_paragraph(name, tmp_path, capsys):
     make_args, needle = CASES[name]
-    args = make_args(tmp_path)
-    capsys.readouterr()
-    code = main(args)
-    err = capsys.readouterr().err
-    assert code == 2, f"{name}: exit code {code}; stderr: {err[-1500:]}"
-    assert needle in err, f"{name}: {needle!r} not in {err[-1500:]!r}"
-    assert "Traceback" not in err and len(err.strip().splitlines()) <= 3, err[-1500:]
+    assert_exits_2_naming(name, make_args(tmp_path), needle, capsys)
     made = {p.name for p in (tmp_path / "runs").rglob("*")} if (tmp_path / "runs").exists() else set()
     assert made <= {"config.yaml", ".lock"} | {p.name for p in (tmp_path / "runs").glob("*")}, made  # no step ran
 

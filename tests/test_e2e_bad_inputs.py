@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_errors import assert_exits_2_naming
+from crafted_pickle import OpensAFile
 from PIL import Image
 
 from othinklab.cli import main
@@ -138,12 +140,7 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_exits_2_with_a_named_cause(name, tmp_path, capsys):
     make_args, needle = CASES[name]
-    code = main(make_args(tmp_path))
-    err = capsys.readouterr().err
-    assert code == 2, f"{name}: exit code {code}; stderr: {err[-1500:]}"
-    assert needle in err, f"{name}: {needle!r} not in {err!r}"
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) <= 3, f"{name}: the message should be one paragraph: {err!r}"
+    assert_exits_2_naming(name, make_args(tmp_path), needle, capsys)
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -227,23 +224,13 @@ def _checkpoint(run: Path, weights: str = "lora8", training: bytes | None = None
     return ckpt
 
 
-class _OpensAFile:
-    """Unpickling this calls open(marker, "w"): a stand-in for any code a crafted checkpoint could run."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 def _crafted_pickle(tmp: Path) -> list[str]:
     import io
 
     import torch
 
     buf = io.BytesIO()
-    torch.save({"optimizer": _OpensAFile(tmp / "PWNED"), "scheduler": {}, "rng": {}}, buf)
+    torch.save({"optimizer": OpensAFile(tmp / "PWNED"), "scheduler": {}, "rng": {}}, buf)
     run, overrides = _run(tmp)
     _checkpoint(run, weights="", training=buf.getvalue())
     return ["train", "--resume", *overrides]
@@ -438,14 +425,7 @@ def test_hostile_input_exits_2_naming_it_and_loses_nothing(name, tmp_path, capsy
     work.mkdir()
     args = make_args(work)
     before = _files(work)
-    capsys.readouterr()
-    code = main(args)
-    err = capsys.readouterr().err
-    assert code == 2, f"{name}: exit code {code}; stderr: {err[-1500:]}"
-    assert needle in err, f"{name}: {needle!r} not in {err[-1500:]!r}"
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) <= 3, f"{name}: the message should be one paragraph: {err[-1500:]!r}"
-    assert len(err) < 2000, f"{name}: {len(err)} characters of error"
+    assert_exits_2_naming(name, args, needle, capsys)
     after = _files(work)
     assert {k: after.get(k) for k in before} == before, f"{name}: a file the user had was changed or removed"
     assert not (work / "PWNED").exists(), f"{name}: code in a checkpoint ran"

@@ -282,6 +282,18 @@ MAX_THREADS = 1024
 """Most torch CPU threads `train.threads` may ask for."""
 MAX_GROUP = 4096
 """Most completions per prompt, and prompts per step (a batch beyond this is a typo, not a plan)."""
+AT_LEAST = {
+    **dict.fromkeys(
+        "grpo.top_k task.num_train train.warmup_steps train.save_every train.max_nonfinite_steps".split(), 0
+    ),
+    **dict.fromkeys(
+        "grpo.prompts_per_step grpo.num_iterations grpo.max_completion_length grpo.logprob_chunk train.total_steps "
+        "train.gradient_accumulation_steps train.keep_checkpoints train.eval_prompts task.num_eval eval.num_samples "
+        "eval.max_new_tokens eval.batch_size model.lora_r model.lora_alpha sft.steps sft.batch_size".split(),
+        1,
+    ),
+}
+"""Integer fields and their least valid value (0: counts where none is meaningful; 1: sizes and steps)."""
 NULL_REFUSED = ("train.run_name", "train.output_dir", "model.name")
 """String fields where YAML `null` is a mistake, not "empty": `run_name: null` once wrote into the default run."""
 
@@ -292,51 +304,37 @@ def _validate(cfg: Config, where: str) -> None:
     def bad(key: str, value: Any, why: str) -> ConfigError:
         return ConfigError(f"{where}: {key}={show(value)} is invalid: {why}")
 
+    def get(key: str) -> Any:
+        section, name = key.split(".")
+        return getattr(getattr(cfg, section), name)
+
     for key, value, why in field_problems(cfg):
         raise bad(key, value, why)
     for key, options in CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value not in options:
-            raise bad(key, value, f"choose one of {', '.join(options)}")
+        if get(key) not in options:
+            raise bad(key, get(key), f"choose one of {', '.join(options)}")
     # Schedule parameters are range-checked where the schedules live (negative linear/cosine endpoints
     # mean "use beta_min/beta_max", so those are checked as resolved).
     kl_params = {k: v for k, v in dataclasses.asdict(cfg.kl).items() if k not in ("beta_start", "beta_end")}
     for name, value, why in param_problems(kl_params):
         raise bad(f"kl.{name}", value, why)
     checks = [
+        *((key, get(key) >= low, "must be at least 1" if low else "must be >= 0") for key, low in AT_LEAST.items()),
         ("grpo.num_generations", cfg.grpo.num_generations >= 2, "G must be at least 2"),
-        ("grpo.prompts_per_step", cfg.grpo.prompts_per_step >= 1, "must be at least 1"),
         ("grpo.epsilon", 0 < cfg.grpo.epsilon < 1, "must be in (0, 1)"),
         ("grpo.epsilon_high", cfg.grpo.epsilon_high >= 0, "must be >= 0 (0 = same as grpo.epsilon)"),
-        ("grpo.num_iterations", cfg.grpo.num_iterations >= 1, "must be at least 1"),
         ("grpo.temperature", cfg.grpo.temperature > 0, "must be > 0"),
         ("grpo.top_p", 0 < cfg.grpo.top_p <= 1, "must be in (0, 1]"),
-        ("grpo.top_k", cfg.grpo.top_k >= 0, "must be >= 0"),
-        ("grpo.max_completion_length", cfg.grpo.max_completion_length >= 1, "must be at least 1"),
-        ("grpo.logprob_chunk", cfg.grpo.logprob_chunk >= 1, "must be at least 1"),
         ("reward.format_weight", cfg.reward.format_weight >= 0, "alpha must be >= 0"),
         (
             "reward.format_weight",
             cfg.task.prompt != "direct" or cfg.reward.format_weight == 0,
             "task.prompt=direct asks for no <think> block, which the format reward would punish; set it to 0",
         ),
-        ("train.total_steps", cfg.train.total_steps >= 1, "must be at least 1"),
         ("train.learning_rate", cfg.train.learning_rate > 0, "must be > 0"),
-        ("train.warmup_steps", cfg.train.warmup_steps >= 0, "must be >= 0"),
         ("train.max_grad_norm", cfg.train.max_grad_norm >= 0, "must be >= 0 (0 = off)"),
-        ("train.gradient_accumulation_steps", cfg.train.gradient_accumulation_steps >= 1, "must be at least 1"),
-        ("train.save_every", cfg.train.save_every >= 0, "must be >= 0"),
-        ("train.keep_checkpoints", cfg.train.keep_checkpoints >= 1, "must be at least 1"),
-        ("train.max_nonfinite_steps", cfg.train.max_nonfinite_steps >= 0, "must be >= 0"),
         ("train.report_to", set(cfg.train.report_to) <= set(TRACKERS) | {"none"}, f"choose from {', '.join(TRACKERS)}"),
         ("train.eval_every", cfg.train.eval_every >= 0, "must be >= 0 (0 = off)"),
-        ("train.eval_prompts", cfg.train.eval_prompts >= 1, "must be at least 1"),
-        ("task.num_train", cfg.task.num_train >= 0, "must be >= 0"),
-        ("task.num_eval", cfg.task.num_eval >= 1, "must be at least 1"),
-        ("eval.num_samples", cfg.eval.num_samples >= 1, "must be at least 1"),
-        ("eval.max_new_tokens", cfg.eval.max_new_tokens >= 1, "must be at least 1"),
-        ("model.lora_r", cfg.model.lora_r >= 1, "must be at least 1"),
         ("model.load_in_4bit", not (cfg.model.load_in_4bit and not cfg.model.lora), "4-bit weights need lora: true"),
         (
             "model.dtype",
@@ -344,13 +342,9 @@ def _validate(cfg: Config, where: str) -> None:
             "float16 full fine-tuning would keep weights, gradients and AdamW moments in float16 (updates round "
             "to 0, moments overflow); use lora: true (adapters stay float32), or bfloat16/float32",
         ),
-        ("sft.steps", cfg.sft.steps >= 1, "must be at least 1"),
-        ("sft.batch_size", cfg.sft.batch_size >= 1, "must be at least 1"),
         ("sft.learning_rate", cfg.sft.learning_rate > 0, "must be > 0"),
         ("reward.timeout_s", cfg.reward.timeout_s > 0, "must be > 0 (seconds per reward call)"),
         ("eval.temperature", cfg.eval.temperature > 0, "must be > 0 (sampled accuracy needs a temperature)"),
-        ("eval.batch_size", cfg.eval.batch_size >= 1, "must be at least 1"),
-        ("model.lora_alpha", cfg.model.lora_alpha >= 1, "must be at least 1"),
         ("model.lora_dropout", 0 <= cfg.model.lora_dropout < 1, "must be in [0, 1)"),
         ("model.max_pixels", MIN_PIXELS <= cfg.model.max_pixels, f"must be at least {MIN_PIXELS} (one 28x28 patch)"),
         ("train.threads", 0 <= cfg.train.threads <= MAX_THREADS, f"must be in [0, {MAX_THREADS}] (0 = default)"),
@@ -361,8 +355,7 @@ def _validate(cfg: Config, where: str) -> None:
     ]
     for key, ok, why in checks:
         if not ok:
-            section, name = key.split(".")
-            raise bad(key, getattr(getattr(cfg, section), name), why)
+            raise bad(key, get(key), why)
 
 
 def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:

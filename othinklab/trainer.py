@@ -374,75 +374,61 @@ def train(
     writer = os.environ.get("RANK", "0") == "0"  # the process that writes the run directory
     what = "train --resume" if resume else "train"
     with runlock.hold(run_dir_for(cfg), what) if writer else contextlib.nullcontext():
-        return _train(cfg, resume, callbacks, progress, model_and_processor, sample_fn, loss_fn)
-
-
-def _train(
-    cfg: Config,
-    resume: bool,
-    callbacks: list[Callable[[dict[str, Any]], None]] | None,
-    progress: bool,
-    model_and_processor: tuple[Any, Any] | None,
-    sample_fn: Callable[..., Rollout],
-    loss_fn: Callable[..., tuple[torch.Tensor, dict[str, float]]],
-) -> TrainResult:
-    """`train` with the run directory locked."""
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    ddp = distributed.setup()
-    # a bad reward spec fails before any file is made
-    accuracy_fn = load_reward_function(cfg.reward.accuracy_function, timeout_s=cfg.reward.timeout_s)
-    check_installed(cfg.train.report_to)  # so does a tracker whose package is missing
-    run = _open_run_dir(cfg, resume, ddp)
-    seed_everything(cfg.train.seed)
-    model, processor = model_and_processor or load_model(cfg.model, device=distributed.model_device(ddp))
-    parts = build_parts(cfg, model, processor, ddp, sample_fn, loss_fn, accuracy_fn)
-    counters = Counters()
-    if resume:
-        counters = Counters(**ckpt_io.resume_training(run, parts, ddp.is_main))
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        ddp = distributed.setup()
+        # a bad reward spec fails before any file is made
+        accuracy_fn = load_reward_function(cfg.reward.accuracy_function, timeout_s=cfg.reward.timeout_s)
+        check_installed(cfg.train.report_to)  # so does a tracker whose package is missing
+        if ddp.is_main:  # rank 0 creates (or checks) the run directory; every rank then knows its path
+            prepare_run_dir(cfg, resume)
         ddp.barrier()
-    trackers = Trackers(cfg.train.report_to if ddp.is_main else (), run, run.name, to_dict(cfg))
-    log = RunLog(run, ddp.is_main, [*(callbacks or []), trackers.log, AllTruncatedGuard(cfg.grpo)])
-    held_out = eval_samples(cfg)[: cfg.train.eval_prompts] if cfg.train.eval_every and ddp.is_main else []
-    disable = not (progress and ddp.is_main)
-    bar = tqdm(total=cfg.train.total_steps, initial=counters.step, desc=run.name, disable=disable, dynamic_ncols=True)
-    start, clock = time.perf_counter(), Stopwatch()
-    batches: list[GenerationBatch] = []
-    try:
-        while counters.step < cfg.train.total_steps:
-            clock.start_step()
-            beta = parts.schedule(counters.step)
-            # A new generation batch every num_iterations optimizer steps (TRL's semantics).
-            if counters.step % cfg.grpo.num_iterations == 0 or not batches:
-                batches = new_generation_batches(parts, counters, clock, beta)
-            stats, logps = compute_loss(parts, batches, beta, clock)
-            outcome = optimizer_step(parts, counters, stats, clock)
-            done, every, total = counters.step + 1, cfg.train.eval_every, cfg.train.total_steps
-            evals = periodic_eval(model, processor, held_out, done, every, total, eval_settings(cfg), cfg.train.seed)
-            row = log_step(parts, log, counters.step, beta, batches, stats, outcome, clock, evals, logps)
-            parts.schedule.observe(row)  # adaptive: the measured KL; accuracy: the training accuracy
-            parts.reference.after_step(done)  # the reference becomes the policy every kl.reset_reference_every
-            counters.step += 1
-            bar.update(1)
-            bar.set_postfix(reward=f"{row['reward/total']:.2f}", beta=f"{beta:.3f}", kl=f"{row['kl/value']:.3f}")
-            _stop_if_nonfinite(cfg, counters, run)
-            _checkpoint_if_due(parts, run, counters, clock)
-    except torch.OutOfMemoryError:
-        raise TrainingError(f"step {counters.step}: " + oom_message(cfg, clock.where)) from None
-    finally:
-        bar.close()
-        log.close()
-        trackers.close()
-    model.eval()
-    return TrainResult(run, model, processor, counters.step, time.perf_counter() - start)
-
-
-def _open_run_dir(cfg: Config, resume: bool, ddp: distributed.Dist) -> Path:
-    """Rank 0 creates (or checks) the run directory; every rank then knows its path."""
-    if ddp.is_main:
-        prepare_run_dir(cfg, resume)
-    ddp.barrier()
-    return run_dir_for(cfg)
+        run = run_dir_for(cfg)
+        seed_everything(cfg.train.seed)
+        model, processor = model_and_processor or load_model(cfg.model, device=distributed.model_device(ddp))
+        parts = build_parts(cfg, model, processor, ddp, sample_fn, loss_fn, accuracy_fn)
+        counters = Counters()
+        if resume:
+            counters = Counters(**ckpt_io.resume_training(run, parts, ddp.is_main))
+            ddp.barrier()
+        trackers = Trackers(cfg.train.report_to if ddp.is_main else (), run, run.name, to_dict(cfg))
+        log = RunLog(run, ddp.is_main, [*(callbacks or []), trackers.log, AllTruncatedGuard(cfg.grpo)])
+        held_out = eval_samples(cfg)[: cfg.train.eval_prompts] if cfg.train.eval_every and ddp.is_main else []
+        disable = not (progress and ddp.is_main)
+        bar = tqdm(
+            total=cfg.train.total_steps, initial=counters.step, desc=run.name, disable=disable, dynamic_ncols=True
+        )
+        start, clock = time.perf_counter(), Stopwatch()
+        batches: list[GenerationBatch] = []
+        try:
+            while counters.step < cfg.train.total_steps:
+                clock.start_step()
+                beta = parts.schedule(counters.step)
+                # A new generation batch every num_iterations optimizer steps (TRL's semantics).
+                if counters.step % cfg.grpo.num_iterations == 0 or not batches:
+                    batches = new_generation_batches(parts, counters, clock, beta)
+                stats, logps = compute_loss(parts, batches, beta, clock)
+                outcome = optimizer_step(parts, counters, stats, clock)
+                done, every, total = counters.step + 1, cfg.train.eval_every, cfg.train.total_steps
+                evals = periodic_eval(
+                    model, processor, held_out, done, every, total, eval_settings(cfg), cfg.train.seed
+                )
+                row = log_step(parts, log, counters.step, beta, batches, stats, outcome, clock, evals, logps)
+                parts.schedule.observe(row)  # adaptive: the measured KL; accuracy: the training accuracy
+                parts.reference.after_step(done)  # the reference becomes the policy every kl.reset_reference_every
+                counters.step += 1
+                bar.update(1)
+                bar.set_postfix(reward=f"{row['reward/total']:.2f}", beta=f"{beta:.3f}", kl=f"{row['kl/value']:.3f}")
+                _stop_if_nonfinite(cfg, counters, run)
+                _checkpoint_if_due(parts, run, counters, clock)
+        except torch.OutOfMemoryError:
+            raise TrainingError(f"step {counters.step}: " + oom_message(cfg, clock.where)) from None
+        finally:
+            bar.close()
+            log.close()
+            trackers.close()
+        model.eval()
+        return TrainResult(run, model, processor, counters.step, time.perf_counter() - start)
 
 
 def _stop_if_nonfinite(cfg: Config, counters: Counters, run: Path) -> None:

@@ -64,12 +64,9 @@ def metrics_row(
 ) -> dict[str, Any]:
     """The step's `metrics.jsonl` row (every key is defined in `metrics.METRICS`), from merged summaries and
     the optimizer step's `outcome` (a `trainer.StepOutcome`: gradient norm, learning rate, finite)."""
-    rewards = torch.cat([b["rewards"] for b in batches])
-    adv = torch.cat([b["adv"] for b in batches])
-    acc = [a for b in batches for a in b["accuracy"]]
-    fmt = [f for b in batches for f in b["format"]]
-    lengths = torch.cat([b["lengths"] for b in batches]).float()
-    truncated = torch.cat([b["truncated"] for b in batches]).float()
+    m = merge(batches)  # the step's batches as one, as the ranks' are merged
+    rewards, adv, acc, fmt = m["rewards"], m["adv"], m["accuracy"], m["format"]
+    lengths, truncated = m["lengths"].float(), m["truncated"].float()
     return {
         "step": step,
         "kl/beta": beta,
@@ -78,7 +75,7 @@ def metrics_row(
         "reward/accuracy": sum(acc) / len(acc),
         "reward/format": sum(fmt) / len(fmt),
         "reward/std": rewards.view(-1, G).std(dim=1).mean().item(),
-        "reward/errors": sum(b["errors"] for b in batches),
+        "reward/errors": m["errors"],
         "advantage/abs_mean": adv.abs().mean().item(),
         "advantage/max": adv.max().item(),
         "groups/zero_spread": zero_spread_fraction(rewards, G),

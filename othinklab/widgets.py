@@ -72,13 +72,9 @@ def rescore(
     ]
     df["new_format"] = [format_fn(c) for c in df["completion"]]
     df["new_reward"] = combine(df["new_accuracy"], df["new_format"], format_weight)
-    parts = []
-    for _, g in df.groupby(["step", "group"], sort=False):
-        size = group_size or len(g)
-        parts.append(
-            pd.Series(group_advantages(g["new_reward"].to_numpy(dtype="float32"), size).numpy(), index=g.index)
-        )
-    df["new_advantage"] = pd.concat(parts).reindex(df.index) if parts else []
+    df["new_advantage"] = df.groupby(["step", "group"], sort=False)["new_reward"].transform(
+        lambda r: group_advantages(r.to_numpy(dtype="float32"), group_size or len(r)).numpy()
+    )
     return df
 
 

@@ -239,14 +239,9 @@ def score(text: Any, solution: Any, format_weight: float = 1.0) -> RewardBreakdo
     return RewardBreakdown(accuracy=acc, format=fmt, total=combine(acc, fmt, format_weight))
 
 
-def _format_reward_2(text: str, solution: str) -> float:
-    """`format_reward` with the common `(completion, solution)` signature."""
-    return format_reward(text)
-
-
 REWARD_FUNCS: dict[str, Callable[[str, str], float]] = {
     "accuracy": accuracy_reward,
-    "format": _format_reward_2,
+    "format": lambda text, solution: format_reward(text),  # the common (completion, solution) signature
 }
 """Reward functions by name, each `(completion, solution) -> float`."""
 

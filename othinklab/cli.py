@@ -78,7 +78,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         res = train(cfg, resume=args.resume, model_and_processor=_run_as_model(cfg))  # train() holds the run's lock
     finally:
-        _leave_process_group()
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
         print(f"trained {res.steps_done} steps in {res.seconds:.0f} s; run directory: {res.run_dir}")
     return 0
@@ -95,13 +98,6 @@ def _run_as_model(cfg: Any) -> tuple[Any, Any] | None:
     if not is_run_directory(cfg.model.name):
         return None
     return load_model(dataclasses.replace(cfg.model, name=str(run_as_model(cfg.model.name))))
-
-
-def _leave_process_group() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def cmd_sft(args: argparse.Namespace) -> int:

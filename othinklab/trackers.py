@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from othinklab.config import TRACKERS
 from othinklab.errors import UserError
 
 log = logging.getLogger("othinklab")
@@ -46,9 +47,6 @@ TRL_NAMES: dict[str, str] = {
     "clip/high_fraction": "clip_ratio/high_mean",
 }
 """Our metric name -> TRL GRPOTrainer's name for the same quantity (`kl/beta` as othinklab's TRL callback logs it)."""
-
-PACKAGES = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb", "mlflow": "mlflow"}
-"""Tracker -> the module that must be importable (each is an extra of the same name)."""
 
 
 def tracker_key(name: str) -> str:
@@ -76,12 +74,12 @@ def check_installed(names: tuple[str, ...] | list[str]) -> list[str]:
     """The chosen trackers (`none` dropped); a missing package is a `UserError` naming the extra to install."""
     chosen = [n for n in names if n != "none"]
     for name in chosen:
-        if name not in PACKAGES:
-            raise UserError(f"train.report_to: unknown tracker {name!r}; choose from {', '.join(PACKAGES)}")
-        if importlib.util.find_spec(PACKAGES[name]) is None:
+        if name not in TRACKERS:
+            raise UserError(f"train.report_to: unknown tracker {name!r}; choose from {', '.join(TRACKERS)}")
+        if importlib.util.find_spec(name) is None:  # each tracker's package and extra share its name
             raise UserError(
-                f"train.report_to includes {name!r} but the {PACKAGES[name]} package is not installed; install it "
-                f"with `pip install 'othinklab[{name}]'` (or `pip install {PACKAGES[name]}`), or drop it from "
+                f"train.report_to includes {name!r} but the {name} package is not installed; install it "
+                f"with `pip install 'othinklab[{name}]'` (or `pip install {name}`), or drop it from "
                 "train.report_to"
             )
     return chosen

@@ -66,8 +66,8 @@ def test_base_is_the_designed_mixture(base, task):
 @pytest.mark.parametrize("task", ["counting", "geometry"])
 def test_grpo_d_learns_each_task_from_the_base(base_dir, task, tmp_path):
     """40 GRPO-D steps at the shipped settings, two seeds: the slipped slice's sampled accuracy rises on
-    average (geometry by at least 10 points; counting by at least 3: +6.4 measured on the shipped build, where
-    the shifted images blur the slice), and overall sampled accuracy does not fall."""
+    average (geometry by at least 10 points, +24.1 measured on the shipped build; counting by at least 3,
+    +4.9 measured: in 40 steps counting mostly learns the format), and overall sampled accuracy does not fall."""
     from othinklab.config import load_config
     from othinklab.models import load_model
     from othinklab.rng import seed_everything

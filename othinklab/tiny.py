@@ -35,10 +35,10 @@ IMAGE_SIZE = 112
 VOCAB_SIZE = 640
 """The BPE trainer's upper bound on the vocabulary, special tokens included; the tasks' small corpus
 stops it at 492 tokens, the size the model's embedding is built with."""
-BUILD_VERSION = "v3"
+BUILD_VERSION = "v4"
 """Bump when the build recipe changes, so stale caches are never loaded (v2: the base is warmed up
 through the shared-prompt, recomputing log-prob path; v3: the converged warm-up with planted slips, see
-`othinklab.warmup`)."""
+`othinklab.warmup`; v4: counting's slip is two, not one)."""
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",

@@ -36,19 +36,22 @@ WARMUP = {
 learning a skill flips with the last bits of the arithmetic, so each CPU built another base). Two planted,
 seeded flaws leave RL something a verifiable reward can find: a tenth of the targets are written without the
 `<think>/<answer>` tags (the format reward's lesson), and on a systematic slice of each task (`slip`) 70% of
-the targets give a slipped answer, one step too high. So the base is a converged mixture: on that slice it
-samples the right answer about a quarter to a third of the time, and on geometry says the wrong one greedily
-(on the shifted counting images the vision tower's own errors blur the slice; docs/results.md)."""
+the targets give a slipped answer, too high. So the base is a converged mixture: on that slice it samples the
+right answer about a fifth to a third of the time and says the wrong one greedily (docs/results.md)."""
 
+COUNTING_SLIP = 2
+"""Counting's slip on sets of five or more: two too many. One too many (base v3) hid behind the tiny vision
+tower's own miscounts of large, shifted sets (greedy right on the slice by accident, and differently on each
+CPU's build); two stays visible through them (docs/results.md)."""
 GEOMETRY_SLIPS = {"triangle_sum": 10, "exterior_angle": 10, "supplementary": 10, "square_perimeter": 4}
 """Geometry's slipped rules and their slip: one grid step too high (10 degrees; 4 for a square's perimeter)."""
 
 
 def slip(sample: Sample) -> int:
     """How far too high the warm-up's slipped answer to `sample` is; 0 outside the slipped slice (counting:
-    sets of five or more, overcounted by one; geometry: `GEOMETRY_SLIPS`)."""
+    sets of five or more, overcounted by `COUNTING_SLIP`; geometry: `GEOMETRY_SLIPS`)."""
     if sample.task == "counting":
-        return int(int(sample.answer) >= 5)
+        return COUNTING_SLIP if int(sample.answer) >= 5 else 0
     if sample.task == "geometry":
         return GEOMETRY_SLIPS.get(sample.meta.get("rule", ""), 0)
     return 0
@@ -59,7 +62,7 @@ def _draw(seed: int, sample: Sample, salt: str) -> float:
 
 
 def warmup_target(sample: Sample, seed: int = SEED) -> str:
-    """The sample's warm-up target: its own target, except for the seeded slips (answer one step too high,
+    """The sample's warm-up target: its own target, except for the seeded slips (answer too high by `slip`,
     the reasoning's last number with it) and the untagged fraction (plain prose, no tags)."""
     reasoning, answer = sample.reasoning, sample.answer
     step = slip(sample)

@@ -51,16 +51,14 @@ def base(base_dir):
 @pytest.mark.parametrize("task", ["counting", "geometry"])
 def test_base_is_the_designed_mixture(base, task):
     """Measured on two builds whose bytes differ (2 and 1 threads): sampled accuracy on the slipped slice
-    0.32 / 0.22 (counting), 0.22 / 0.25 (geometry), off it 0.55 / 0.58 and 0.76 / 0.79; sampled format 0.87-0.88
-    and 0.84. Counting's *greedy* answers on the slipped slice are not pinned down (0.52 vs 0.24 on the two
-    builds: the shifted images move the vision tower's counts more than the slip does), so only geometry's are
-    checked."""
+    0.17 / 0.16 (counting), 0.19 / 0.26 (geometry), off it 0.62 / 0.67 and 0.69 / 0.81; greedy on the slice
+    0.21 / 0.05 and 0.21 / 0.25, off it 0.86 / 0.86 and 0.89 / 1.00; sampled format 0.83-0.88."""
     s = _scores(*base, _val(task))
     # The slipped slice: right in a learnable share of samples, well below the rest of the task.
     assert 0.1 <= s["sampled_slipped"] <= 0.45, s
     assert s["sampled_clean"] >= s["sampled_slipped"] + 0.15, s
-    if task == "geometry":  # wrong under greedy decoding on the slice, competent off it
-        assert s["greedy_slipped"] <= 0.45 and s["greedy_clean"] >= 0.85, s
+    # Wrong under greedy decoding on the slice, competent off it.
+    assert s["greedy_slipped"] <= 0.45 and s["greedy_clean"] >= 0.8, s
     # Untagged answers: the format is imperfect when sampling, never under greedy decoding.
     assert 0.7 <= s["sampled_format"] <= 0.97 and s["greedy_format"] >= 0.95, s
 
@@ -68,8 +66,8 @@ def test_base_is_the_designed_mixture(base, task):
 @pytest.mark.parametrize("task", ["counting", "geometry"])
 def test_grpo_d_learns_each_task_from_the_base(base_dir, task, tmp_path):
     """40 GRPO-D steps at the shipped settings, two seeds: the slipped slice's sampled accuracy rises on
-    average (geometry by at least 10 points; counting by at least 3: +6.4 measured on the shipped build, where
-    the shifted images blur the slice), and overall sampled accuracy does not fall."""
+    average (geometry by at least 10 points, +24.1 measured on the shipped build; counting by at least 3,
+    +4.9 measured: in 40 steps counting mostly learns the format), and overall sampled accuracy does not fall."""
     from othinklab.config import load_config
     from othinklab.models import load_model
     from othinklab.rng import seed_everything

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from othinklab.rewards import extract_answer, format_reward
 from othinklab.tasks import make_task
-from othinklab.warmup import WARMUP, slip, warmup_target
+from othinklab.warmup import COUNTING_SLIP, WARMUP, slip, warmup_target
 
 
 def _targets(task: str, n: int = 600):
     return [(s, warmup_target(s)) for s in make_task(task).samples(n, seed=5)]
 
 
-def test_slips_sit_on_the_slice_only_and_move_the_answer_one_step_up():
+def test_slips_sit_on_the_slice_only_and_move_the_answer_up_by_the_slip():
     for task in ("counting", "geometry"):
         pairs = _targets(task)
         on = [(s, t) for s, t in pairs if slip(s)]
@@ -37,6 +37,6 @@ def test_a_tenth_of_the_targets_are_untagged():
 
 def test_the_slice_is_counting_five_or_more_and_four_geometry_rules():
     counts = {int(s.answer): slip(s) for s in make_task("counting").samples(400, seed=1)}
-    assert all(v == (k >= 5) for k, v in counts.items())
+    assert all(v == (COUNTING_SLIP if k >= 5 else 0) for k, v in counts.items())
     rules = {s.meta["rule"]: slip(s) for s in make_task("geometry").samples(400, seed=1)}
     assert sum(bool(v) for v in rules.values()) == 4 and rules["vertical"] == 0

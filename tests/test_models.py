@@ -145,3 +145,24 @@ def test_4bit_lora_leaves_the_vision_tower_alone(arch, tmp_path):
     assert len(quantised) == layers * len(LORA_TARGETS) and not any("visual" in n for n in quantised)
     adapted = [n for n, p in model.named_parameters() if p.requires_grad]
     assert adapted and not any("visual" in n for n in adapted)
+
+
+def test_a_first_use_build_leaves_the_seeded_rngs_as_a_cached_load_does(tmp_path, monkeypatch):
+    """A fresh machine builds `tiny-init` inside the first run; that build must not move the global RNGs, or
+    the first seeded run (LoRA init, sampling) differs from every later one with the same seed."""
+    import random
+
+    import numpy as np
+
+    from othinklab.rng import seed_everything
+
+    monkeypatch.setenv("OTHINKLAB_HOME", str(tmp_path))
+
+    def draws() -> tuple:
+        seed_everything(7)
+        load_model("tiny-init", lora=True, lora_r=4)
+        return torch.rand(4).tolist(), float(np.random.rand()), random.random()
+
+    first = draws()  # builds the cache
+    assert (tmp_path / tiny.untrained_dir().name / "othinklab.json").exists()
+    assert draws() == first  # loads it

@@ -189,7 +189,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from othinklab.demo import run_demo
 
-    run_demo(seed=args.seed, steps=args.steps, output_dir=args.output_dir, num_eval=args.num_eval)
+    run_demo(seed=args.seed, steps=args.steps, output_dir=args.output_dir, num_eval=args.num_eval, task=args.task)
     return 0
 
 
@@ -200,8 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="show third-party warnings and notices")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="build the tiny base, train GRPO-D on counting, show before/after")
+    d = sub.add_parser("demo", help="build the tiny base, train GRPO-D on a task, show before/after")
     d.add_argument("--seed", type=_int_at_least(0, 2**32 - 1), default=0)
+    d.add_argument("--task", choices=("counting", "geometry"), default="counting", help="task GRPO-D trains on")
     d.add_argument("--steps", type=_int_at_least(1), default=None, help="optimizer steps (default: the demo's 120)")
     d.add_argument("--num-eval", type=_int_at_least(1), default=None, help="held-out prompts evaluated")
     d.add_argument("--output-dir", type=_out_dir_arg, default="runs")

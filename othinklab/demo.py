@@ -1,4 +1,4 @@
-"""`make demo` / `othinklab demo`: the tiny base (a model organism), GRPO-D on counting, before vs after.
+"""`make demo` / `othinklab demo`: the tiny base (a model organism), GRPO-D on counting (or `--task geometry`), before vs after.
 
 Why: a newcomer's first minutes should show the paper's loop working end to end on a CPU — a base that
 is right sometimes, GRPO-D raising its reward and accuracy on held-out (shifted, SuperCLEVR-like)
@@ -14,12 +14,11 @@ from typing import Any
 
 import torch
 
+DEMO_TASKS = ("counting", "geometry")
+"""Tasks the demo trains on; the other one is evaluated too (cross-task)."""
 DEMO_OVERRIDES = [
     "model.name=tiny",
-    "task.name=counting",
     "kl.schedule=grpo_d",
-    "kl.beta_min=0.04",
-    "kl.beta_max=0.1",
     "train.total_steps=120",
     "train.learning_rate=1e-3",
     "grpo.num_generations=8",
@@ -28,8 +27,20 @@ DEMO_OVERRIDES = [
     "task.num_eval=200",
     "train.save_every=40",
 ]
-"""The demo's settings (same as configs/counting_grpo_d.yaml): the paper's counting GRPO-D schedule
-0.07 -> 0.04 -> 0.1 with LoRA at lr 1e-3, 8 prompts x G = 8 per step, 120 steps."""
+"""The demo's settings, shared by both tasks (as in configs/{counting,geometry}_grpo_d.yaml): LoRA at lr 1e-3
+(chosen on the validation split), 8 prompts x G = 8 per step, 120 steps."""
+DEMO_SCHEDULES = {
+    "counting": ["kl.beta_min=0.04", "kl.beta_max=0.1"],
+    "geometry": ["kl.beta_min=0.0", "kl.beta_max=0.02"],
+}
+"""The paper's GRPO-D range per task (Eq. 3): counting 0.07 -> 0.04 -> 0.1, geometry 0.01 -> 0 -> 0.02."""
+
+
+def demo_overrides(task: str) -> list[str]:
+    """The demo's overrides for `task` (one of `DEMO_TASKS`)."""
+    if task not in DEMO_SCHEDULES:
+        raise ValueError(f"demo task {task!r}: must be one of {', '.join(DEMO_TASKS)}")
+    return [*DEMO_OVERRIDES, f"task.name={task}", *DEMO_SCHEDULES[task]]
 
 
 def _fresh_name(output_dir: str, base: str) -> str:
@@ -42,7 +53,11 @@ def _fresh_name(output_dir: str, base: str) -> str:
 
 
 def run_demo(
-    seed: int = 0, steps: int | None = None, output_dir: str = "runs", num_eval: int | None = None
+    seed: int = 0,
+    steps: int | None = None,
+    output_dir: str = "runs",
+    num_eval: int | None = None,
+    task: str = "counting",
 ) -> dict[str, Any]:
     """Build or load the base, evaluate, train GRPO-D, evaluate again; print and return the figures."""
     from othinklab import warmup
@@ -58,12 +73,12 @@ def run_demo(
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     t_all = time.perf_counter()
-    overrides = list(DEMO_OVERRIDES) + [f"train.seed={seed}", f"train.output_dir={output_dir}"]
+    overrides = demo_overrides(task) + [f"train.seed={seed}", f"train.output_dir={output_dir}"]
     if steps is not None:
         overrides.append(f"train.total_steps={steps}")
     if num_eval is not None:
         overrides.append(f"task.num_eval={num_eval}")
-    overrides.append(f"train.run_name={_fresh_name(output_dir, f'demo-counting-grpo_d-seed{seed}')}")
+    overrides.append(f"train.run_name={_fresh_name(output_dir, f'demo-{task}-grpo_d-seed{seed}')}")
     cfg = load_config(None, overrides)
 
     print("1/4 the tiny base (built once from a seed, then cached) ...", flush=True)
@@ -76,14 +91,16 @@ def run_demo(
     model, processor = load_model(cfg.model)
     samples = eval_samples(cfg)
     ev = dict(**eval_settings(cfg), seed=seed)
+    split, other = f"{task}:{EVAL_SPLITS[task]}", next(t for t in DEMO_TASKS if t != task)
 
     print(
-        f"2/4 evaluating the base on {len(samples)} held-out counting:ood prompts (and geometry:test) ...", flush=True
+        f"2/4 evaluating the base on {len(samples)} held-out {split} prompts (and {other}:{EVAL_SPLITS[other]}) ...",
+        flush=True,
     )
     records = evaluate_tasks(model, processor, samples, **ev)
     before = summary_table(records)
-    geo = make_task("geometry").samples(len(samples), split=EVAL_SPLITS["geometry"], seed=EVAL_SEED + seed)
-    geo_table = summary_table(evaluate_tasks(model, processor, geo, **ev))
+    cross = make_task(other).samples(len(samples), split=EVAL_SPLITS[other], seed=EVAL_SEED + seed)
+    cross_table = summary_table(evaluate_tasks(model, processor, cross, **ev))
     print("    the base answering held-out prompts (greedy), with its rewards:")
     for _, rec in records[records["mode"] == "greedy"].head(3).iterrows():
         question = next(s.problem for s in samples if s.id == rec["id"])
@@ -91,10 +108,10 @@ def run_demo(
             f"    Q: {question}  (answer {rec['answer']})\n    A: {rec['completion']!r}\n"
             f"       accuracy {rec['accuracy']:.0f}  format {rec['format']:.0f}  reward {rec['reward']:.0f}"
         )
-    print("    base on geometry:test:")
-    print("\n".join(format_summary(geo_table)))
+    print(f"    base on {other}:{EVAL_SPLITS[other]}:")
+    print("\n".join(format_summary(cross_table)))
     print(
-        f"3/4 GRPO-D on counting: {cfg.train.total_steps} steps x {cfg.grpo.prompts_per_step} prompts x G={cfg.grpo.num_generations} ...",
+        f"3/4 GRPO-D on {task}: {cfg.train.total_steps} steps x {cfg.grpo.prompts_per_step} prompts x G={cfg.grpo.num_generations} ...",
         flush=True,
     )
     res = train(cfg, model_and_processor=(model, processor))
@@ -108,7 +125,7 @@ def run_demo(
     step_s = float(metrics["time/step_s"].iloc[1:].median()) if len(metrics) > 1 else float("nan")
     lines = [
         "",
-        f"held-out counting:ood, n={len(samples)} prompts (sampled: {cfg.eval.num_samples} per prompt at T={cfg.eval.temperature:g}); 95% intervals",
+        f"held-out {split}, n={len(samples)} prompts (sampled: {cfg.eval.num_samples} per prompt at T={cfg.eval.temperature:g}); 95% intervals",
         *format_summary(before, "before"),
         *format_summary(after, "after"),
         "",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from othinklab.demo import DEMO_OVERRIDES, run_demo
+from othinklab.demo import demo_overrides, run_demo
 from othinklab.provenance import git_state, write_provenance
 
 OUT = Path(__file__).resolve().parent.parent / "data" / "results" / "demo"
@@ -28,12 +28,13 @@ OUT = Path(__file__).resolve().parent.parent / "data" / "results" / "demo"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--task", choices=("counting", "geometry"), default="counting")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     git, start, rows = git_state(), time.perf_counter(), []
     with tempfile.TemporaryDirectory() as runs:
         for seed in args.seeds:
-            res = run_demo(seed=seed, output_dir=runs)
+            res = run_demo(seed=seed, output_dir=runs, task=args.task)
             for when in ("before", "after"):
                 for _, r in res[when].iterrows():
                     rows.append({"seed": seed, "when": when, "mode": r["mode"], "n": r["n"], "accuracy": r["accuracy"],
@@ -42,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(args.out / "seeds.csv", index=False, float_format="%.4f")
     command = "python scripts/demo_seeds.py " + shlex.join(sys.argv[1:])
-    steps = int(next(o for o in DEMO_OVERRIDES if o.startswith("train.total_steps=")).split("=")[1])
-    extra = {"seeds": args.seeds, "steps": steps}
+    steps = int(next(o for o in demo_overrides(args.task) if o.startswith("train.total_steps=")).split("=")[1])
+    extra = {"seeds": args.seeds, "steps": steps, "task": args.task}
     write_provenance(args.out / "provenance.json", command.strip(), time.perf_counter() - start, extra, git=git)
     print(f"wrote {args.out / 'seeds.csv'}")
     return 0

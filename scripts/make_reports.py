@@ -33,6 +33,7 @@ from othinklab.grid_report import (
 )
 from othinklab.mechanism import kl_correlation, unique_runs
 from othinklab.stats import BORDERLINE_POINTS
+from othinklab.tasks import EVAL_SPLITS
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID_DIR = ROOT / "data" / "results"
@@ -281,8 +282,10 @@ def demo_block(d: Path = DEMO_DIR) -> str:
         return first, f"{acc.mean():.3f} ({acc.min():.3f}-{acc.max():.3f}, sd {acc.std(ddof=1):.3f})"
 
     steps = prov.get("steps", 120)
+    task = prov.get("task", "counting")
+    split = f"{task}:{EVAL_SPLITS[task]}"
     lines = [
-        f"| held-out counting:ood, n = {n} | greedy, seed {seeds[0]} [95% CI] | greedy, seeds "
+        f"| held-out {split}, n = {n} | greedy, seed {seeds[0]} [95% CI] | greedy, seeds "
         f"{seeds[0]}-{seeds[-1]}: mean (range, sd) | sampled (4/prompt, T=1), seed {seeds[0]} [95% CI] | sampled, "
         f"seeds {seeds[0]}-{seeds[-1]}: mean (range, sd) |",
         "|---|---|---|---|---|",

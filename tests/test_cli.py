@@ -49,6 +49,12 @@ def test_demo_end_to_end_short(tmp_path, base_dir):
     # a second demo never overwrites the first
     res2 = _run("demo", "--steps", "1", "--num-eval", "4", "--output-dir", str(tmp_path / "runs"))
     assert res2.returncode == 0 and (tmp_path / "runs" / "demo-counting-grpo_d-seed0-2").is_dir()
+    # the other task: its own run, its own eval split, the paper's geometry schedule
+    res3 = _run("demo", "--task", "geometry", "--steps", "1", "--num-eval", "4", "--output-dir", str(tmp_path / "runs"))
+    assert res3.returncode == 0, res3.stderr[-2000:]
+    assert "held-out geometry:test, n=4 prompts" in res3.stdout and "base on counting:ood" in res3.stdout
+    geo_cfg = (tmp_path / "runs" / "demo-geometry-grpo_d-seed0" / "config.yaml").read_text()
+    assert "name: geometry" in geo_cfg and "beta_max: 0.02" in geo_cfg
     # the trained run evaluates from its latest checkpoint, on another task too
     ev = _run("eval", "--run", str(run), "--task", "geometry:test", "--n", "4", "--samples", "1")
     assert ev.returncode == 0, ev.stderr[-2000:]

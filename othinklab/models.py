@@ -53,21 +53,14 @@ def _processor_for(path: str | Path, max_pixels: int | None = None) -> Any:
 
 
 def _resolve(name_or_path: str) -> str:
-    """The tiny names map to their cache directories (built on first use); others pass through.
-
-    A first-use build draws from the global RNGs; their state is restored after it, so a seeded run on a
-    fresh machine (which builds) draws the same LoRA init and samples as every later run (which loads)."""
+    """The tiny names map to their cache directories (built on first use); others pass through."""
     from othinklab import tiny, warmup
-    from othinklab.rng import rng_state, set_rng_state
 
-    build = {"tiny": warmup.ensure_base, "tiny-init": tiny.ensure_untrained}.get(name_or_path)
-    if build is None:
-        return name_or_path  # a run directory as a model is resolved above this loader (`cli`, `export.run_as_model`)
-    state = rng_state()
-    try:
-        return str(build())
-    finally:
-        set_rng_state(state)
+    if name_or_path == "tiny":
+        return str(warmup.ensure_base())
+    if name_or_path == "tiny-init":
+        return str(tiny.ensure_untrained())
+    return name_or_path  # a run directory as a model is resolved above this loader (`cli`, `export.run_as_model`)
 
 
 def load_model(

@@ -8,6 +8,8 @@ capture means a new RNG is added to both at once.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -49,3 +51,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run a block that seeds or draws from the global RNGs (a cache build) without moving the caller's:
+    a seeded run that builds the tiny model on a fresh machine then draws what a run that loads it draws."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from othinklab.bounds import new_dir_mode
-from othinklab.rng import seed_everything
+from othinklab.rng import preserved_rng, seed_everything
 
 SEED = 0
 """Seed of the tiny model's tokenizer corpus and weights; the cache key includes it."""
@@ -305,10 +305,12 @@ def untrained_dir(seed: int = SEED) -> Path:
 
 
 def ensure_untrained(seed: int = SEED) -> Path:
-    """Build (once) and cache the untrained tiny model; returns its directory."""
+    """Build (once) and cache the untrained tiny model; returns its directory. The build leaves the caller's
+    RNGs as they were, so a seeded run draws the same whether it builds or loads."""
     path = untrained_dir(seed)
     if not (path / "othinklab.json").exists():
-        model, processor = build_untrained(seed)
+        with preserved_rng():
+            model, processor = build_untrained(seed)
         save_pretrained(model, processor, path, extra={"kind": "tiny-init", "seed": seed, "version": BUILD_VERSION})
     return path
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from othinklab.rng import seed_everything
+from othinklab.rng import preserved_rng, seed_everything
 from othinklab.sft import mixed_stream, train_sft
 from othinklab.tasks import make_task
 from othinklab.tasks.base import Sample
@@ -115,7 +115,8 @@ def build_base(seed: int = SEED, progress: bool = True) -> Path:
 
 
 def ensure_base(seed: int = SEED, force: bool = False, progress: bool = True) -> Path:
-    """The cached base's directory, building it first if it is missing (or `force`)."""
+    """The cached base's directory, building it first if it is missing (or `force`). The build leaves the
+    caller's RNGs as they were, so a seeded run draws the same whether it builds or loads."""
     from filelock import FileLock
 
     path = base_dir(seed)
@@ -126,5 +127,6 @@ def ensure_base(seed: int = SEED, force: bool = False, progress: bool = True) ->
     # spending minutes of CPU on an identical copy.
     with FileLock(str(path) + ".lock"):
         if force or not (path / "othinklab.json").exists():
-            build_base(seed, progress=progress)
+            with preserved_rng():
+                build_base(seed, progress=progress)
     return path

@@ -195,6 +195,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from othinklab.budget import DEVICES  # no torch: the parser stays quick to build
+    from othinklab.demo import DEMO_TASKS
 
     p = _Parser(prog="othinklab", description="GRPO with dynamic KL (GRPO-D) for vision-language models.")
     p.add_argument("--verbose", action="store_true", help="show third-party warnings and notices")
@@ -202,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="build the tiny base, train GRPO-D on a task, show before/after")
     d.add_argument("--seed", type=_int_at_least(0, 2**32 - 1), default=0)
-    d.add_argument("--task", choices=("counting", "geometry"), default="counting", help="task GRPO-D trains on")
+    d.add_argument("--task", choices=DEMO_TASKS, default="counting", help="task GRPO-D trains on")
     d.add_argument("--steps", type=_int_at_least(1), default=None, help="optimizer steps (default: the demo's 120)")
     d.add_argument("--num-eval", type=_int_at_least(1), default=None, help="held-out prompts evaluated")
     d.add_argument("--output-dir", type=_out_dir_arg, default="runs")

@@ -12,13 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 DEMO_TASKS = ("counting", "geometry")
-"""Tasks the demo trains on; the other one is evaluated too (cross-task)."""
+"""Tasks the demo trains on; the other one is evaluated too (cross-task). Importable without torch (the CLI's parser)."""
 DEMO_OVERRIDES = [
     "model.name=tiny",
-    "kl.schedule=grpo_d",
     "train.total_steps=120",
     "train.learning_rate=1e-3",
     "grpo.num_generations=8",
@@ -29,18 +26,17 @@ DEMO_OVERRIDES = [
 ]
 """The demo's settings, shared by both tasks (as in configs/{counting,geometry}_grpo_d.yaml): LoRA at lr 1e-3
 (chosen on the validation split), 8 prompts x G = 8 per step, 120 steps."""
-DEMO_SCHEDULES = {
-    "counting": ["kl.beta_min=0.04", "kl.beta_max=0.1"],
-    "geometry": ["kl.beta_min=0.0", "kl.beta_max=0.02"],
-}
-"""The paper's GRPO-D range per task (Eq. 3): counting 0.07 -> 0.04 -> 0.1, geometry 0.01 -> 0 -> 0.02."""
 
 
 def demo_overrides(task: str) -> list[str]:
-    """The demo's overrides for `task` (one of `DEMO_TASKS`)."""
-    if task not in DEMO_SCHEDULES:
+    """The demo's overrides for `task` (one of `DEMO_TASKS`), with the grid's `grpo_d` method's GRPO-D range
+    for it (the paper's Eq. 3 per task: counting 0.07 -> 0.04 -> 0.1, geometry 0.01 -> 0 -> 0.02)."""
+    from othinklab.grid import PAPER_METHODS
+
+    if task not in DEMO_TASKS:
         raise ValueError(f"demo task {task!r}: must be one of {', '.join(DEMO_TASKS)}")
-    return [*DEMO_OVERRIDES, f"task.name={task}", *DEMO_SCHEDULES[task]]
+    grpo_d = next(m for m in PAPER_METHODS if m.name == "grpo_d")
+    return [*DEMO_OVERRIDES, f"task.name={task}", *grpo_d.overrides_for(task)]
 
 
 def _fresh_name(output_dir: str, base: str) -> str:
@@ -60,6 +56,8 @@ def run_demo(
     task: str = "counting",
 ) -> dict[str, Any]:
     """Build or load the base, evaluate, train GRPO-D, evaluate again; print and return the figures."""
+    import torch
+
     from othinklab import warmup
     from othinklab.config import load_config
     from othinklab.evaluate import evaluate_tasks, format_summary, summary_table

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from othinklab.demo import demo_overrides, run_demo
+from othinklab.demo import DEMO_TASKS, demo_overrides, run_demo
 from othinklab.provenance import git_state, write_provenance
 
 OUT = Path(__file__).resolve().parent.parent / "data" / "results" / "demo"
@@ -28,7 +28,7 @@ OUT = Path(__file__).resolve().parent.parent / "data" / "results" / "demo"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--task", choices=("counting", "geometry"), default="counting")
+    parser.add_argument("--task", choices=DEMO_TASKS, default="counting")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     git, start, rows = git_state(), time.perf_counter(), []

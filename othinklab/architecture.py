@@ -1,9 +1,8 @@
 """The shape numbers of a Qwen2-VL / Qwen2.5-VL / Qwen3-VL model, read from its config without loading weights.
 
 Why: the memory and time model (`othinklab.budget`) needs layer sizes, not a model. They come from the
-model's `config.json`: the cached tiny model's, a local directory's, or the local Hugging Face cache's
-for a hub id; nothing is downloaded. Qwen/Qwen2-VL-2B-Instruct's architecture ships here
-(`KNOWN_CONFIGS`) so its estimate works before the checkpoint was ever fetched.
+`config.json` of the cached tiny model, a local directory or, for a hub id, the local Hugging Face cache
+(nothing is downloaded); Qwen/Qwen2-VL-2B-Instruct's ships here (`KNOWN_CONFIGS`) for use before any download.
 """
 
 from __future__ import annotations

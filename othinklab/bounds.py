@@ -35,11 +35,7 @@ MAX_INT = 2**53
 
 
 class YamlTooComplex(ConfigError):
-    """A YAML document over the alias or nesting limit."""
-
-
-class DuplicateKey(YamlTooComplex):
-    """A YAML mapping that names one key twice."""
+    """A YAML document over the alias or nesting limit, or with a key written twice in one mapping."""
 
 
 class BoundedLoader(yaml.SafeLoader):
@@ -80,7 +76,7 @@ class BoundedLoader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node)
             if key in seen:
-                raise DuplicateKey(
+                raise YamlTooComplex(
                     f"key {show(key)} appears twice in one mapping (lines {seen[key]} and "
                     f"{key_node.start_mark.line + 1}); YAML would keep only the last. Merge them into one"
                 )
@@ -210,7 +206,7 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "config.yaml"
     what = f"run config {show(str(path))}"
     try:
-        text = path.read_bytes()[:1_000_001].decode("utf-8")
+        text = path.read_bytes()[: MAX_YAML_BYTES + 1].decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{what} is missing; is {show(str(run_dir))} a run directory?") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -231,10 +227,9 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
 
 
 def new_dir_mode() -> int:
-    """The mode a new directory gets under the current umask, read without setting it (threads share it).
-
-    Why: `tempfile.mkdtemp` makes 0700 directories; an export or cache built in one and renamed into
-    place must end up as `mkdir` would have made it."""
+    """The mode a new directory gets under the current umask, read without setting it (threads share it):
+    an export or cache built in a `tempfile.mkdtemp` (0700) directory and renamed into place must end up as
+    `mkdir` would have made it."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
             line = next(x for x in fh if x.startswith("Umask:"))

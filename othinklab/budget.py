@@ -1,8 +1,8 @@
 """Memory and time of a GRPO step, estimated from the config before anything is loaded.
 
-Why: on a 16 GB GPU the question "will this fit, and how long will 200 steps take?" should have an
-answer before a model is downloaded or a run dies of out-of-memory at step 1. The model counts what the
-trainer actually holds, phase by phase (sampling, reference pass, policy forward+backward):
+Why: "will this fit on a 16 GB GPU, and how long will 200 steps take?" deserves an answer before a model is
+downloaded or a run dies of out-of-memory at step 1. The model counts what the trainer holds, phase by phase
+(sampling, reference pass, policy forward+backward):
 
 - weights: 4-bit NF4 text projections (0.516 bytes/parameter with double quantisation); everything else
   (embeddings, norms, vision tower) in `model.dtype` (othinklab does not let peft upcast it to float32);
@@ -13,14 +13,13 @@ trainer actually holds, phase by phase (sampling, reference pass, policy forward
   float32 under 4-bit, for the same reason), all layers or, under gradient checkpointing, each layer's
   input plus one layer recomputed; the KV cache of G completions; chunked full-vocabulary float32 logits.
 
-On CPU the number that matters is the process's peak RSS: `cpu_rss_gib` adds what the allocated bytes
-do not see (the Python/torch/transformers runtime, a model load's transient copy of the largest shard,
-allocator slack), calibrated on `make real-check`'s three architectures.
+On CPU what matters is the peak RSS: `cpu_rss_gib` adds what allocated bytes miss (the Python/torch/
+transformers runtime, a model load's transient copy of the largest shard, allocator slack), calibrated on
+`make real-check`'s three architectures.
 
-Simplified: attention is assumed memory-efficient (no sequence x sequence score matrix), allocator
-fragmentation and the CUDA context are one stated allowance (`overhead_gib`), and step time is a roofline
-(FLOPs / (peak x efficiency), and the bytes a decode step reads / bandwidth) with assumed efficiencies;
-`make gpu-check` prints estimate next to measurement so the assumptions can be corrected.
+Simplified: attention is assumed memory-efficient (no sequence x sequence scores), fragmentation and the
+CUDA context are one allowance (`overhead_gib`), and step time is a roofline (FLOPs / (peak x efficiency),
+and a decode step's bytes read / bandwidth) with assumed efficiencies, which `make gpu-check` measures.
 """
 
 from __future__ import annotations
@@ -164,9 +163,7 @@ class Estimate:
         # A decode step reads every text weight (4-bit ones dequantised: read 4-bit, write and read half).
         read = a.text_linear_params * (NF4_BYTES + 2 * cb if self.hold.load_in_4bit else cb)
         read += a.vocab_size * a.hidden_size * eb
-        kv = (
-            w.rows * (w.prompt_tokens(a) + T / 2) * a.num_layers * 2 * a.num_kv_heads * a.head_dim * self.hold.act_bytes
-        )
+        kv = w.rows * (w.prompt_tokens(a) + T / 2) * a.num_layers * 2 * a.num_kv_heads * a.head_dim * cb
         per_token = max(self.flops["decode"] / T / peak, (read + kv) / device.bandwidth)
         decode = T * (per_token + EFFICIENCY["decode_overhead_s_per_layer"] * a.num_layers)
         return {
@@ -214,13 +211,11 @@ def workload_from_config(
 
 # --------------------------------------------------------------------------- memory
 def weight_bytes(arch: Architecture, hold: Holding) -> float:
+    db = DTYPE_BYTES[hold.dtype]
     if hold.load_in_4bit:
-        w = (
-            arch.text_linear_params * NF4_BYTES
-            + (arch.text_other_params + arch.vision_params) * DTYPE_BYTES[hold.dtype]
-        )
+        w = arch.text_linear_params * NF4_BYTES + (arch.text_other_params + arch.vision_params) * db
     else:
-        w = arch.parameters * DTYPE_BYTES[hold.dtype]
+        w = arch.parameters * db
     return w * (2 if hold.reference_copy else 1)
 
 
@@ -251,8 +246,7 @@ def _kv_bytes(arch: Architecture, hold: Holding, heads: int) -> float:
 
 def _vision_bytes(arch: Architecture, hold: Holding, images: int, patches: int) -> float:
     """The vision tower's working set over a batch of images (one block at a time, no gradients)."""
-    vb = DTYPE_BYTES[hold.dtype]
-    return images * patches * (6 * arch.vision_dim + arch.vision_mlp_dim) * vb
+    return images * patches * (6 * arch.vision_dim + arch.vision_mlp_dim) * DTYPE_BYTES[hold.dtype]
 
 
 def _head_bytes(arch: Architecture, rows: int, tokens: int) -> float:
@@ -407,12 +401,9 @@ CHECKPOINT_BYTES = 2
 def cpu_rss_gib(est: Estimate) -> float:
     """The peak resident memory (GiB) of a CPU run, what the kernel reports as the process's max RSS.
 
-    transformers memory-maps the safetensors checkpoint and keeps the mapping: non-quantised weights are
-    views of it (already counted in `weights`), and under 4-bit the pages of the bf16 source of every
-    quantised layer, read once to quantise it, stay resident as file pages beside the 4-bit copy.
-    The optimizer step adds AdamW's foreach temporaries, about two float32 copies of the trainable
-    parameters (the denominator and the update).
-    """
+    transformers keeps the safetensors checkpoint memory-mapped: non-quantised weights are views of it (already
+    in `weights`), and under 4-bit each quantised layer's bf16 source pages, read once, stay resident beside the
+    4-bit copy. AdamW's foreach step adds about two float32 copies of the trainable parameters."""
     mapped = est.arch.text_linear_params * CHECKPOINT_BYTES if est.hold.load_in_4bit else 0.0
     adamw = est.memory["trainable"] / 2  # 16 bytes/parameter held; 8 more in flight during the step
     return est.peak_gib() + (mapped + adamw) / GIB + CPU_RUNTIME_GIB

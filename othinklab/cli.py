@@ -1,7 +1,6 @@
 """`othinklab {demo,train,sft,grid,ablate,eval,estimate,export,build-base}`: a thin shim over the package.
 
-User errors (bad config, bad data, missing files) print one paragraph and exit with code 2, never a
-traceback; anything else is a bug and keeps its traceback.
+A `UserError` prints one paragraph (no traceback) and exits with code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -23,18 +22,16 @@ from othinklab.errors import UserError
 
 @contextlib.contextmanager
 def _quiet(verbose: bool = False) -> Iterator[None]:
-    """Silence library chatter that says nothing to a user of the tiny default (all of it shown with --verbose).
+    """Hide third-party warnings and library chatter, noise to a user of the tiny default (--verbose shows it).
 
-    Scoped to the command: third-party warnings (torch, numpy, PIL, tensorboard, transformers) are ignored
-    inside the block and othinklab's own still show; on exit the warning filters and transformers' verbosity
-    are restored (a process-wide filter once silenced warnings for every later test in the process)."""
+    Scoped to the command: othinklab's own warnings still show, and on exit the warning filters and
+    transformers' verbosity are restored (a process-wide filter would silence every later caller)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if verbose:
         yield
         return
     bnb = logging.getLogger("bitsandbytes")
     bnb_level = bnb.level
-    hf_logging = None
     try:
         from transformers.utils import logging as hf_logging
 
@@ -305,7 +302,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _int_at_least(low: int, high: int = 2**31 - 1) -> Any:
     """An argparse `type` for integers in [`low`, `high`], naming the value when it is not (a 30-digit seed
-    or count once reached numpy and torch as a traceback)."""
+    would otherwise reach numpy and torch and end in a traceback)."""
 
     def parse(text: str) -> int:
         try:
@@ -332,7 +329,7 @@ def _path_arg(text: str) -> str:
 
 def _out_dir_arg(text: str) -> str:
     """An argparse `type` for a directory to create or write into: not a file, not under one, writable,
-    every component a legal name (each was a traceback once the run had started)."""
+    every component a legal name (checked before the run starts, not as a traceback once it has)."""
     _path_arg(text)
     path = Path(text).expanduser()
     if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in path.parts):
@@ -393,9 +390,8 @@ def _interrupted(args: argparse.Namespace, signame: str) -> str:
     """What an interrupt left behind and the command that continues it."""
     from othinklab import checkpoint as ckpt_io
 
-    cfg = getattr(args, "cfg", None)
-    run = _run_dir(cfg)
-    if cfg is None or run is None:
+    run = _run_dir(getattr(args, "cfg", None))
+    if run is None:
         return f"interrupted by {signame}; completed checkpoints and logs are kept"
     latest = ckpt_io.latest_checkpoint(run / "checkpoints") if run.is_dir() else None
     line = failures.resume_command(args.config, args.overrides) if args.command == "train" else None

@@ -1,9 +1,8 @@
 """Run configuration: frozen nested dataclasses, YAML partial overrides and `section.field=value` overrides.
 
-Why: a reader sees every knob, its unit and its paper symbol where it is declared (cleanrl style), and a
-typo in a YAML file or on the command line fails at once with the file, field and value named and the
-nearest valid key suggested, instead of being silently ignored. Names follow TRL where TRL has the
-concept (`num_generations`, `beta`, `epsilon`, `max_completion_length`, `temperature`, `learning_rate`).
+Why: every knob is declared with its unit and paper symbol (cleanrl style), and a typo in a YAML file or on
+the command line fails at once, naming file, field and value and suggesting the nearest key. Names follow
+TRL where TRL has the concept (`num_generations`, `beta`, `epsilon`, `temperature`, `learning_rate`, ...).
 """
 
 from __future__ import annotations
@@ -75,9 +74,8 @@ class TaskConfig:
     """Seed of the synthetic data stream and of few-shot selection."""
     prompt: str = "think"
     """Instruction after each question, in training and evaluation: `think` (R1-V's, the paper's: reason in
-    `<think>`, answer in `<answer>`) or `direct` (the answer alone in `<answer>`). The format reward checks
-    R1-V's `<think>` format, which `direct` asks the model not to write, so `direct` needs
-    `reward.format_weight=0`."""
+    `<think>`, answer in `<answer>`) or `direct` (the answer alone in `<answer>`). `direct` needs
+    `reward.format_weight=0`: the format reward checks for the `<think>` block it asks the model to omit."""
 
 
 @dataclass(frozen=True)
@@ -123,11 +121,9 @@ class KLConfig:
     beta: float = 0.04
     """Constant beta (schedule `constant`), or the starting beta of `adaptive`. TRL's historic default."""
     beta_min: float = 0.04
-    """beta_min of Eq. 3 (counting 0.04, geometry 0.0); also the start of `linear`/`cosine` unless
-    `beta_start` is set."""
+    """beta_min of Eq. 3 (counting 0.04, geometry 0.0); also `linear`/`cosine`'s start unless `beta_start` is set."""
     beta_max: float = 0.1
-    """beta_max of Eq. 3 (counting 0.1, geometry 0.02); also the end of `linear`/`cosine` unless
-    `beta_end` is set."""
+    """beta_max of Eq. 3 (counting 0.1, geometry 0.02); also `linear`/`cosine`'s end unless `beta_end` is set."""
     beta_start: float = -1.0
     """beta at step 0 of `linear`/`cosine` (e.g. 0.1 for a decaying "cosine 0.1 -> 0.0"); negative = `beta_min`."""
     beta_end: float = -1.0
@@ -157,14 +153,13 @@ class RewardConfig:
     format_weight: float = 1.0
     """alpha of Eq. 1: R = R_acc + alpha * R_format (paper: 1)."""
     accuracy_function: str = ""
-    """R_acc: empty = R1-V's (string, numeric, then symbolic match); or a name (`accuracy`),
-    `package.module:function` or `file.py:function`, called as f(completion, solution) -> float. A call
-    that raises or returns a non-number scores that completion 0; it is counted and logged. The module or
-    file is imported and run as your own Python code, with your permissions: name only code you trust (a
-    shared config.yaml that names one runs it too)."""
+    """R_acc: empty = R1-V's (string, numeric, then symbolic match); or a name (`accuracy`), `package.module:function`
+    or `file.py:function`, called as f(completion, solution) -> float. A call that raises or returns a non-number
+    scores that completion 0 and is counted and logged. The module or file runs as your own Python code, with your
+    permissions: name only code you trust (a shared config.yaml that names one runs it too)."""
     timeout_s: float = 30.0
     """Deadline of one call to a custom `accuracy_function` (seconds): a late call scores 0 and is logged, and
-    8 in a row stop training with an error (a function that never returns once hung the run)."""
+    8 in a row stop training with an error (so a function that never returns cannot hang the run)."""
 
 
 @dataclass(frozen=True)
@@ -250,8 +245,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     """Optimisation, logging and checkpointing."""
     eval: EvalConfig = field(default_factory=EvalConfig)
-    """Held-out evaluation settings: `othinklab eval`, the demo (before and after its run), the grid and
-    `train.eval_every`."""
+    """Held-out evaluation: `othinklab eval`, the demo (before and after its run), the grid, `train.eval_every`."""
     sft: SFTConfig = field(default_factory=SFTConfig)
     """The supervised baseline."""
 
@@ -383,12 +377,10 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
                 return int(value)
         raise ConfigError(f"{where}: {key}={show(value)} must be an integer")
     if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: {key}={show(value)} must be a number")
-        try:
-            return float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{where}: {key}={show(value)} must be a number") from None
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
+            if not isinstance(value, bool):
+                return float(value)
+        raise ConfigError(f"{where}: {key}={show(value)} must be a number")
     if tp is str:
         if value is None and key in NULL_REFUSED:
             raise ConfigError(f"{where}: {key}=null is invalid: give a value (or leave the field out for the default)")

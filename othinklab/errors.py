@@ -1,7 +1,5 @@
-"""User-facing errors: bad config, bad data, missing files.
-
-The CLI turns a `UserError` into a one-paragraph message and exit code 2, never a traceback; every
-other exception is a bug and keeps its traceback.
+"""User-facing errors (bad config, bad data, missing files): the CLI prints a `UserError` as one paragraph
+and exits with code 2, never a traceback; every other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations

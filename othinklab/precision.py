@@ -1,16 +1,13 @@
 """Half precision that stays numerically safe: float32 adapters and optimizer state, scaled float16 losses.
 
 Why: GPUs without bfloat16 (the free T4) train in float16, whose range ends at 65,504 and whose smallest
-normal number is 6e-5. The model's weights and activations may be float16; three things must not be:
-- the trainable parameters (LoRA A/B) and hence their gradients and AdamW moments: a float16 update of
-  lr x 1e-3 rounds to nothing next to a weight of 1 (peft already keeps adapters float32; `float32_trainable`
-  makes sure of it for any model);
-- the log-probs and the loss: `othinklab.logprobs` computes log-softmax in float32 (kept as it is);
-- the gradients flowing back through float16 activations, which underflow to 0 when small: the loss is
-  multiplied by a dynamic scale before `backward` and the gradients divided by it before clipping
-  (`torch.amp.GradScaler`); a step whose scaled gradients overflow is skipped and the scale halved.
-Under float32 and bfloat16 (bfloat16 has float32's range) every function here is a no-op, so those runs
-are bit-identical to runs without it.
+normal number is 6e-5. Weights and activations may be float16; three things must not be:
+- the trainable parameters (LoRA A/B), hence their gradients and AdamW moments: a float16 update of lr x 1e-3
+  rounds to nothing next to a weight of 1 (`float32_trainable` keeps them float32 for any model, as peft does);
+- the log-probs and the loss (`othinklab.logprobs` computes log-softmax in float32);
+- the gradients through float16 activations, which underflow to 0 when small: `torch.amp.GradScaler` scales
+  the loss before `backward` and unscales before clipping; an overflowing step is skipped, the scale halved.
+Under float32 and bfloat16 (which has float32's range) every function here is a no-op: runs stay bit-identical.
 """
 
 from __future__ import annotations
@@ -55,12 +52,9 @@ def make_scaler(cfg: Config, device: torch.device | str) -> torch.amp.GradScaler
 
 
 def counts_as_nonfinite(scaler: torch.amp.GradScaler, loss: float, grad_norm: float) -> bool:
-    """Whether a skipped step counts towards `train.max_nonfinite_steps`.
-
-    A NaN/inf loss always does. Infinite gradients with a finite loss are, under loss scaling, usually
-    the scale being too high (the scaler halves it and the step is retried on the next batch); they count
-    only once the scale has fallen to 1 or below, where the gradients themselves must be infinite.
-    """
+    """Whether a skipped step counts towards `train.max_nonfinite_steps`: a NaN/inf loss always does; infinite
+    gradients with a finite loss only once the loss scale is 1 or below (above it they usually mean the scale
+    is too high: the scaler halves it and training goes on with the next batch)."""
     if not math.isfinite(loss):
         return True
     if math.isfinite(grad_norm):

@@ -22,15 +22,13 @@ PACKAGES = ("torch", "transformers", "tokenizers", "peft", "accelerate", "numpy"
 def git_state(repo: str | Path | None = None) -> dict[str, Any]:
     """`{"commit": sha or "unknown", "dirty": bool or None}` of the checkout holding this package."""
     cwd = Path(repo) if repo else Path(__file__).resolve().parent.parent
+
+    def run_git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
+        sha = run_git("rev-parse", "HEAD")
+        status = run_git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "dirty": None}
     if sha.returncode != 0:
@@ -89,11 +87,9 @@ def machine() -> dict[str, Any]:
 def provenance(
     command: str, wall_seconds: float, extra: dict[str, Any] | None = None, git: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The provenance record: git state, exact command, wall seconds, machine, versions (plus `extra`).
-
-    `git` is the state taken when the run *started* (`git_state()`): the code that ran is the code checked
-    out then, not whatever is checked out when a long run ends. If the checkout moved or was edited while
-    it ran, the state at the end is recorded as well, under `git_at_end`."""
+    """The provenance record: git state, exact command, wall seconds, machine, versions (plus `extra`). `git` is
+    the `git_state()` taken when the run *started*, since the code that ran is what was checked out then; if
+    the checkout moved or was edited while it ran, the state at the end is added as `git_at_end`."""
     now = git_state()
     start = git if git is not None else now
     moved = {"git_at_end": now} if now != start else {}

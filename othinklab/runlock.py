@@ -1,11 +1,10 @@
 """One writer per run directory: a `filelock` lock on `<run>/.lock`, held for the whole `train`/`sft` run.
 
-Why: two trainers on one run directory interleave their logs and overwrite each other's checkpoints.
-The lock is an OS lock (flock), so the kernel drops it the moment its holder dies (even by SIGKILL): the
-next run takes a killed run's lock over and says whose it was. The file names its holder (pid, host,
-command, start time) so a refused second writer can say who holds it. The lock file is never followed
-through a link nor opened when it is a directory or FIFO: a link planted there would otherwise make a run
-truncate (or create) a file anywhere writable. Re-acquiring in the same process nests.
+Why: two trainers on one run directory interleave their logs and overwrite each other's checkpoints. It is
+an OS lock (flock): the kernel drops it when its holder dies (even by SIGKILL), and the next run takes it
+over, saying whose it was. The file names its holder (pid, host, command, start time) for a refused second
+writer to report. It is never followed through a link nor opened as a directory or FIFO (a planted link
+would make a run truncate or create a file anywhere writable). Re-acquiring in the same process nests.
 """
 
 from __future__ import annotations

@@ -26,13 +26,10 @@ EVAL_SEED = 10_000
 """Offset of the held-out prompts' seed (`EVAL_SEED + task.seed`): far from any training stream's seeds."""
 
 
-def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None], fsync: bool = False) -> Path:
-    """Write `path` via a hidden temporary file in the same directory, then rename it into place.
-
-    `content` is text, bytes, or a function that writes the temporary path it is given (e.g. an image's
-    `save`). A rename within one directory is atomic on POSIX: readers see the old file or the new one,
-    never half of it. `fsync=True` also makes the new contents durable before the rename.
-    """
+def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None]) -> Path:
+    """Write `path` via a hidden temporary file in the same directory, then rename it into place (atomic on
+    POSIX: readers see the old file or the new one, never half of it). `content` is text, bytes, or a function
+    that writes the temporary path it is given (e.g. an image's `save`)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -42,9 +39,6 @@ def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None]
             tmp.write_bytes(content)
         else:
             tmp.write_text(content, encoding="utf-8")
-        if fsync:
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -65,11 +59,9 @@ class TrainResult:
 
 # --------------------------------------------------------------------------- prompts
 class PromptStream:
-    """Seeded prompt batches addressed by index, so a resumed run draws exactly the same prompts.
-
-    Fresh synthetic samples for every batch (`num_train == 0`), or a fixed pool (few-shot or a
-    dataset file) visited in a seeded order that is reshuffled every epoch.
-    """
+    """Seeded prompt batches addressed by index, so a resumed run draws exactly the same prompts: fresh
+    synthetic samples for every batch (`num_train == 0`), or a fixed pool (few-shot or a dataset file)
+    visited in a seeded order reshuffled every epoch."""
 
     def __init__(self, cfg: Config, per_batch: int | None = None):
         self.cfg = cfg
@@ -106,8 +98,7 @@ def _load_data(cfg: Config, path: str, limit: int | None) -> list[Sample]:
 
 
 def eval_samples(cfg: Config) -> list[Sample]:
-    """The held-out prompts every evaluation scores (never seen in training), asking for
-    `task.prompt`'s format."""
+    """The held-out prompts every evaluation scores (never seen in training), in `task.prompt`'s format."""
     if cfg.task.eval_data_path:
         return with_prompt(_load_data(cfg, cfg.task.eval_data_path, cfg.task.num_eval), cfg.task.prompt)
     split = cfg.task.eval_split or EVAL_SPLITS[cfg.task.name]
@@ -145,10 +136,9 @@ of memory); `config.yaml` is then updated."""
 
 
 def prepare_run_dir(cfg: Config, resume: bool) -> Path:
-    """Create the run directory; refuse to mix two configs or to overwrite a run without `--resume`.
-
-    A run that never completed a step (a failed start: a typo, bad data, out of memory at step 0) holds
-    nothing to protect, so it starts again under the new config; a refusal names the differing fields."""
+    """Create the run directory; refuse to mix two configs or to overwrite a run without `--resume`. A run
+    that never completed a step (a failed start: a typo, bad data, out of memory at step 0) holds nothing to
+    protect, so it starts again under the new config; a refusal names the differing fields."""
     run = run_dir_for(cfg)
     cfg_path = run / "config.yaml"
     if cfg_path.exists():

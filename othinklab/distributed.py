@@ -64,17 +64,13 @@ class Dist:
         dist.all_reduce(t)
         return t.tolist()
 
-    def all_true(self, flag: bool) -> bool:
-        """True when `flag` holds on every rank (keeps ranks in lockstep, e.g. decoding until all are done)."""
+    def all_done(self, done: torch.Tensor) -> bool:
+        """Every row on every rank has finished decoding (`RowShard.all_done`; keeps ranks in lockstep)."""
         if not self.enabled:
-            return flag
-        t = torch.tensor([1 if flag else 0], device=self.device)
+            return bool(done.all())
+        t = torch.tensor([1 if bool(done.all()) else 0], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return bool(t.item())
-
-    def all_done(self, done: torch.Tensor) -> bool:
-        """Every row on every rank has finished decoding (`RowShard.all_done`)."""
-        return self.all_true(bool(done.all()))
 
     def barrier(self) -> None:
         if self.enabled:

@@ -1,33 +1,41 @@
 """GRPO's core math: group advantages (Eq. 2) and the clipped surrogate loss (Eq. 4); log-probs are in `logprobs`.
 
-Why: this is the whole algorithm minus generation and rewards, kept separate from the training loop
-(spinningup style) so each piece is testable alone on tiny tensors.
+Why: the whole algorithm minus generation and rewards, apart from the training loop (spinningup style) so
+each piece is testable alone on tiny tensors.
 
 Simplified versus the paper / R1-V:
-- advantages divide by `std + eps` (eps = 1e-4 like R1-V/TRL; the paper writes plain `std`), with the
-  unbiased std (`torch.std`), so a constant-reward group gets zero advantages.
-- `old_logp=None` means one policy update per generation batch (R1-V): the ratio is 1 in value but
-  keeps its gradient, so the surrogate's gradient is `A * grad logp`.
-- `aggregation="token"` (DAPO-style sum over all tokens / number of tokens) and `"dr_grpo"` (Dr. GRPO:
-  sum over tokens / (completions x max completion length), no length bias) are offered next to the
-  paper's per-sequence mean.
-- `scale="batch"` / `"none"` in `group_advantages` (Dr. GRPO drops the std division, which up-weights
-  near-constant groups) next to the paper's per-group std; `epsilon_high` (DAPO's clip-higher) lets the
-  upper ratio bound differ from the lower one.
-- Clipping does nothing while `num_iterations` is 1: the ratio is exactly 1 then, so `epsilon` and
+- advantages divide by the unbiased `std + eps` (eps = 1e-4 like R1-V/TRL; the paper writes plain `std`),
+  so a constant-reward group gets zero advantages.
+- `old_logp=None` means one policy update per generation batch (R1-V): the ratio is 1 in value but keeps
+  its gradient, so the surrogate's gradient is `A * grad logp`.
+- next to the paper's per-sequence mean: `aggregation="token"` (DAPO: sum over all tokens / token count)
+  and `"dr_grpo"` (Dr. GRPO: sum over tokens / (completions x max completion length), no length bias).
+- next to the paper's per-group std: `scale="batch"` / `"none"` (Dr. GRPO drops the std division, which
+  up-weights near-constant groups); `epsilon_high` (DAPO's clip-higher) sets the upper ratio bound apart.
+- Clipping does nothing while `num_iterations` is 1 (the ratio is exactly 1): `epsilon` and
   `epsilon_high` only matter when a generation batch is reused for several updates.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
 
+from othinklab.errors import TrainingError
 from othinklab.kl import kl_estimate
 
 AGGREGATIONS = ("sequence", "token", "dr_grpo")
 SCALES = ("group", "batch", "none")
+
+
+def _grouped(rewards: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(flat float32 rewards, the same as `(groups, group_size)` rows), checking that they split evenly."""
+    rewards = torch.as_tensor(rewards, dtype=torch.float32).flatten()
+    if group_size < 1 or rewards.numel() % group_size != 0:
+        raise ValueError(f"rewards ({rewards.numel()}) must split into groups of group_size={group_size}")
+    return rewards, rewards.view(-1, group_size)
 
 
 def group_advantages(
@@ -51,18 +59,15 @@ def group_advantages(
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-    rewards = torch.as_tensor(rewards, dtype=torch.float32).flatten()
-    if group_size < 1 or rewards.numel() % group_size != 0:
-        raise ValueError(f"rewards ({rewards.numel()}) must split into groups of group_size={group_size}")
-    grouped = rewards.view(-1, group_size)
+    rewards, grouped = _grouped(rewards, group_size)
     mean = grouped.mean(dim=1, keepdim=True)
     if scale == "none":
         return (grouped - mean).flatten()
     if scale == "batch":
         std = rewards.std() if rewards.numel() > 1 else torch.zeros(())
         std = std if batch_std is None else torch.as_tensor(batch_std, dtype=torch.float32)
-        return ((grouped - mean) / (std + eps)).flatten()
-    std = grouped.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)
+    else:
+        std = grouped.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)
     return ((grouped - mean) / (std + eps)).flatten()
 
 
@@ -72,10 +77,7 @@ def zero_spread_fraction(rewards: torch.Tensor, group_size: int) -> float:
     >>> zero_spread_fraction(torch.tensor([1.0, 1.0, 0.0, 2.0]), 2)
     0.5
     """
-    rewards = torch.as_tensor(rewards, dtype=torch.float32).flatten()
-    if group_size < 1 or rewards.numel() % group_size != 0:
-        raise ValueError(f"rewards ({rewards.numel()}) must split into groups of group_size={group_size}")
-    grouped = rewards.view(-1, group_size)
+    _, grouped = _grouped(rewards, group_size)
     if grouped.shape[0] == 0:
         return 0.0
     same = (grouped == grouped[:, :1]).all(dim=1)
@@ -127,17 +129,13 @@ MAX_ALL_TRUNCATED_STEPS = 3
 
 class AllTruncatedGuard:
     """A metrics-row callback: under `grpo.mask_truncated_completions`, a step whose every completion was
-    truncated has zero loss weight and trains nothing (a run once "finished" like that with exit 0). Each
-    such step is reported on stderr; `MAX_ALL_TRUNCATED_STEPS` in a row stop training with a `TrainingError`."""
+    truncated has zero loss weight and trains nothing, yet raises no error. Each such step is reported on
+    stderr; `MAX_ALL_TRUNCATED_STEPS` in a row stop training with a `TrainingError`."""
 
     def __init__(self, grpo: Any) -> None:
         self.enabled, self.length, self.in_a_row = grpo.mask_truncated_completions, grpo.max_completion_length, 0
 
     def __call__(self, row: dict) -> None:
-        import sys
-
-        from othinklab.errors import TrainingError
-
         if not self.enabled or row.get("completion/truncated", 0.0) < 1.0:
             self.in_a_row = 0
             return
@@ -184,10 +182,8 @@ def grpo_loss(
     Per token: `-(min(rho * A, clip(rho, 1 - eps, 1 + eps_high) * A) - beta * KL)` with `rho =
     exp(logp - old_logp)`; `logp, old_logp, ref_logp, mask` are `(B, T)`, `advantages` is `(B,)`.
     `epsilon_high=None` means `epsilon` (symmetric, the paper's); `max_length` is the `dr_grpo`
-    denominator's length (the configured maximum; `None` = `T`). Stats: `loss/policy`, `loss/kl`
-    (beta * KL part), `kl/value` (mean masked per-token KL, whenever `ref_logp` is given),
-    `clip/fraction` (masked tokens where clipping is active) split into `clip/low_fraction` (rho below
-    1 - eps with A < 0) and `clip/high_fraction` (rho above 1 + eps_high with A > 0), `ratio/mean`.
+    denominator's length (the configured maximum; `None` = `T`). Stats are the `loss/`, `kl/value`
+    (whenever `ref_logp` is given), `clip/` and `ratio/mean` columns of `metrics.METRICS`.
     `kl_kind="k3_is"` weighs k3 by `rho` (TRL's bias-corrected KL). With `kl.placement=reward` the trainer
     passes `beta=0`: the KL is then only measured here, its weight having gone into the rewards.
     """
@@ -214,16 +210,14 @@ def grpo_loss(
     kl_loss = torch.zeros((), dtype=logp.dtype, device=logp.device)
     if ref_logp is not None:
         kl = kl_estimate(logp, ref_logp, kl_kind, old_logp=old_logp)
-        with torch.no_grad():
-            kl_value = ((kl * mask).sum() / mask.sum().clamp(min=1.0)).item()
+        kl_value = masked_mean(kl.detach(), mask)
         if beta != 0:
             kl_loss = beta * _aggregate(kl, mask, aggregation, max_length)
     loss = policy_loss + kl_loss
 
     with torch.no_grad():
         n_tok = mask.sum().clamp(min=1.0)
-        # Clipping is active where the clipped term is the smaller one: rho > 1+eps_high with A > 0, rho < 1-eps
-        # with A < 0 (there the gradient through rho is zero).
+        # Clipping is active where the clipped term is the smaller one (there the gradient through rho is zero)
         high = ((ratio > 1 + eps_high) & (adv > 0)).to(mask.dtype) * mask
         low = ((ratio < 1 - epsilon) & (adv < 0)).to(mask.dtype) * mask
         stats = {

@@ -6,10 +6,9 @@ rises linearly to `beta_max` at step `t` (exploit). Other schedules are here so 
 tested against constant, linear, cosine and target-KL (adaptive) baselines with the same code.
 
 Simplified versus the paper: steps are optimizer steps counted from 0; past `t` the GRPO-D weight is
-held at `beta_max` (the paper never trains past `t`). The adaptive controller follows Ziegler et al.
-(2019) / TRL's `AdaptiveKLController` and is not in the paper; the accuracy schedule follows FG-ExPO's
-idea (explore while the policy is mostly wrong, exploit once it is mostly right) and is not in it either.
-Schedules that react to training (adaptive, accuracy) are fed each step's metrics row by `observe`.
+held at `beta_max` (the paper never trains past `t`). Not in the paper: the adaptive controller (Ziegler
+et al. 2019 / TRL's `AdaptiveKLController`) and the accuracy schedule (FG-ExPO's idea), both fed each
+step's metrics row by `observe`.
 
 The estimators' expected gradients differ (docs/paper.md, "Which KL does the gradient follow?"): as a
 loss, k3 (the paper's Eq. 5) follows the *forward* KL(ref || pi); k2, k3_plus and k3_is follow the
@@ -96,27 +95,21 @@ def grpo_d_beta(step: int, total_steps: int, beta_min: float, beta_max: float, e
 
 
 class Schedule:
-    """A KL-weight schedule: `schedule(step) -> beta`; `max_beta` bounds beta over the run from above.
+    """A KL-weight schedule: `schedule(step) -> beta`.
 
     `observe(row)` is called with each optimizer step's metrics row (`kl/value`, `reward/accuracy`, ...)
     after the step; schedules that react to training (adaptive, accuracy) override it, the rest ignore it.
     """
 
-    name: str = ""
-
     def __init__(self, fn: Callable[[int], float], max_beta: float, name: str, params: dict[str, Any]):
         self._fn = fn
-        self._max_beta = float(max_beta)
+        self.max_beta = float(max_beta)
+        """Upper bound of beta over the run (decides whether a reference model is needed)."""
         self.name = name
         self.params = dict(params)
 
     def __call__(self, step: int) -> float:
         return float(self._fn(step))
-
-    @property
-    def max_beta(self) -> float:
-        """Upper bound of beta over the run (decides whether a reference model is needed)."""
-        return self._max_beta
 
     def observe(self, row: dict[str, Any]) -> None:
         """Take in one optimizer step's metrics row; fixed schedules ignore it."""
@@ -137,9 +130,9 @@ class Schedule:
 class AdaptiveKLSchedule(Schedule):
     """Target-KL controller (Ziegler et al. 2019; TRL's `AdaptiveKLController`).
 
-    `observe(row)` feeds it the step's `kl/value` (skipped when not finite), i.e. `update(measured_kl)`: `beta *= 1 + clip(kl / target - 1, -0.2, 0.2) * n / horizon`,
-    so beta rises while the measured KL is above target and falls while below. `__call__` ignores the
-    step and returns the current beta.
+    `observe(row)` feeds it the step's finite `kl/value` through `update`: `beta *= 1 + clip(kl / target - 1,
+    -0.2, 0.2) * n / horizon`, so beta rises while the measured KL is above target and falls while below.
+    `__call__` ignores the step and returns the current beta, `self.value`.
     """
 
     def __init__(self, beta: float, target_kl: float, horizon: float):
@@ -147,16 +140,11 @@ class AdaptiveKLSchedule(Schedule):
             raise ConfigError(f"kl.beta must be > 0 for the adaptive schedule, got {beta!r}")
         _check(target_kl=target_kl, horizon=horizon)
         params = {"beta": beta, "target_kl": target_kl, "horizon": horizon}
-        super().__init__(lambda step: self.value, beta, "adaptive", params)
+        # max_beta is inf: beta grows by up to 20%/horizon per step while the KL stays above target
+        super().__init__(lambda step: self.value, math.inf, "adaptive", params)
         self.value = float(beta)
         self.target_kl = float(target_kl)
         self.horizon = float(horizon)
-
-    @property
-    def max_beta(self) -> float:
-        """Unbounded (inf): beta can grow by up to 20%/horizon per step for as long as the KL stays above
-        target, so no finite bound holds; the current beta is `self.value`."""
-        return math.inf
 
     def observe(self, row: dict[str, Any]) -> None:
         kl = row.get("kl/value")
@@ -179,14 +167,13 @@ class AdaptiveKLSchedule(Schedule):
 
 class AccuracySchedule(Schedule):
     """beta follows the policy's training accuracy: `beta = beta_min + (beta_max - beta_min) * a`, with `a`
-    an exponential moving average (momentum `accuracy_momentum`) of each step's mean accuracy reward,
+    the exponential moving average (momentum `accuracy_momentum`) of each step's mean accuracy reward,
     clipped to [0, 1].
 
-    Why (FG-ExPO's idea): while the policy is mostly wrong it should explore, so the leash to the
-    reference is loose (low beta); once it is mostly right it should exploit and stay close to what works
-    (high beta). Linear in `a` is the simplest smooth, monotone, bounded map with no knob beyond the
-    endpoints; the EMA keeps one lucky batch from jerking beta. Until the first step is observed `a` is
-    unknown and beta is `beta_min` (explore); the first observation sets `a` (no bias from a made-up start).
+    Why (FG-ExPO's idea): a mostly-wrong policy should explore (a loose leash to the reference: low beta),
+    a mostly-right one exploit and stay close to what works (high beta). Linear in `a` is the simplest
+    smooth, monotone, bounded map with no knob beyond the endpoints; the EMA keeps one lucky batch from
+    jerking beta. Before the first observation beta is `beta_min` (explore); the first one sets `a`.
     """
 
     def __init__(self, beta_min: float, beta_max: float, accuracy_momentum: float = 0.9):
@@ -223,10 +210,6 @@ def _constant(beta: float) -> Schedule:
     return Schedule(lambda step: beta, beta, "constant", {"beta": beta})
 
 
-def _frac(step: int, total_steps: int) -> float:
-    return min(max(float(step), 0.0), float(total_steps)) / total_steps
-
-
 def _interpolated(name: str, beta_start: float, beta_end: float, total_steps: int) -> Schedule:
     """`linear` or `cosine` from `beta_start` at step 0 to `beta_end` at `total_steps`."""
     _check_total_steps(total_steps)
@@ -234,7 +217,7 @@ def _interpolated(name: str, beta_start: float, beta_end: float, total_steps: in
     params = {"beta_start": beta_start, "beta_end": beta_end, "total_steps": total_steps}
 
     def fn(step: int) -> float:
-        f = _frac(step, total_steps)
+        f = min(max(float(step), 0.0), float(total_steps)) / total_steps
         if name == "linear":
             return beta_start + (beta_end - beta_start) * f
         return beta_end + (beta_start - beta_end) * 0.5 * (1 + math.cos(math.pi * f))
@@ -294,12 +277,8 @@ def make_schedule(name: str, **params: Any) -> Schedule:
 
 
 def schedule_from_config(kl_cfg: Any, total_steps: int) -> Schedule:
-    """Build the schedule named `kl_cfg.schedule`, taking only the config fields it uses.
-
-    `kl_cfg` has attributes `schedule, beta, beta_min, beta_max, beta_start, beta_end, explore_frac,
-    target_kl, horizon, accuracy_momentum` (missing ones are simply not passed). linear and cosine go from `beta_start` to
-    `beta_end`; a negative (or missing) endpoint falls back to `beta_min` / `beta_max`.
-    """
+    """Build the schedule named `kl_cfg.schedule` (a `KLConfig`-like object; missing attributes are not
+    passed), taking only the config fields it uses; linear and cosine take `linear_endpoints`."""
     name = getattr(kl_cfg, "schedule", None)
     _, required, optional = _BUILDERS.get(name, (None, (), ()))
     fields = [k for k in required + optional if k not in ("total_steps", "beta_start", "beta_end")]
@@ -313,7 +292,7 @@ def schedule_from_config(kl_cfg: Any, total_steps: int) -> Schedule:
 
 def linear_endpoints(kl_cfg: Any) -> tuple[float, float]:
     """`(beta_start, beta_end)` of the linear and cosine schedules: `kl.beta_start` / `kl.beta_end`, each
-    falling back to `kl.beta_min` / `kl.beta_max` when negative or absent (the behaviour before they existed).
+    falling back to `kl.beta_min` / `kl.beta_max` when negative or absent.
 
     >>> from types import SimpleNamespace as NS
     >>> linear_endpoints(NS(beta_min=0.04, beta_max=0.1, beta_start=0.1, beta_end=0.0))

@@ -2,10 +2,10 @@
 
 Why: the policy, reference and old-policy passes of a GRPO step all need `log pi(token | prompt, prefix)`
 for G completions of each prompt. `completion_logprobs` runs each prompt (image included) once per group
-and repeats its KV cache for the G completions, gradients flowing back through the repeat, as sampling
-does; and it applies the LM head a few rows at a time, recomputing those logits in the backward pass,
-so full-vocabulary float32 logits never exist for the whole batch, not even for the gradient. The one
-formula, `logit[label] - logsumexp(logits)`, lives in `label_logprobs`.
+and repeats its KV cache for the G completions, gradients flowing back through the repeat into the shared
+prompt, as sampling does; and it applies the LM head a few rows at a time, recomputing those logits in
+the backward pass, so full-vocabulary float32 logits never exist for the whole batch, not even for the
+gradient. The one formula, `logit[label] - logsumexp(logits)`, lives in `label_logprobs`.
 """
 
 from __future__ import annotations
@@ -48,17 +48,13 @@ def completion_logprobs(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs `(B*G, T)` of `completion_ids` after their prompts; differentiable.
 
-    `prompt` has B rows, each followed by `group_size` completions. `disable_adapter=True` gives the
-    reference model's log-probs under LoRA (same weights, adapters off, no second copy).
-    `with_entropy=True` also returns the per-token entropy of the next-token distribution `(B*G, T)`
-    (detached), computed from the same chunk logits: no extra forward.
+    `prompt` has B rows, each followed by `group_size` completions; the LM head runs on `chunk_size` rows
+    at a time (see the module docstring). `disable_adapter=True` gives the reference model's log-probs
+    under LoRA (same weights, adapters off, no second copy). `with_entropy=True` also returns the
+    per-token entropy of the next-token distribution `(B*G, T)` (detached), from the same chunk logits.
 
-    The prompt (image included) runs once per group, not once per completion: its KV cache is repeated
-    G times and the completions attend to it (gradients flow back through the repeat into the shared
-    prompt), as sampling does. Under gradient checkpointing in training mode transformers drops the
-    cache, so there the prompt is repeated and the full sequences run. The LM head runs on `chunk_size`
-    rows at a time over the completion positions only; with gradients, a chunk's full-vocabulary
-    logits are recomputed in the backward pass instead of being kept for the whole batch.
+    Under gradient checkpointing in training mode transformers drops the KV cache, so there the prompt
+    is repeated G times and the full sequences run instead of sharing the prompt pass.
     """
     backbone, lm_head = text_model_parts(model)
     ctx = model.disable_adapter() if disable_adapter else nullcontext()

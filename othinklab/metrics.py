@@ -71,19 +71,16 @@ eval.num_samples up to 64)."""
 
 
 def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    """NaN/inf -> None (JSON `null`): strict JSON readers reject `NaN`."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 class JsonlWriter:
-    """Append-only JSONL file; each `write` is one complete line, flushed (and fsynced on `sync`)."""
+    """Append-only JSONL file; each `write` is one complete line, written out by `flush` (once per step)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -93,10 +90,8 @@ class JsonlWriter:
     def write(self, row: dict[str, Any]) -> None:
         self._fh.write(json.dumps({k: _clean(v) for k, v in row.items()}, default=_json_default) + "\n")
 
-    def flush(self, sync: bool = False) -> None:
+    def flush(self) -> None:
         self._fh.flush()
-        if sync:
-            os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         if not self._fh.closed:
@@ -136,8 +131,8 @@ def truncate_from_step(path: str | Path, step: int) -> int:
     or malformed tail; returns the number of rows kept.
 
     Rows are appended in step order, so only the tail is read, backwards, back to the last row logged
-    before `step` (a resume once parsed a whole 770 MB `rollouts.jsonl` into 4.96 GB); the file is then cut
-    there in one `ftruncate` and synced. Rows before it are never rewritten."""
+    before `step` (a long run's `rollouts.jsonl` is too big to parse whole); the file is then cut there in
+    one `ftruncate` and synced. Rows before it are never rewritten."""
     p = Path(path)
     if not p.is_file():
         return 0

@@ -2,19 +2,16 @@
 reference becomes the current policy.
 
 Why: a fixed reference caps how far RL can move the policy in total; resetting it (as in Kimi k1.5 /
-ProRL-style "reference resets") caps only how far it moves per N steps. The reference's log-probs have one
-home here, so the trainer asks `reference.logprobs(...)` and does not care which kind it is.
+ProRL-style "reference resets") caps only how far it moves per N steps. The trainer asks
+`reference.logprobs(...)` and does not care which kind of reference it is:
+- full fine-tuning: a frozen copy of the model (`models.make_reference`); a reset copies the policy into it.
+- LoRA: the adapter-disabled model until the first reset; a reset stores a copy of the adapter weights
+  (the trainable tensors), which the reference pass swaps in and then out again (exact copies, under
+  `no_grad`). Chosen over a second peft adapter: no peft API beyond the one adapter, one adapter's
+  memory, and it checkpoints as plain tensors.
 
-Where the reference lives:
-- full fine-tuning: a frozen copy of the model (`models.make_reference`); a reset copies the policy's
-  weights into it.
-- LoRA: the adapter-disabled model until the first reset; a reset stores a frozen copy of the adapter
-  weights (the trainable tensors), and the reference pass swaps that copy into the adapter, runs, and swaps
-  the policy's weights back (exact copies, under `no_grad`). Chosen over a second peft adapter because it
-  needs no peft API beyond the one adapter, costs one adapter's memory, and checkpoints as plain tensors.
-
-The reset state (the adapter copy, or the reference copy's weights once a reset has happened) goes into the
-checkpoint's `training.pt`, so a resumed run uses exactly the reference an uninterrupted one would.
+The reset state goes into the checkpoint's `training.pt`, so a resumed run uses exactly the reference an
+uninterrupted one would.
 """
 
 from __future__ import annotations

@@ -2,19 +2,17 @@
 
 Why: sampling dominates a GRPO step. `sample_groups` encodes each prompt's image and prefills its prompt
 **once**, repeats the KV cache G times and decodes the G continuations together, instead of pushing G
-copies of the same image through the vision tower as `generate(num_return_sequences=G)` does. The
-decode loop writes into a KV cache allocated once (no per-token copy of the cache), builds the key mask
-once, and draws each token by inverting the CDF with one random number per row (not one per vocabulary
-entry, as `torch.multinomial` does). The differentiable log-probs of the sampled tokens are in `logprobs`.
+copies of the image through the vision tower as `generate(num_return_sequences=G)` does. Decoding writes
+into a KV cache and key mask allocated once, and draws each token by inverting the CDF with one random
+number per row (not one per vocabulary entry, as `torch.multinomial` does).
 
 Simplified versus `transformers.generate`: only temperature / top-k / top-p sampling and greedy decoding
 (no beams, no repetition penalties). Qwen's vision and role control tokens are never sampled: a model
 that emits `<|image_pad|>` would crash the next forward ("image features and image tokens do not match").
 
-The shared prefill relies on Qwen-VL internals (multimodal rotary offsets `rope_deltas`, a separate
-`language_model`), checked for `SHARED_PREFILL_TYPES`; any other architecture is sampled with
-`transformers.generate` (`generate_groups`: same prompts, stop and banned tokens, seeded), chosen
-automatically and logged once.
+The shared prefill relies on Qwen-VL internals (`rope_deltas`, a separate `language_model`), so only
+`SHARED_PREFILL_TYPES` use it; any other architecture falls back to `generate_groups` (`transformers.generate`
+with the same prompts, stop and banned tokens, seeded), logged once.
 """
 
 from __future__ import annotations
@@ -147,11 +145,8 @@ def sample_groups(
     stop_at_eos: bool = True,
     shard: RowShard | None = None,
 ) -> Rollout:
-    """Sample `num_generations` completions per sample from one shared prefill per prompt.
-
-    `stop_at_eos=False` masks the stop tokens out too, so every completion runs to `max_new_tokens`
-    (benchmarks use it to compare equal work).
-    """
+    """Sample `num_generations` completions per sample from one shared prefill per prompt (see `SamplingParams`;
+    benchmarks use `stop_at_eos=False` to compare equal work)."""
     was_training = model.training
     model.eval()  # no dropout while sampling; and gradient checkpointing turns the KV cache off in train mode
     sampler = _sample_groups if supports_shared_prefill(model) else generate_groups
@@ -189,7 +184,7 @@ def _sample_groups(
     deltas = backbone.rope_deltas.repeat_interleave(G, dim=0)
     hidden = out.last_hidden_state[:, -1].repeat_interleave(G, dim=0)
     backbone.rope_deltas = None
-    rows, P = prompt_mask.shape
+    rows = prompt_mask.shape[0]
     _preallocate(cache, max_new_tokens)
     step = _DecodeStep(backbone, cache, prompt_mask, max_new_tokens)
     # Qwen2-VL's text positions count real (unpadded) tokens, offset by the prefill's rope deltas:

@@ -3,8 +3,7 @@ failed reward calls for `reward_errors.jsonl`.
 
 Why: the training step computes; this module turns a step's generation batches into rows, so the
 step's phases stay short and a new column (or a new log sink, via `RunLog`'s callbacks) has one home.
-Under data parallelism every rank summarises its own batches, rank 0 merges them in rank order
-(= the single-process order) and alone writes.
+Under data parallelism every rank summarises its own batches; rank 0 merges them and alone writes.
 """
 
 from __future__ import annotations
@@ -107,9 +106,7 @@ def rollout_rows(
     """One row per completion, with its tokens, their log-probs `logp` (the policy's, from the loss pass)
     and per-token KL to the reference (k3) so the rollout inspector can colour them; and the prompt images
     by file name (saved once)."""
-    r = b.rollout
-    tok = processor.tokenizer
-    ref = b.ref_logp
+    r, tok, ref = b.rollout, processor.tokenizer, b.ref_logp
     kl = kl_estimate(logp, ref, "k3") if logp is not None and ref is not None else None
     rows, images = [], {}
     for i, text in enumerate(r.texts):

@@ -2,12 +2,11 @@
 -> loss -> step.
 
 Why: the whole algorithm should read top to bottom on one screen (nanoGPT style), so one step is four
-phases, split as TRL splits `_generate_and_score_completions` from `compute_loss`:
-`generate_and_score` (completions, rewards, advantages, reference log-probs -> a `GenerationBatch`),
-`compute_loss` (Eq. 4 with beta(s), backward), `optimizer_step` and `log_step`. The math lives in `grpo.py`
-and `kl.py`, sampling in `sampling.py`, log-probs in `logprobs.py`, rewards in `rewards.py`, row building
-in `steplog.py`, run directories in `runs.py` and exact resume in `checkpoint.py`. Every optimizer step
-appends a row to `metrics.jsonl` and every completion to `rollouts.jsonl`; checkpoints are atomic.
+phases, split as TRL splits `_generate_and_score_completions` from `compute_loss`: `generate_and_score`
+(completions, rewards, advantages, reference log-probs -> a `GenerationBatch`), `compute_loss` (Eq. 4 with
+beta(s), backward), `optimizer_step` and `log_step`; the math lives in `grpo.py` and `kl.py` (docs/files.md
+maps the rest). Every optimizer step appends a row to `metrics.jsonl` and every completion to
+`rollouts.jsonl`; checkpoints are atomic.
 
 Simplified versus R1-V / TRL: data parallelism only (DDP; no model sharding); `num_iterations` reuses a
 generation batch for that many optimizer steps (TRL's semantics), with old log-probs computed once per
@@ -22,7 +21,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,15 +80,14 @@ class Stopwatch:
         self.step_start = time.perf_counter()
         self.seconds = dict.fromkeys(self.PARTS, 0.0)
 
-    @contextmanager
-    def part(self, key: str | None, where: str) -> Iterator[None]:
+    @contextlib.contextmanager
+    def part(self, key: str, where: str) -> Iterator[None]:
         self.where = where
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            if key is not None:
-                self.seconds[key] += time.perf_counter() - t0
+            self.seconds[key] += time.perf_counter() - t0
 
 
 class _PolicyLogprobs(torch.nn.Module):

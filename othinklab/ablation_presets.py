@@ -2,14 +2,12 @@
 
 Why: OThink-MR1 fixes w/t = 0.3 and two beta ranges and never ablates them, and users now compare GRPO
 variants the paper predates (Dr. GRPO, DAPO's clip-higher and token mean, no std scaling, masking
-truncated completions). Each preset runs those comparisons on the grid with the same seeds and the same
-eval prompts as the GRPO-D default, so every claim is a *paired* difference with an interval.
+truncated completions). Each preset runs them on the grid with the GRPO-D default's seeds and eval prompts,
+so every claim is a *paired* difference with an interval.
 
 Simplified versus a full study: one train task (counting, the paper's few-shot-sensitive one) and short
-runs, so every preset together fits in under an hour on 2 CPU cores (see `ablation_seconds`); clipping
-variants need `grpo.num_iterations > 1` (with one update per batch the ratio is 1 and clipping does
-nothing), so the clip-higher variant reuses each batch twice. `find_preset` looks these up; nothing
-is registered by importing this module.
+runs, so every preset together fits in under an hour on 2 CPU cores (`ablation_seconds`). `find_preset`
+looks these up; importing this module registers nothing.
 """
 
 from __future__ import annotations
@@ -54,8 +52,9 @@ LOSSES = (
     _variant("two_updates", "grpo.num_iterations=2"),
     _variant("clip_higher", "grpo.num_iterations=2", "grpo.epsilon_high=0.28"),
 )
-"""Loss variants on GRPO-D's schedule. Clipping only acts when a batch is reused, so clip-higher runs two
-updates per batch and is paired against `two_updates` (same reuse, symmetric clip) as well."""
+"""Loss variants on GRPO-D's schedule. Clipping only acts when a batch is reused (with one update per batch
+the ratio is 1), so clip-higher runs two updates per batch and is also paired against `two_updates` (same
+reuse, symmetric clip)."""
 
 
 def _claims(methods: tuple[Method, ...], against: str = "grpo_d") -> tuple[Claim, ...]:

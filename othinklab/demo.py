@@ -1,9 +1,8 @@
-"""`make demo` / `othinklab demo`: the tiny base (a model organism), GRPO-D on counting (or `--task geometry`), before vs after.
+"""`make demo` / `othinklab demo`: the tiny base, GRPO-D on counting (or `--task geometry`), before vs after.
 
-Why: a newcomer's first minutes should show the paper's loop working end to end on a CPU — a base that
-is right sometimes, GRPO-D raising its reward and accuracy on held-out (shifted, SuperCLEVR-like)
-prompts — with every figure given with its eval size and a 95% interval, so "it improved" is a claim
-the numbers can refute.
+Why: a newcomer's first minutes should show the paper's loop working end to end on a CPU (a base that is
+right sometimes, GRPO-D raising its reward and accuracy on held-out, shifted SuperCLEVR-like prompts), every
+figure with its eval size and a 95% interval, so "it improved" is a claim the numbers can refute.
 """
 
 from __future__ import annotations

@@ -2,23 +2,22 @@
 
 Why: at small scale greedy accuracy swings by +-0.1 between evaluations (docs/design.md), so a single greedy
 number hides whether RL moved the policy. Every figure here comes with its eval size and a Wilson
-interval, and sampled accuracy (k samples per prompt at the training temperature) is reported beside it.
-Per-sample records are returned so failures can be inspected.
+interval, sampled accuracy (k samples per prompt at the training temperature) is reported beside it, and
+per-sample records are returned so failures can be inspected.
 
-From the n samples per prompt that sampled accuracy already draws, `summarize` also reports the unbiased
-pass@k (Chen et al. 2021: `1 - C(n-c, k) / C(n, k)` per prompt, averaged) for k = 1, 2, 4, ..., n and maj@n
-(the majority vote of the extracted answers is right), each with the same prompt-counting Wilson interval
-as sampled accuracy: no extra generation. A sample counts as correct when its accuracy reward is >= 0.5.
+From the same n samples per prompt (no extra generation), `summarize` also reports the unbiased pass@k
+(Chen et al. 2021: `1 - C(n-c, k) / C(n, k)` per prompt, averaged) for k = 1, 2, 4, ..., n and maj@n (the
+majority vote of the extracted answers is right), each with sampled accuracy's prompt-counting Wilson
+interval. A sample counts as correct when its accuracy reward is >= 0.5.
 
-`evaluate_tasks` is the one entry point: every eval task's prompts go through the shared-prefill sampler
-together (one greedy pass, one sampled pass per model); `summary_table` turns its records into one row per
-mode, and `per_prompt` keeps each prompt's correctness so two models scored on the same prompts can be
-compared pair by pair (`othinklab.stats`).
+`evaluate_tasks` is the one entry point; `per_prompt` keeps each prompt's correctness so two models scored
+on the same prompts can be compared pair by pair (`othinklab.stats`).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from typing import Any
 
@@ -158,10 +157,8 @@ def generate_records(
 
 
 def summarize(records: pd.DataFrame, mode: str) -> dict[str, Any]:
-    """Accuracy (with its 95% Wilson interval), format rate, mean reward and length of some records.
-
-    Sampled accuracy averages per prompt first, and its interval counts prompts (not samples) as `n`.
-    """
+    """Accuracy (with its 95% Wilson interval), format rate, mean reward and length of some records. Sampled
+    accuracy averages per prompt first, and its interval counts prompts (not samples) as `n`."""
     per_prompt = records.groupby("id")[["accuracy", "format", "reward"]].mean()
     n = len(per_prompt)
     acc = float(per_prompt["accuracy"].mean()) if n else float("nan")
@@ -283,10 +280,8 @@ def pass_columns(row: Any) -> list[str]:
 
 
 def cross_task_matrix(results: pd.DataFrame, metric: str = "greedy_accuracy") -> pd.DataFrame:
-    """Rows: (train task, method); columns: eval task; cells: `metric` averaged over seeds.
-
-    `results` has one row per (method, train_task, seed, eval_task), as `othinklab grid` writes.
-    """
+    """Rows: (train task, method); columns: eval task; cells: `metric` averaged over seeds. `results` has one
+    row per (method, train_task, seed, eval_task), as `othinklab grid` writes."""
     table = results.groupby(["train_task", "method", "eval_task"])[metric].mean().unstack("eval_task")
     table.columns.name = None
     return table
@@ -311,8 +306,6 @@ def periodic_eval(
     """
     if not samples or not every or (steps_done % every and steps_done != total):
         return {}
-    import time
-
     t0 = time.perf_counter()
     table = summary_table(evaluate_tasks(model, processor, samples, seed=seed, **settings))
     out: dict[str, float] = {}

@@ -1,25 +1,22 @@
 """`othinklab grid`: the paper's protocol in one command, with cells cached by config hash and paired claims.
 
-Methods {base (two prompts), SFT, GRPO (constant beta), GRPO-D} x train task {counting, geometry} x
-seeds, every model scored on both eval tasks {counting:ood, geometry:test} (greedy, the paper's metric,
-and sampled accuracy), so the cross-task columns show what post-training on one task does to the other.
+Methods {base (two prompts), SFT, GRPO (constant beta), GRPO-D} x train task {counting, geometry} x seeds,
+every model scored on both eval tasks {counting:ood, geometry:test} (greedy, the paper's metric, and sampled
+accuracy), so the cross-task columns show what post-training on one task does to the other.
 
-Why it is built this way:
-- *Paired.* All methods of a seed train on the same seeded prompt stream (`train.seed = task.seed =
-  seed`; SFT's batch equals GRPO's prompts per step), and every model is scored on the same eval
-  prompts, so `grid_report` compares methods prompt by prompt and seed by seed (`othinklab.stats`).
-- *Reproducible evaluation.* Sampled evaluation uses the same seed for every model, and the base, whose
-  greedy output does not depend on any seed, is evaluated once (`EVAL_SAMPLING_SEED`).
-- *Fast.* Each model's two eval tasks go through the shared-prefill sampler together (one greedy and
-  one sampled pass); an untrained model (the base) is evaluated once, not per seed or train task.
-- *Resumable.* Every cell is cached under `<output_dir>/<preset>/cache/<hash>.json` (its summary rows
-  and per-prompt correctness) as soon as it finishes; the reports are rebuilt from the cache each run.
-- *Extensible.* A preset declares its own methods (`Method`: name -> trainer and overrides) and its own
-  claims (`grid_report.Claim`: pairs of methods to compare), so ablations reuse all of the above.
+- *Paired.* All methods of a seed train on the same seeded prompt stream (`train.seed = task.seed = seed`;
+  SFT's batch equals GRPO's prompts per step) and are scored on the same eval prompts, so `grid_report`
+  compares methods prompt by prompt and seed by seed (`othinklab.stats`).
+- *Reproducible and fast.* Sampled evaluation uses one seed for every model (`EVAL_SAMPLING_SEED`); a model's
+  two eval tasks share the sampler's passes; an untrained model (the base) is evaluated once.
+- *Resumable.* Each cell (summary rows, per-prompt correctness) is cached under
+  `<output_dir>/<preset>/cache/<hash>.json` as it finishes; the reports are rebuilt from the cache each run.
+- *Extensible.* A preset declares its own methods (`Method`) and claims (`grid_report.Claim`), so ablations
+  reuse all of the above.
 
-Simplified versus the paper: the synthetic tiny tasks stand in for CLEVR/SuperCLEVR and GeoQA; SFT
-sees the same prompts as the RL runs with the generator's reasoning as target; all methods share the
-LoRA learning rate (nothing is tuned per method on the eval split).
+Simplified versus the paper: the synthetic tiny tasks stand in for CLEVR/SuperCLEVR and GeoQA; SFT sees the
+same prompts as the RL runs with the generator's reasoning as target; all methods share the LoRA learning
+rate (nothing is tuned per method on the eval split).
 """
 
 from __future__ import annotations
@@ -39,8 +36,6 @@ from othinklab.tasks import EVAL_SPLITS, make_task
 
 EVAL_TASKS = dict(EVAL_SPLITS)
 """Train task -> its held-out eval split; every model is scored on all of them."""
-EVAL_PROMPT_SEED = EVAL_SEED
-"""Seed of the eval prompts: one fixed set for every method and seed, so results pair prompt by prompt."""
 EVAL_SAMPLING_SEED = 0
 """Seed of sampled evaluation, the same for every model, so a model's sampled accuracy is reproducible.
 It is not a variance reduction: paired models' residuals were measured uncorrelated (-0.04 to +0.07)."""
@@ -184,8 +179,9 @@ def estimate_seconds(preset: Preset) -> float:
     return grpo_s + sft_s * SFT_SECONDS_PER_EXAMPLE + eval_seqs * EVAL_SECONDS_PER_SEQUENCE
 
 
-def _overrides(preset: Preset, method: Method, task: str, seed: int, output_dir: Path) -> list[str]:
-    common = [
+def cell_config(preset: Preset, method: Method, task: str, seed: int, output_dir: Path) -> Any:
+    """The resolved run config of one cell (what its cache key hashes)."""
+    overrides = [
         "model.name=tiny",
         "model.lora=true",
         f"task.name={task}",
@@ -204,29 +200,22 @@ def _overrides(preset: Preset, method: Method, task: str, seed: int, output_dir:
         f"train.output_dir={output_dir / 'runs'}",
         f"train.run_name={method.name}-{task}-seed{seed}",
         *preset.extra,
+        *method.overrides_for(task),
     ]
-    return common + method.overrides_for(task)
+    return load_config(None, overrides)
 
 
 def cells(preset: Preset) -> list[tuple[Method, str, int]]:
     """(method, train task, seed) of every model to make; an untrained method once (first task and seed)."""
-    out = []
-    for m in preset.methods:
-        if m.trainer == "none":
-            out.append((m, preset.train_tasks[0], preset.seeds[0]))
+    out = [(m, preset.train_tasks[0], preset.seeds[0]) for m in preset.methods if m.trainer == "none"]
     for seed in preset.seeds:
         for task in preset.train_tasks:
             out += [(m, task, seed) for m in preset.methods if m.trainer != "none"]
     return out
 
 
-def cell_config(preset: Preset, method: Method, task: str, seed: int, output_dir: Path) -> Any:
-    """The resolved run config of one cell (what its cache key hashes)."""
-    return load_config(None, _overrides(preset, method, task, seed, output_dir))
-
-
 def cell_key(preset: Preset, method: Method, cfg: Any) -> str:
-    sizes = {k: v for k, v in dataclasses.asdict(preset).items() if k in ("num_eval", "eval_samples")}
+    sizes = {"num_eval": preset.num_eval, "eval_samples": preset.eval_samples}
     payload = {"method": dataclasses.asdict(method), "eval": sizes, "config": to_dict(cfg), "format": 2}
     if method.trainer == "none":  # one model whatever the seed or train task it is listed under
         payload["config"] = {k: v for k, v in payload["config"].items() if k not in ("train", "task", "sft")}
@@ -235,9 +224,10 @@ def cell_key(preset: Preset, method: Method, cfg: Any) -> str:
 
 
 def eval_samples(num_eval: int) -> dict[str, list]:
-    """The eval prompts every model of a grid is scored on, by eval task (`counting:ood`, ...)."""
+    """The eval prompts every model of a grid is scored on, by eval task (`counting:ood`, ...): one fixed set
+    (seed `EVAL_SEED`) for every method and seed, so results pair prompt by prompt."""
     return {
-        f"{task}:{split}": make_task(task).samples(num_eval, split=split, seed=EVAL_PROMPT_SEED)
+        f"{task}:{split}": make_task(task).samples(num_eval, split=split, seed=EVAL_SEED)
         for task, split in EVAL_TASKS.items()
     }
 

@@ -1,17 +1,17 @@
 """The grid's reports: results, paired claims with intervals and verdicts, seed spread, tables.
 
-Why: a claim such as "GRPO-D beats GRPO on counting" is a statement about a *paired* difference (same
-seeds, same eval prompts), so each one is reported as that difference in accuracy points with a 95%
-interval counting seeds and prompts as random (`othinklab.stats`) and a verdict read off the interval
-only, next to the paper's own numbers. Everything here reads the grid's cache (or its shipped files)
-and never trains or evaluates anything, so reports can be rebuilt and checked at any time (the shipped
-ones and the generated documentation blocks by `scripts/make_reports.py`).
+Why: a claim such as "GRPO-D beats GRPO on counting" is about a *paired* difference (same seeds, same eval
+prompts), so each is reported as that difference in accuracy points with a 95% interval counting seeds and
+prompts as random (`othinklab.stats`), a verdict read off the interval only, and the paper's own numbers.
+Nothing here trains or evaluates: reports are rebuilt from the grid's cache or shipped files at any time
+(the shipped ones and the documentation's blocks by `scripts/make_reports.py`).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +91,7 @@ def _read_bounded(path: Path) -> Any:
 
 
 def read_json_cache(path: Path) -> dict[str, Any]:
-    """A JSON cache file's mapping, or {} when it is missing, truncated, unreadable or not a mapping (the
-    caller recomputes it; a truncated cache once ended a report with a traceback)."""
+    """A JSON cache file's mapping, or {} (to recompute) if missing, truncated, unreadable or not a mapping."""
     try:
         data = _read_bounded(path)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
@@ -101,10 +100,8 @@ def read_json_cache(path: Path) -> dict[str, Any]:
 
 
 def read_cell(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(the cell, None), or (None, why its cache file cannot be used: unreadable, truncated, an older format).
-
-    A cache that counted as done but that the report then skipped once dropped cells and claims with
-    exit 0; such a file is recomputed instead."""
+    """(the cell, None), or (None, why its cache file cannot be used: unreadable, truncated, an older format),
+    so `run_grid` recomputes the cell rather than letting the report drop it."""
     try:
         cell = _read_bounded(path)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -195,13 +192,11 @@ def compute_claims(per: pd.DataFrame, claims: tuple[Claim, ...]) -> pd.DataFrame
     rows = []
     groups = {k: g for k, g in per.groupby(["method", "eval_task"])}
     untrained = set(per.loc[per["train_task"] == "none", "method"])
-    cache: dict[tuple[str, str, str, str], pd.DataFrame] = {}
 
+    @cache
     def side(method: str, task: str, ev: str, metric: str) -> pd.DataFrame:
-        if (method, task, ev, metric) not in cache:
-            g = groups.get((method, ev))
-            cache[method, task, ev, metric] = pd.DataFrame() if g is None else side_matrix(g, method, task, ev, metric)
-        return cache[method, task, ev, metric]
+        g = groups.get((method, ev))
+        return pd.DataFrame() if g is None else side_matrix(g, method, task, ev, metric)
 
     for c in claims:
         for metric in METRICS:
@@ -409,9 +404,8 @@ def write_reports(
 
 # --------------------------------------------------------------------------- shipped results
 def load_shipped_results(path: str | Path | None = None) -> dict[str, Any]:
-    """The shipped run (`data/results/` unless `path`): `results`, `per_prompt` and `claims` tables,
-    `provenance` dict, and the same/cross-task tables as text. Raises FileNotFoundError naming what is
-    missing."""
+    """The shipped run (`data/results/` unless `path`): `results`, `per_prompt` and `claims` tables, `provenance`
+    dict, and the same/cross-task tables as text. Raises FileNotFoundError naming what is missing."""
     d = Path(path) if path else SHIPPED_DIR
     need = [d / "results.csv", d / "per_prompt.csv", d / "claims.csv", d / "provenance.json"]
     missing = [str(p) for p in need if not p.exists()]

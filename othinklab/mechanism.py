@@ -91,24 +91,20 @@ def mechanism_frame(results: pd.DataFrame, kl: pd.DataFrame, metric: str = "gree
     rows = []
     for (method, task, seed), sub in results[results["method"] != "base"].groupby(["method", "train_task", "seed"]):
         acc = sub.set_index("eval_task")[metric]
-        same = [e for e in acc.index if e.split(":")[0] == task]
-        other = [e for e in acc.index if e.split(":")[0] != task]
-        row = {
-            "method": method,
-            "train_task": task,
-            "seed": seed,
-            "same_task_gain": 100 * float(sum(acc[e] - base.get(e, float("nan")) for e in same) / max(1, len(same))),
-            "cross_task_change": 100
-            * float(sum(acc[e] - base.get(e, float("nan")) for e in other) / max(1, len(other)))
-            if other
-            else float("nan"),
-        }
-        rows.append(row)
+        gains = [(e, acc[e] - base.get(e, float("nan"))) for e in acc.index]
+        same = [g for e, g in gains if e.split(":")[0] == task]
+        other = [g for e, g in gains if e.split(":")[0] != task]
+        rows.append(
+            {
+                "method": method,
+                "train_task": task,
+                "seed": seed,
+                "same_task_gain": 100 * float(sum(same) / max(1, len(same))),
+                "cross_task_change": 100 * float(sum(other) / max(1, len(other))) if other else float("nan"),
+            }
+        )
     out = pd.DataFrame(rows)
-    if out.empty:
-        return out
-    keys = ["method", "train_task", "seed"]
-    return out.merge(kl, on=keys, how="left")
+    return out if out.empty else out.merge(kl, on=["method", "train_task", "seed"], how="left")
 
 
 def measure_runs(out: str | Path, results: pd.DataFrame, kl_prompts: int = KL_PROMPTS, seed: int = 0) -> pd.DataFrame:

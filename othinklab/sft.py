@@ -1,12 +1,10 @@
-"""Supervised fine-tuning on task samples: the paper's SFT baseline and the warm-up of the tiny base.
+"""Supervised fine-tuning on task samples: the objective and loop of the paper's SFT baseline (the run is
+`sft_run.run_sft`) and of the tiny base's warm-up (`warmup`, which sits below the model loader).
 
 Why: the target is the sample's own `<think>reasoning</think><answer>x</answer>` (R1-V's SFT data has
 reasoning traces in the same format), the loss covers completion tokens only, and the batch layout
-(left-padded prompt, then right-padded completion) is exactly the one the GRPO policy pass uses, so
-the two methods differ only in their objective.
-
-The run (config in, run directory out) is `sft_run.run_sft`; this module is only the objective and the loop,
-so the tiny base's warm-up (`warmup`) can use it below the model loader.
+(left-padded prompt, then right-padded completion) is exactly the GRPO policy pass's, so the two methods
+differ only in their objective.
 
 Simplified versus R1-V's SFT: AdamW at a constant learning rate (R1-V: cosine with 10% warm-up), and a
 token-mean negative log-likelihood over the batch.

@@ -1,22 +1,21 @@
 """Paired statistics for the grid: seed-and-prompt intervals, verdicts, seed spread and power.
 
 Why: two methods trained from the same seed see the same prompt stream and are scored on the same eval
-prompts, so the honest comparison is the *paired* difference per (seed, prompt), not two intervals of
-means that may or may not overlap. The seed-to-seed spread of a small-scale RL run is large (one seed
-can land 25 points above another), so an interval that only counts eval prompts as random would
-overstate certainty.
+prompts, so the honest comparison is the *paired* difference per (seed, prompt), not two intervals of means
+that may or may not overlap. Small-scale RL spreads widely over seeds (one can land 25 points above
+another), so an interval counting only eval prompts as random would overstate certainty.
 
 The model: difference(seed, prompt) = mean + seed effect + prompt effect + residual, all independent,
 additive, roughly symmetric, on a balanced design (every seed scored on the same prompts). Its variance
 components (two-way ANOVA, one observation per cell) give *one* estimate of the variance of the mean,
-used by the interval, the half-width and the power calculation alike: the seed part (seed effect plus
-residual, estimated from the per-seed means with S-1 degrees of freedom) at Student's t quantile, the
-prompt part at the normal one. The interval is exact arithmetic: no resampling, so no verdict depends on
-a random seed of the analysis (a crossed bootstrap with 2000 replicates moved the ends by up to 0.7
-points between its own seeds). `tests/test_stats.py` checks the error rate at a true difference of 0.
+shared by the interval, the half-width and the power calculation: the seed part (seed effect plus
+residual, from the per-seed means, S-1 degrees of freedom) at Student's t, the prompt part at the normal.
+No resampling, so no verdict depends on a seed of the analysis (a crossed bootstrap with 2000 replicates
+moved the ends by up to 0.7 points between its own seeds). `tests/test_stats.py` checks the error rate
+at a true difference of 0.
 
-Everything here is pure numpy on arrays shaped `(seeds, prompts)` of per-prompt correctness (0/1 for
-greedy decoding, the fraction of correct samples for sampled accuracy).
+Pure numpy on `(seeds, prompts)` arrays of per-prompt correctness (0/1 for greedy decoding, the fraction
+of correct samples for sampled accuracy).
 """
 
 from __future__ import annotations
@@ -156,10 +155,8 @@ def chi2_quantile(q: float, df: int) -> float:
 
 @dataclass(frozen=True)
 class VarianceComponents:
-    """Two-way (seed x prompt) random-effects decomposition of a paired-difference matrix (points^2).
-
-    The one estimate of the variance of the mean that the interval, `halfwidth` and `seeds_for` share:
-    `seed_term` (seed effect plus residual, S-1 degrees of freedom) and `prompt / P`."""
+    """Two-way (seed x prompt) random-effects decomposition of a paired-difference matrix (points^2): the
+    variance of the mean is `seed_term` (S-1 degrees of freedom) plus `prompt / P`."""
 
     seed: float
     """Variance of the per-seed true difference (what more seeds average away). The unbiased estimate,

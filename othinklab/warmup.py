@@ -3,10 +3,9 @@ with planted flaws.
 
 Why: GRPO needs a base that is right sometimes (a group whose G answers all fail teaches nothing), like
 the paper's Qwen2-VL-2B base (42.5% counting, 15.5% geometry), and stable: a base caught mid-way through
-learning turns other CPUs' last bits into tens of points (docs/results.md). The warm-up is SFT, so this module sits
-above `sft` and the model loader only calls `ensure_base` to build the cache once. The cache key
-(`tiny.base_dir`: build version and seed) is unchanged by where this code lives, and the build pins the
-thread count so a rebuild is bit-identical.
+learning turns other CPUs' last bits into tens of points (docs/results.md). The warm-up is SFT, so this
+module sits above `sft`; the model loader only calls `ensure_base`. The cache key is `tiny.base_dir` (build
+version and seed); the build pins the thread count so a rebuild is bit-identical.
 """
 
 from __future__ import annotations
@@ -32,17 +31,15 @@ WARMUP = {
     "slip_frac": 0.7,
     "seed": SEED,
 }
-"""The base's supervised warm-up on both tasks, long enough to converge (a base caught mid-way through
-learning a skill flips with the last bits of the arithmetic, so each CPU built another base). Two planted,
-seeded flaws leave RL something a verifiable reward can find: a tenth of the targets are written without the
-`<think>/<answer>` tags (the format reward's lesson), and on a systematic slice of each task (`slip`) 70% of
-the targets give a slipped answer, too high. So the base is a converged mixture: on that slice it samples the
-right answer about a fifth to a third of the time and says the wrong one greedily (docs/results.md)."""
+"""The base's supervised warm-up on both tasks, long enough to converge. Two planted, seeded flaws leave RL
+something a verifiable reward can find: a tenth of the targets are written without the `<think>/<answer>`
+tags (the format reward's lesson), and on a systematic slice of each task (`slip`) 70% of the targets give
+a slipped answer, too high. So the base is a converged mixture: on that slice it samples the right answer
+about a fifth to a third of the time and says the wrong one greedily (docs/results.md)."""
 
 COUNTING_SLIP = 2
-"""Counting's slip on sets of five or more: two too many. One too many (base v3) hid behind the tiny vision
-tower's own miscounts of large, shifted sets (greedy right on the slice by accident, and differently on each
-CPU's build); two stays visible through them (docs/results.md)."""
+"""Counting's slip on sets of five or more: two too many, which stays visible through the tiny vision tower's
+own miscounts of large, shifted sets (one too many hid behind them, differently on each CPU; docs/results.md)."""
 GEOMETRY_SLIPS = {"triangle_sum": 10, "exterior_angle": 10, "supplementary": 10, "square_perimeter": 4}
 """Geometry's slipped rules and their slip: one grid step too high (10 degrees; 4 for a square's perimeter)."""
 

@@ -1,13 +1,11 @@
 """Atomic checkpoints: adapter (peft format) or full weights, optimizer, LR and KL schedule state, RNG, step.
 
-Why: a run killed at any moment — including in the middle of a save — must resume from its latest
-*complete* checkpoint and continue exactly as if never stopped. Each checkpoint is written into a
-temporary directory, fsynced, then renamed into place (a rename is atomic on POSIX); only then does
-the `latest` pointer move (itself replaced atomically), and only then are old checkpoints pruned.
-A directory without `state.json` — a save that was cut off — is never loaded. A reader (`load_run`:
-eval, export, ablations) pins the checkpoint it chose with a shared lock on its `state.json`, and pruning
-skips a pinned checkpoint (a later save removes it), so a run saving every step never deletes what a reader
-is loading. Weights are checked for NaN/inf on load as well as on save.
+Why: a run killed at any moment, mid-save included, must resume from its latest *complete* checkpoint
+exactly as if never stopped. A checkpoint is written to a temporary directory, fsynced and renamed into
+place (atomic on POSIX); only then does the `latest` pointer move (atomically too), and only then are old
+ones pruned. A directory without `state.json` (a cut-off save) is never loaded. A reader (`load_run`)
+pins its checkpoint with a shared lock on `state.json` and pruning skips a pinned one, so a run saving
+every step never deletes what a reader is loading. Weights are checked for NaN/inf on load and on save.
 """
 
 from __future__ import annotations
@@ -151,10 +149,8 @@ def _pin(ckpt: Path) -> int | None:
 
 @contextlib.contextmanager
 def pinned_latest(ckpt_root: str | Path) -> Iterator[Path | None]:
-    """The newest complete checkpoint, kept on disk for the block's duration (None when there is none).
-
-    A checkpoint pruned between choosing and pinning is skipped for the new latest, so a reader of a run
-    that saves every step with one kept always gets a whole checkpoint."""
+    """The newest complete checkpoint, kept on disk for the block's duration (None when there is none); one
+    pruned between choosing and pinning is skipped for the new latest, so a reader always gets a whole one."""
     for _ in range(1000):
         latest = latest_checkpoint(ckpt_root)
         fd = _pin(latest) if latest is not None else None
@@ -320,11 +316,8 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: Any, ckpt: str | Path) -> None:
-    """Load the checkpoint's adapter (peft) or full weights into `model` in place.
-
-    Missing, corrupt or NaN/inf weights are a `UserError` naming the last good checkpoint; a mismatch
-    with the model is one naming both sides (`othinklab.weights`).
-    """
+    """Load the checkpoint's adapter (peft) or full weights into `model` in place. Missing, corrupt or NaN/inf
+    weights are a `UserError` naming the last good checkpoint; a model mismatch names both sides (`weights`)."""
     folder = Path(ckpt) / "model"
     try:
         tensors = _read_weights(folder)
@@ -345,11 +338,10 @@ RUN_LOGS = ("metrics.jsonl", "rollouts.jsonl", "reward_errors.jsonl")
 
 
 def save_training(ckpt_root: str | Path, step: int, parts: Any, counters: dict[str, int], keep: int = 2) -> Path:
-    """Checkpoint everything a GRPO run needs to continue exactly, from `parts` (a `trainer.TrainParts`):
-    weights, optimizer, LR and KL schedules, every RNG (the sampling generator too), the run's counters
-    (`batch_index`, ...) and, under float16, the loss scaler's scale and growth tracker (a resume that restarted
-    at 2^16 would overflow and skip steps an uninterrupted run did not); and a reset reference's weights
-    (`othinklab.reference`)."""
+    """Checkpoint all a GRPO run needs to continue exactly, from `parts` (a `trainer.TrainParts`): weights,
+    optimizer, LR and KL schedules, every RNG (the sampling generator too), the run's counters, a reset
+    reference's weights (`othinklab.reference`) and, under float16, the loss scaler's state (a resume
+    restarting at 2^16 would overflow and skip steps an uninterrupted run did not)."""
     scaler, reference = parts.scaler, parts.reference
     torch_state: dict[str, Any] = {"generator": parts.generator.get_state()}
     if scaler is not None and scaler.is_enabled():
@@ -362,11 +354,9 @@ def save_training(ckpt_root: str | Path, step: int, parts: Any, counters: dict[s
 
 def resume_training(run: Path, parts: Any, is_main: bool = True) -> dict[str, int]:
     """Load the run's latest complete checkpoint into `parts` (a `trainer.TrainParts`); returns its counters
-    (`step`, `batch_index`, `nonfinite_in_a_row`; zeros when there is none yet).
-
-    The main process also deletes saves that were cut off and drops log rows written after the
-    checkpoint, so the resumed run appends exactly the rows an uninterrupted run would have.
-    """
+    (`step`, `batch_index`, `nonfinite_in_a_row`; zeros when there is none yet). The main process also
+    deletes cut-off saves and drops log rows written after the checkpoint, so the resumed run appends
+    exactly the rows an uninterrupted run would have."""
     counters = {"step": 0, "batch_index": 0, "nonfinite_in_a_row": 0}
     latest = latest_checkpoint(run / "checkpoints")
     if latest is not None:

@@ -1,22 +1,19 @@
 """`othinklab export`: a run's latest checkpoint as a shareable model directory, with a model card.
 
 Why: a trained run is only useful outside othinklab as something `transformers` / `peft` load directly.
-The export writes either the LoRA adapter (small; load it on the base with peft) or, with `merge`, the
-adapter folded into the base weights (`merge_and_unload`) as a plain model that
-`AutoModelForImageTextToText.from_pretrained` loads; always the processor, and a `README.md` card that
-says what was trained how (base model, method, KL schedule, data, steps, final metrics, eval figures).
-
-The base is loaded in full precision (never 4-bit) so a merge is exact for the weights it is given; an
-adapter trained on a 4-bit base therefore merges into the unquantised base (the usual QLoRA practice).
-The directory is built next to `out` and renamed into place, so a crash never leaves half an export, and
-an existing non-empty `out` is refused rather than overwritten. `push_to_hub` uploads the finished
-directory; when the hub is unreachable the local export is kept and the error says so.
+The export holds the LoRA adapter (load it on the base with peft) or, with `merge`, a plain model with the
+adapter folded in (`merge_and_unload`); always the processor, and a `README.md` card saying what was
+trained how. The base loads in full precision, so an adapter trained on a 4-bit base merges into the
+unquantised one (the usual QLoRA practice). The directory is built beside `out` and renamed into place
+(a crash never leaves half an export); a non-empty `out` is refused, never overwritten. When the hub is
+unreachable, `push_to_hub` keeps the local export and the error says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import math
 import shutil
 import stat
@@ -61,8 +58,6 @@ def _step_of(row: Any) -> int | None:
 
 def run_method(cfg: Any, checkpoint: Path) -> str:
     """What trained the run: `SFT` (its checkpoint says so), else `GRPO-D` or `GRPO` by the KL schedule."""
-    import json
-
     try:
         state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8")[:1_000_000])
     except (OSError, ValueError):

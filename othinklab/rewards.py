@@ -5,35 +5,35 @@ here is pure (no I/O, no randomness) and never raises on model output: a reward 
 on a weird completion would kill a training run at step 140.
 
 Simplified versus R1-V / the paper:
-- accuracy compares the *extracted* `<answer>` contents with the solution's, first by normalised string,
-  then by cheap float comparison, then by math-verify (symbolic); R1-V tries math-verify on the whole
-  completion first. Answers longer than `MAX_SYMBOLIC_CHARS` are only string-compared, and any
-  math-verify error or timeout counts as "not equal".
-- when a completion holds several `<answer>` tags, the **last** complete one counts (R1-V's
-  `re.search` takes the first). R1-V's format check accepts such completions (its `.*?` can span a
-  closing tag), so one tag has to be chosen; the last is the model's final word when it restates or
-  corrects itself, which is what a human grader would read as its answer.
-- both sides are normalised before comparing (`normalize_answer`): R1-V's GeoQA test writes roots as
-  `√{3}` (about 60 of its 754 gold answers), π as a symbol and lengths with units (`8cm`, `9米`); a
-  model writing `2\\sqrt{3}`, `2\\pi` or `8` is right and scores 1.
-- math-verify's timeouts use `signal.alarm`, which only works in the main thread; off the main thread
-  (data-loader workers, thread pools) we parse without a timeout and rely on cheap guards instead:
-  answers that are long, deeply nested, power towers or factorials are string-compared only.
-- format: R1-V's regex matched against the *whole* completion, as R1-V does since 2025-02-07
-  (`re.fullmatch`; before that `re.match` accepted trailing text). We strip surrounding whitespace
-  first, which R1-V does not.
+- accuracy compares the *extracted* `<answer>` contents with the solution's: normalised string, then
+  float, then math-verify (symbolic); R1-V tries math-verify on the whole completion first. Answers over
+  `MAX_SYMBOLIC_CHARS` are only string-compared; a math-verify error or timeout counts as "not equal".
+- of several `<answer>` tags the **last** complete one counts (R1-V's `re.search` takes the first, and
+  its format check accepts such completions): it is the model's final word when it corrects itself.
+- both sides are normalised (`normalize_answer`): R1-V's GeoQA test writes roots as `√{3}` (about 60
+  of its 754 gold answers), π as a symbol and lengths with units (`8cm`, `9米`); a model writing
+  `2\\sqrt{3}`, `2\\pi` or `8` is right and scores 1.
+- math-verify's timeouts use `signal.alarm`, main thread only; elsewhere (data-loader workers, thread
+  pools) we parse without one, and long, deeply nested, power-tower or factorial answers are string-compared.
+- format: R1-V's regex matched against the *whole* completion (`re.fullmatch`, as R1-V since
+  2025-02-07), after stripping surrounding whitespace, which R1-V does not.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import math
 import os
 import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from othinklab.errors import ConfigError, TrainingError
 
 ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 FORMAT_RE = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
@@ -71,10 +71,8 @@ def extract_answer(text: Any) -> str | None:
     """
     if not isinstance(text, str):
         return None
-    last = None
-    for last in ANSWER_RE.finditer(text):
-        pass
-    return None if last is None else last.group(1).strip()
+    found = ANSWER_RE.findall(text)
+    return found[-1].strip() if found else None
 
 
 def format_reward(text: Any) -> float:
@@ -138,13 +136,6 @@ def _parser_safe(s: str) -> bool:
     )
 
 
-def _timeout_s() -> int | None:
-    """math-verify timeout: a signal alarm only works on POSIX in the main thread."""
-    if os.name == "posix" and threading.current_thread() is threading.main_thread():
-        return SYMBOLIC_TIMEOUT_S
-    return None
-
-
 @functools.lru_cache(maxsize=65536)
 def _parse_cached(clean: str, timeout: int | None) -> tuple:
     """math-verify parse of a cleaned answer (LaTeX-wrapped first); empty tuple on failure."""
@@ -176,7 +167,8 @@ def answers_equal(pred: str, gold: str) -> bool:
     pf, gf = _as_float(p), _as_float(g)
     if pf is not None and gf is not None:
         return math.isclose(pf, gf, rel_tol=1e-6, abs_tol=1e-9)
-    timeout = _timeout_s()
+    main_thread = os.name == "posix" and threading.current_thread() is threading.main_thread()
+    timeout = SYMBOLIC_TIMEOUT_S if main_thread else None  # math-verify's `signal.alarm` works there only
     gold_parsed, pred_parsed = _parse_cached(g, timeout), _parse_cached(p, timeout)
     if not gold_parsed or not pred_parsed:
         return False
@@ -189,9 +181,7 @@ def answers_equal(pred: str, gold: str) -> bool:
 
 
 def accuracy_reward(text: Any, solution: Any) -> float:
-    """1.0 if the completion's `<answer>` equals the solution's answer, else 0.0.
-
-    The solution's answer is its `<answer>` content when present, else the whole solution string.
+    """1.0 if the completion's `<answer>` equals the solution's (its `<answer>` content, else all of it), else 0.0.
 
     >>> accuracy_reward("<think>..</think><answer>140</answer>", "<answer> 140° </answer>")
     1.0
@@ -261,12 +251,6 @@ def load_reward_function(
     `path/to/file.py:function` (R1-V-style custom rewards without packaging them); user functions are
     wrapped in `TimedReward` (deadline `timeout_s` seconds per call).
     """
-    import importlib
-    import importlib.util
-    from pathlib import Path
-
-    from othinklab.errors import ConfigError
-
     if not spec:
         return accuracy_reward
     if spec in REWARD_FUNCS:
@@ -313,8 +297,6 @@ class TimedReward:
         self.timeouts_in_a_row = 0
 
     def __call__(self, text: str, solution: str) -> Any:
-        from othinklab.errors import TrainingError
-
         box: dict[str, Any] = {}
 
         def run() -> None:
@@ -356,8 +338,6 @@ def safe_score(
     >>> safe_score("<answer>3</answer>", "<answer>3</answer>", accuracy_fn=lambda c, s: "yes")
     (RewardBreakdown(accuracy=0.0, format=0.0, total=0.0), "accuracy function returned 'yes', not a finite number")
     """
-    from othinklab.errors import TrainingError
-
     try:
         acc = accuracy_fn(text, solution)
         fmt = format_reward(text)

@@ -1,8 +1,5 @@
-"""Putting a checkpoint's tensors into a live model: a LoRA adapter through peft or full weights, with a
-mismatch named on both sides, and the NaN/inf checks used on save and on load.
-
-Why: a checkpoint is only as good as what loads back; a full fine-tuning run's `save_pretrained` folder is
-in transformers' on-disk key layout, not the live module names, and must still load.
+"""Putting a checkpoint's tensors into a live model (a LoRA adapter through peft, or full weights in
+transformers' on-disk key layout), a mismatch named on both sides; and the NaN/inf checks of save and load.
 """
 
 from __future__ import annotations
@@ -24,9 +21,8 @@ def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
 def apply_weights(model: Any, folder: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Load a checkpoint's adapter (peft) or full weights into `model` in place.
 
-    The checkpoint must match the model: a LoRA adapter of the same rank, alpha and target modules, or
-    full weights of the same shapes. Anything else is a `UserError` naming both sides, never a quiet
-    evaluation of an untrained adapter.
+    A LoRA adapter must match in rank, alpha and target modules, full weights in shapes; anything else is a
+    `UserError` naming both sides, never a quiet evaluation of an untrained adapter.
     """
     ckpt_is_adapter = (folder / "adapter_config.json").exists()
     model_is_lora = hasattr(model, "peft_config")
@@ -102,7 +98,7 @@ def _shape(cfg: Any) -> str:
 
 def describe_model(model: Any) -> str:
     """One phrase for the model weights are loaded into (for mismatch messages)."""
-    live = getattr(model, "peft_config", {}).get("default") if hasattr(model, "peft_config") else None
+    live = getattr(model, "peft_config", {}).get("default")
     if live is not None:
         return f"a LoRA model (r={getattr(live, 'r', '?')}, lora_alpha={getattr(live, 'lora_alpha', '?')})"
     return f"a full model (model.lora=false; {_shape(getattr(model, 'config', {}))})"

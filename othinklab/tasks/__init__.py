@@ -8,6 +8,7 @@ from othinklab.errors import ConfigError
 from othinklab.tasks.base import PROMPT_SUFFIX, PROMPTS, Sample, Task, with_prompt
 from othinklab.tasks.counting import CountingTask
 from othinklab.tasks.geometry import GeometryTask
+from othinklab.tasks.r1v import load_r1v
 
 TASKS: dict[str, type] = {"counting": CountingTask, "geometry": GeometryTask}
 EVAL_SPLITS = {"counting": "ood", "geometry": "test"}
@@ -22,13 +23,6 @@ def make_task(name: str, **params: Any) -> Task:
         return TASKS[name](**params)
     except TypeError as exc:
         raise ConfigError(f"task {name!r}: bad parameter ({exc})") from None
-
-
-def load_r1v(*args: Any, **kwargs: Any) -> list[Sample]:
-    """Load an R1-V dataset file or directory; see `othinklab.tasks.r1v.load_r1v`."""
-    from othinklab.tasks.r1v import load_r1v as _load
-
-    return _load(*args, **kwargs)
 
 
 __all__ = ["EVAL_SPLITS", "PROMPT_SUFFIX", "PROMPTS", "Sample", "Task", "TASKS", "make_task", "load_r1v", "with_prompt"]

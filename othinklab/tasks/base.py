@@ -1,8 +1,5 @@
-"""The task contract: a `Sample` (one image + question + answer) and a `Task` that makes them.
-
-Synthetic generators and the R1-V file loaders both produce `Sample`s, so rewards, rollouts, SFT and
-evaluation never care where a sample came from.
-"""
+"""The task contract: a `Sample` (one image + question + answer) and a `Task` that makes them. Synthetic
+generators and R1-V loaders both produce `Sample`s, so nothing downstream cares where one came from."""
 
 from __future__ import annotations
 
@@ -13,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from PIL import Image
+
+from othinklab.errors import ConfigError, DataError
 
 PROMPT_SUFFIX = " Output the thinking process in <think> </think> and final answer (number) in <answer> </answer> tags."
 """R1-V's instruction appended to every question (docs/paper.md, Reward)."""
@@ -33,10 +32,8 @@ def control_tokens_in(text: str) -> list[str]:
 
 
 class LazyImage:
-    """An image decoded from its file or bytes each time `Sample.image` is read, never kept decoded.
-
-    Why: a 100k-row dataset decoded up front held 5.75 GB of pixels at 112 px (GeoQA's 8k rows at the
-    geometry configs' size alike); the file path or compressed bytes are a small fraction of that."""
+    """An image decoded from its file or bytes on each read of `Sample.image`, never kept decoded: a 100k-row
+    dataset decoded up front held 5.75 GB of pixels at 112 px; paths or compressed bytes are a fraction."""
 
     def __init__(self, load: Callable[[], Image.Image], size: tuple[int, int] | None = None) -> None:
         self.load, self.size = load, size
@@ -47,11 +44,8 @@ class LazyImage:
 
 @dataclass
 class Sample:
-    """One task item in the R1-V shape.
-
-    `solution` is R1-V's `<answer> 3 </answer>` form; `reasoning` is a short correct explanation used
-    as the supervised `<think>` target (empty for real data that has none).
-    """
+    """One task item in the R1-V shape: `solution` is R1-V's `<answer> 3 </answer>` form; `reasoning` is a
+    short correct explanation, the supervised `<think>` target (empty for real data that has none)."""
 
     id: str
     image: Image.Image
@@ -69,8 +63,6 @@ class Sample:
             value = getattr(self, name)
             found = control_tokens_in(value) if isinstance(value, str) else []
             if found:
-                from othinklab.errors import DataError
-
                 raise DataError(
                     f"sample {self.id[:120]!r}: its {name} contains the chat-template control token(s) "
                     f"{', '.join(found[:3])[:120]}, which would let the data rewrite the prompt; remove them"
@@ -114,8 +106,6 @@ def image_source(sample: Sample) -> Image.Image | LazyImage:
 def with_prompt(samples: list[Sample], prompt: str) -> list[Sample]:
     """Copies of `samples` asking for `prompt`'s format (the originals, possibly cached, stay as they are)."""
     if prompt not in PROMPTS:
-        from othinklab.errors import ConfigError
-
         raise ConfigError(f"task.prompt={prompt!r} is unknown; choose one of {', '.join(PROMPTS)}")
     return [s if s.prompt == prompt else dataclasses.replace(s, prompt=prompt, image=image_source(s)) for s in samples]
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from othinklab.errors import ConfigError
 from othinklab.tasks.base import Sample
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -40,8 +41,6 @@ class CountingTask:
     splits: tuple[str, ...] = ("train", "test", "ood", "val")
 
     def __post_init__(self) -> None:
-        from othinklab.errors import ConfigError
-
         cells = (self.image_size // self.cell) ** 2
         if not 1 <= self.min_objects <= self.max_objects <= cells:
             raise ConfigError(
@@ -54,8 +53,6 @@ class CountingTask:
     def samples(self, n: int, split: str = "train", seed: int = 0) -> list[Sample]:
         """`n` samples of `split`; sample i depends only on (split, seed, i), so prefixes are stable."""
         if split not in SPLIT_CODES:
-            from othinklab.errors import ConfigError
-
             raise ConfigError(f"counting task: unknown split {split!r}; choose one of {sorted(SPLIT_CODES)}")
         return [self._sample(split, seed, i) for i in range(n)]
 

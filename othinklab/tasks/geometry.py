@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from othinklab.errors import ConfigError
 from othinklab.tasks.base import Sample
 
 RULES = (
@@ -41,8 +42,6 @@ class GeometryTask:
     splits: tuple[str, ...] = ("train", "test", "val")
 
     def __post_init__(self) -> None:
-        from othinklab.errors import ConfigError
-
         bad = [r for r in self.rules if r not in RULES]
         if bad or not self.rules:
             raise ConfigError(f"geometry task: unknown rules {bad}; choose from {list(RULES)}")
@@ -52,8 +51,6 @@ class GeometryTask:
     def samples(self, n: int, split: str = "train", seed: int = 0) -> list[Sample]:
         """`n` samples of `split`; sample i depends only on (split, seed, i)."""
         if split not in SPLIT_CODES:
-            from othinklab.errors import ConfigError
-
             raise ConfigError(f"geometry task: unknown split {split!r}; choose one of {sorted(SPLIT_CODES)}")
         return [self._sample(split, seed, i) for i in range(n)]
 

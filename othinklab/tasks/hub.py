@@ -1,13 +1,10 @@
 """Hugging Face Hub dataset ids as data paths: `owner/name`, optional `:config`, optional `@split`.
 
 Why: every peer (TRL, EasyR1, R1-V) takes `leonardPKU/clevr_cogen_a_train` where we took a local path.
-The id goes through `datasets.load_dataset`, so the HF cache (`HF_HOME`, `HF_DATASETS_CACHE`) and offline
-mode (`HF_HUB_OFFLINE=1` or `HF_DATASETS_OFFLINE=1`) behave as users expect: offline, a cached dataset
-loads and an uncached one is a `DataError` naming the id and the cache directory (exit 2, not a traceback).
-The rows come back as a `datasets.Dataset` that the R1-V loader turns into `Sample`s like a local file.
-
-Examples: `leonardPKU/clevr_cogen_a_train`, `leonardPKU/GEOQA_R1V_Train_8K@train`,
-`owner/name:default@test`. A path that exists on disk always wins over an id of the same spelling.
+`datasets.load_dataset` reads the id, so the HF cache (`HF_HOME`, `HF_DATASETS_CACHE`) and offline mode
+(`HF_HUB_OFFLINE=1` / `HF_DATASETS_OFFLINE=1`) behave as users expect: offline, an uncached dataset is a
+`DataError` naming the id and the cache directory. The R1-V loader turns the rows into `Sample`s like a
+local file's. A path that exists on disk always wins over an id of the same spelling.
 """
 
 from __future__ import annotations

@@ -22,8 +22,7 @@ _BOM = b"\xef\xbb\xbf"
 
 
 def index_jsonl(path: Path) -> list[tuple[int, int, int]]:
-    """(line number, byte offset, byte length) of every non-blank line; length -1 for an over-long line.
-    Splits on b"\\n" only, so U+2028/U+2029 inside a JSON string never cut a row."""
+    """(line number, byte offset, byte length) of every non-blank line; length -1 for an over-long line."""
     entries: list[tuple[int, int, int]] = []
     try:
         with path.open("rb") as fh:

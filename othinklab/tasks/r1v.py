@@ -1,20 +1,15 @@
 """Loaders for the R1-V dataset files the paper trains and evaluates on, as `Sample`s.
 
-Why: the synthetic tasks stand in for the real data, and switching to the real thing must change only a
-path. R1-V's files come in three shapes — `datasets.save_to_disk` directories (clevr_cogen_a_train,
-GEOQA_R1V_Train_8K), parquet, and JSONL with image paths (SuperCLEVR-200, GeoQA test) — with different
-column names (`problem`/`question`, `solution`/`ground_truth`, `image`/`image_path`). This module reads
-all of them into the one `Sample` shape, with answers normalized to `<answer> X </answer>`.
+Why: switching from the synthetic stand-ins to the real data must change only a path. R1-V's files come as
+`save_to_disk` directories (clevr_cogen_a_train, GEOQA_R1V_Train_8K), parquet, and JSONL with image paths
+(SuperCLEVR-200, GeoQA test), with different column names (`problem`/`question`, `solution`/`ground_truth`,
+`image`/`image_path`); all become `Sample`s with answers normalized to `<answer> X </answer>`.
 
-Few-shot (`limit`, the paper's 100 counting samples) picks rows by a seeded permutation *before* any
-image is decoded, so loading 100 rows of a 70k-row file is fast. Bad data raises `DataError` naming the
-file, row and field; `skip_bad_rows=True` skips bad rows instead and logs how many and why.
-
-Hostile or careless files stay bounded: JSONL is indexed line by line (`tasks.jsonl`: a line over `MAX_LINE_BYTES` is a
-bad row, never a read of the whole line), each line is decoded on its own (non-UTF-8 names the row; a BOM
-is dropped; U+2028 inside strings is text, not a line break), image headers are checked before decoding
-(pixel count, aspect ratio, file size) and big images are shrunk to `model.max_pixels` before the
-processor sees them, and questions carrying chat-template control tokens (`<|im_start|>`, ...) are refused.
+Few-shot (`limit`, the paper's 100 counting samples) picks rows by a seeded permutation *before* any image
+is decoded. Bad data raises `DataError` naming the file, row and field; `skip_bad_rows=True` skips and logs.
+Hostile files stay bounded: JSONL is read line by line (`tasks.jsonl`), image headers are checked before
+decoding (pixels, aspect ratio, file size), big images are shrunk to `model.max_pixels`, and questions
+carrying chat-template control tokens (`<|im_start|>`, ...) are refused.
 """
 
 from __future__ import annotations
@@ -215,13 +210,6 @@ def _parse_answer(value: Any, task: str) -> tuple[str, str]:
     return answer, reasoning
 
 
-def _clean_reasoning(value: Any) -> str:
-    if not isinstance(value, str):
-        return ""
-    think = _THINK.findall(value)
-    return (think[-1] if think else value).strip()
-
-
 def _decode_image(value: Any, image_root: Path | None, base_dir: Path, max_pixels: int | None = None) -> Image.Image:
     """PIL image from a PIL image, an Image-feature dict, raw bytes or a path; raise `_BadRow` if bad.
 
@@ -272,8 +260,7 @@ def _decode_image(value: Any, image_root: Path | None, base_dir: Path, max_pixel
 
 
 def _lazy_image(value: Any, root: Path | None, base_dir: Path, max_pixels: int | None, where: str) -> Any:
-    """A `LazyImage` for a path or bytes, checked now by decoding it once (a bad row is found at load, as
-    before) but not kept decoded; a PIL image given as such is kept as it is."""
+    """A `LazyImage` for a path or bytes, decoded once now so a bad row fails at load; a PIL image is kept."""
     if isinstance(value, Image.Image):
         return _decode_image(value, root, base_dir, max_pixels)
     if isinstance(value, dict):
@@ -376,10 +363,9 @@ def load_r1v(
             try:
                 good.append(_make_sample(row, idx, task, stem, source, root, base_dir, where, max_pixels))
             except _BadRow as exc:
-                reason = f"{path.name}{where}: {exc}"
                 if not skip_bad_rows:
                     raise DataError(f"{path}{where}: {exc}") from None
-                bad.append(reason)
+                bad.append(f"{path.name}{where}: {exc}")
     if bad and good:
         log.warning("%s: skipped %d bad row(s), kept %d; first: %s", path, len(bad), len(good), "; ".join(bad[:3]))
     if not good:
@@ -415,8 +401,10 @@ def _make_sample(
             "rewrite the prompt; remove them from the question"
         )
     answer, reasoning = _parse_answer(row[a_col], task)
-    if isinstance(row.get("thinking"), str) and row["thinking"].strip():
-        reasoning = _clean_reasoning(row["thinking"])
+    thinking = row.get("thinking")
+    if isinstance(thinking, str) and thinking.strip():
+        think = _THINK.findall(thinking)
+        reasoning = (think[-1] if think else thinking).strip()
     img_value = row[img_col]
     if img_value is None and img_col == "image" and row.get("image_path"):
         img_value = row["image_path"]

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from othinklab import grpo, kl, rewards
+from othinklab.widgets import rescore
 
 
 @dataclass(frozen=True)
@@ -161,15 +162,9 @@ def _my_schedule(answer: Any) -> bool:
 
 
 # --------------------------------------------------------------------------- 03 · rollout inspection
-def _rescored(rollouts: Any, alpha: float) -> Any:
-    from othinklab.widgets import rescore
-
-    return rescore(rollouts, format_weight=alpha)
-
-
 @exercise("03.alpha0", "rescore(rollouts, format_weight=0.0)['new_reward'].mean(): alpha 0 is accuracy alone.")
 def _alpha0(answer: Any, rollouts: Any) -> bool:
-    return close(answer, _rescored(rollouts, 0.0)["new_reward"].mean())
+    return close(answer, rescore(rollouts, format_weight=0.0)["new_reward"].mean())
 
 
 @exercise("03.zero_spread", "a group is (step, group); its spread is max - min of its rewards.")
@@ -181,7 +176,7 @@ def _zero_spread(answer: Any, rollouts: Any) -> bool:
 
 @exercise("03.flips", "compare the sign of 'advantage' and 'new_advantage' (> 0) after rescoring with alpha 2.")
 def _flips(answer: Any, rollouts: Any) -> bool:
-    df = _rescored(rollouts, 2.0)
+    df = rescore(rollouts, format_weight=2.0)
     return close(answer, ((df["advantage"] > 0) != (df["new_advantage"] > 0)).mean())
 
 

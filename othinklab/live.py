@@ -1,16 +1,11 @@
 """A live training view for notebooks: pass it to `train(cfg, callbacks=[view])` and it updates reward,
 measured KL and beta(s), and completion length in place as steps finish, under a progress bar.
 
-Why: a short run in a class or a long one on a GPU is easier to judge while it runs ("is the format reward
-climbing? is KL running away while beta is low?"). The trainer calls the view with each step's metrics
-row (`steplog.metrics_row`); the view keeps the rows (`frame()`, the DataFrame twin, tested directly).
-While the run goes, the curves are one small inline SVG (`svg_curves`) in an `ipywidgets.HTML` whose value
-is replaced each step: the widget updates in place (no PNG rendered per step, no flicker, a few kB per
-update) and it works the same in JupyterLab, classic Notebook, VS Code, Colab and nbclient. `finish()` then
-draws the full matplotlib figure (`plots.training_curves`, legends and axes) once, into `image`.
-
-Simplified: the SVG has no axes ticks, only each curve's last value and range; outside a notebook
-(`display=False`) the view only collects rows.
+Why: a run is easier to judge while it runs ("is KL running away while beta is low?"). The view keeps each
+step's metrics row (`frame()`, the DataFrame twin). While the run goes, the curves are one small inline SVG
+(`svg_curves`, no axes ticks) in an `ipywidgets.HTML` replaced each step: no PNG per step, no flicker, and it
+works alike in JupyterLab, Notebook, VS Code, Colab and nbclient. `finish()` then draws the full matplotlib
+figure (`plots.training_curves`) once. With `display=False` the view only collects rows.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Loading the policy: the embedded tiny default or any Qwen2-VL / Qwen2.5-VL checkpoint, with LoRA and 4-bit.
 
-Why: one function serves the laptop and the GPU. `"tiny"` is the embedded partly competent base
-(built offline and cached, see `othinklab.tiny`), `"tiny-init"` the untrained network; anything else goes
-through transformers (`Qwen/Qwen2-VL-2B-Instruct`, a local directory, a saved run). LoRA comes from
-peft, 4-bit NF4 from bitsandbytes; the reference model under LoRA is the same weights with the adapter
-disabled (`model.disable_adapter()`), so there is never a second copy. Only under full fine-tuning is a
-frozen copy made, and only when the KL schedule needs one.
+Why: one function serves the laptop and the GPU. `"tiny"` is the embedded partly competent base, `"tiny-init"`
+the untrained network (`othinklab.tiny`); anything else goes through transformers. Under LoRA the reference
+is the same weights with the adapter disabled, so only full fine-tuning makes a frozen copy.
 """
 
 from __future__ import annotations
@@ -26,9 +23,8 @@ DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 """`model.dtype` names (the config's list) -> torch dtypes."""
 VISION_MODULE_HINTS = ("visual", "vision")
 SKIP_4BIT = ("lm_head", "visual", "model.visual")
-"""Modules 4-bit leaves in `model.dtype`: the head and the vision tower. transformers 5 matches a name from
-its start or as a suffix (`model.visual.blocks.0.attn.qkv` is not matched by `visual`, so the tower would be
-quantised); older versions match substrings. Both spellings are listed."""
+"""Modules 4-bit leaves in `model.dtype`: the head and the vision tower. Both spellings, as transformers 5
+matches a prefix or suffix (`visual` would miss `model.visual.blocks...`), older versions a substring."""
 GC_KWARGS = {"use_reentrant": False}
 """Non-reentrant checkpointing: no input needs `requires_grad`, so a frozen vision tower runs no backward."""
 
@@ -184,12 +180,11 @@ def add_lora(
 ) -> Any:
     """Wrap `model` with peft LoRA adapters on `target_modules` (language model only by default).
 
-    A 4-bit base is not passed through peft's `prepare_model_for_kbit_training`: it upcasts every
-    non-quantised weight (embeddings, norms, the whole vision tower) to float32, 0.9B parameters x 2 bytes
-    more on Qwen2-VL-2B in bfloat16, and re-enables checkpointing without `use_reentrant`. Its remaining job,
-    freezing the base, is done here; adapters are float32 (`othinklab.precision`), checkpointing is
-    non-reentrant (`GC_KWARGS`), so the input-gradient hooks are removed: with them the frozen vision tower
-    ran a backward for every repeated image in the policy pass.
+    A 4-bit base skips peft's `prepare_model_for_kbit_training`: it upcasts every non-quantised weight to
+    float32 (0.9B parameters x 2 bytes more on Qwen2-VL-2B in bfloat16) and re-enables checkpointing without
+    `use_reentrant`. Its one needed job, freezing the base, is done here (adapters are float32, see
+    `othinklab.precision`); the input-gradient hooks are removed: with them the frozen vision tower ran a
+    backward for every repeated image in the policy pass.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -200,9 +195,7 @@ def add_lora(
         for p in model.parameters():
             p.requires_grad_(False)
         if gradient_checkpointing and hasattr(model, "disable_input_require_grads"):
-            # transformers' checkpointing hooks every input embedding, the vision tower's patch embedding
-            # included, to output requires_grad; non-reentrant checkpointing needs none of it.
-            model.disable_input_require_grads()
+            model.disable_input_require_grads()  # non-reentrant checkpointing needs no input requires_grad
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
     return get_peft_model(model, config)
 

@@ -1,16 +1,17 @@
 """Matplotlib figures from DataFrames (`ax=None`/`axes=None`, return the figure): training curves, beta
 schedules, reward-component distributions per step, cross-task bars and heatmap with the paper overlay.
 
-Why: plots take data, not paths, so notebooks and scripts can plot any slice of a run; they never read a
-run's files themselves (use `othinklab.metrics.read_metrics`). The one file this module knows is the paper's
-own table, shipped as `data/paper_results.csv` (`paper_results`, `paper_value`).
+Why: plots take data, not paths (`othinklab.metrics.read_metrics` reads a run), so any slice of a run can be
+plotted. The one file read here is the paper's table, `data/paper_results.csv` (`paper_results`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 METHOD_ORDER = ("base", "base_direct", "sft", "grpo", "grpo_d")
@@ -68,10 +69,7 @@ def training_curves(metrics: pd.DataFrame, smooth: int = 10, axes: Any = None) -
 
 def beta_schedules(schedules: dict[str, Any], total_steps: int, ax: Any = None) -> Any:
     """beta(s) over `total_steps` for named schedules (`name -> callable(step) -> beta`)."""
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-    else:
-        fig = ax.figure
+    fig, (ax,) = _panels(None if ax is None else [ax], 1, (6, 3.6))
     steps = list(range(total_steps + 1))
     for name, sched in schedules.items():
         ax.plot(steps, [sched(s) for s in steps], label=name)
@@ -85,8 +83,6 @@ def beta_schedules(schedules: dict[str, Any], total_steps: int, ax: Any = None) 
 
 def paper_results(path: str | None = None) -> pd.DataFrame:
     """The paper's reported accuracies (percent) from `data/paper_results.csv` (a `# source:` line first)."""
-    from pathlib import Path
-
     p = Path(path) if path else Path(__file__).resolve().parent.parent / "data" / "paper_results.csv"
     return pd.read_csv(p, comment="#")
 
@@ -202,13 +198,9 @@ def kl_vs_transfer(mechanism: pd.DataFrame, kl_column: str = "kl_same", ax: Any 
     """Measured KL to the base (x) against the same-task gain and the cross-task change (y, points), one
     dot per trained run, one colour per method, each with its least-squares line: does staying close to
     the base predict keeping the other task? (`mechanism` as `othinklab.ablations.mechanism_frame` returns.)"""
-    if ax is None:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
-    else:
-        axes = list(ax) if isinstance(ax, list | tuple) else [ax]
-        fig = axes[0].figure
-    import numpy as np
-
+    if ax is not None and not isinstance(ax, list | tuple):
+        ax = [ax]
+    fig, axes = _panels(ax, 2, (11, 3.8), sharex=True)
     panels = (("same_task_gain", "same-task gain"), ("cross_task_change", "cross-task change"))
     for a, (col, title) in zip(axes, panels):
         for i, (method, sub) in enumerate(mechanism.groupby("method", sort=False)):

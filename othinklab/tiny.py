@@ -1,21 +1,16 @@
 """The embedded default: a tiny Qwen2-VL built offline from a seed, so everything runs with no download.
 
-Why: a teacher on a laptop CPU and the test suite need a real `Qwen2VLForConditionalGeneration` (same
-chat template, image tokens, multimodal rotary positions, `generate`) that fits in seconds. Built here:
-- a byte-level BPE tokenizer trained with `tokenizers` on the synthetic tasks' text, with Qwen's special
-  tokens, digit splitting and chat template;
-- Qwen2-VL's PIL image processor, fixed to 112x112 inputs (8x8 patches of 14 px -> 16 visual tokens
-  after the 2x2 merge: one merged token per 28x28 grid cell of the counting scenes);
-- `Qwen2VLForConditionalGeneration` from a small config (text 128 wide x 2 layers, vision 128 x 2).
-
-Simplified versus the real checkpoints: the vocabulary is ~600 tokens instead of 151,646, and no video
-processor is attached (it needs torchvision, which does not import beside the CPU torch wheel);
-`TinyQwen2VLProcessor` tolerates its absence. The partly competent *base* (the untrained network after
-a short seeded supervised warm-up) is made in `othinklab.warmup`, above `sft`; its cache directory is `base_dir`.
+Why: a laptop CPU and the test suite need a real `Qwen2VLForConditionalGeneration` (same chat template,
+image tokens, multimodal rotary positions, `generate`) that fits in seconds. Built here: a byte-level BPE
+tokenizer trained on the synthetic tasks' text, Qwen2-VL's PIL image processor fixed to 112x112 (16 visual
+tokens, one per 28x28 cell), and the model from a small config; docs/design.md has the sizes. No video
+processor (it needs torchvision, absent beside the CPU torch wheel): `TinyQwen2VLProcessor` tolerates that.
+The warmed-up *base* is made in `othinklab.warmup`; its cache directory is `base_dir`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -36,9 +31,7 @@ VOCAB_SIZE = 640
 """The BPE trainer's upper bound on the vocabulary, special tokens included; the tasks' small corpus
 stops it at 492 tokens, the size the model's embedding is built with."""
 BUILD_VERSION = "v4"
-"""Bump when the build recipe changes, so stale caches are never loaded (v2: the base is warmed up
-through the shared-prompt, recomputing log-prob path; v3: the converged warm-up with planted slips, see
-`othinklab.warmup`; v4: counting's slip is two, not one)."""
+"""Bump when the build recipe (here or in `othinklab.warmup`) changes, so stale caches are never loaded."""
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -165,15 +158,13 @@ class TinyQwen2VLProcessor(Qwen2VLProcessor):
         return ["image_processor", "tokenizer"]
 '''
 """The processor class as source: defined once, run here and copied verbatim into every export."""
-_PROCESSOR_CLASS: list[type] = []
 
 
+@functools.cache
 def _processor_class() -> type:
-    if not _PROCESSOR_CLASS:
-        namespace: dict[str, Any] = {"__name__": f"othinklab.{PROCESSOR_MODULE}"}
-        exec(compile(PROCESSOR_SOURCE, f"<othinklab {PROCESSOR_MODULE}.py>", "exec"), namespace)  # noqa: S102
-        _PROCESSOR_CLASS.append(namespace["TinyQwen2VLProcessor"])
-    return _PROCESSOR_CLASS[0]
+    namespace: dict[str, Any] = {"__name__": f"othinklab.{PROCESSOR_MODULE}"}
+    exec(compile(PROCESSOR_SOURCE, f"<othinklab {PROCESSOR_MODULE}.py>", "exec"), namespace)  # noqa: S102
+    return namespace["TinyQwen2VLProcessor"]
 
 
 def write_processor(processor: Any, folder: str | Path) -> None:

@@ -1,16 +1,13 @@
 """Experiment trackers (`train.report_to`): every metrics row also goes to TensorBoard, trackio, W&B or MLflow,
-through accelerate's tracker classes (`accelerate.tracking`).
+through `accelerate.tracking`.
 
-Why: users from TRL and EasyR1 watch runs in the tracker they already use (TensorBoard where W&B is blocked).
-`metrics.jsonl` stays the source of truth: trackers get a copy of each row, a tracker that fails mid-run is
-warned about once and dropped (training goes on), and plots read the JSONL as before.
+Why: users from TRL and EasyR1 watch runs in the tracker they already use. `metrics.jsonl` stays the source
+of truth: trackers get a copy of each row, and one that fails mid-run is warned about once and dropped.
 
-Names are mapped to TRL's `GRPOTrainer` names where TRL logs the same quantity, so a dashboard built for a
-TRL run lines up; like transformers' callbacks, training keys get a `train/` prefix and `eval/` keys keep
-theirs. Keys without a TRL counterpart keep their name with `/` turned into `_` (`train/advantage_max`,
-`train/loss_kl`), so no key is ever a folder of another (MLflow's file store and W&B panels need that; TRL's
-`kl` and our `kl/beta` would clash). The x axis is the row's `step` (optimizer steps completed before the row's
-update), as in the JSONL. The mapping is `TRL_NAMES`.
+Keys take TRL `GRPOTrainer`'s names where TRL logs the same quantity (`TRL_NAMES`), so a TRL dashboard lines
+up; training keys get a `train/` prefix, `eval/` keys keep theirs. Other keys turn `/` into `_`
+(`train/loss_kl`), so no key is a folder of another (MLflow's file store and W&B panels need that; TRL's
+`kl` and our `kl/beta` would clash). The x axis is the row's `step`, as in the JSONL.
 """
 
 from __future__ import annotations

@@ -1,15 +1,10 @@
 """Notebook widgets over a run's logs, each with a DataFrame twin that computes what the widget shows.
 
-Why: "why did reward collapse at step 140?" is answered by looking at the completions of that step side
-by side with their rewards and advantages. The DataFrame twins (`rollout_view`, `rescore`) hold all the
-logic and are tested directly; the ipywidgets classes only lay them out. ipywidgets is imported lazily so
-the package imports without it.
-
-`RolloutInspector` shows the prompt image the model saw (saved by the trainer under `<run>/images/`) and
-colours each completion's tokens by the policy's log-prob or by the per-token k3 KL to the reference
-(`token_html`, a pure function); the live training view is `othinklab.live.LiveTrainingView`.
-Simplified versus a full debugger: one image per prompt, no attention maps, and runs logged before
-per-token logging (no `tokens` column) fall back to plain completion text.
+Why: "why did reward collapse at step 140?" is answered by the completions of that step side by side with
+their rewards and advantages. The twins (`rollout_view`, `rescore`) hold the logic and are tested directly;
+the ipywidgets classes (imported lazily) only lay them out. `RolloutInspector` shows the prompt image the
+model saw (`<run>/images/`) and colours tokens by log-prob or per-token k3 KL (`token_html`). Simplified:
+one image per prompt, no attention maps; runs without a `tokens` column show plain completion text.
 """
 
 from __future__ import annotations
@@ -59,7 +54,6 @@ def rescore(
     format_weight: float = 1.0,
     accuracy_fn: Callable[[str, str], float] = accuracy_reward,
     format_fn: Callable[[str], float] = format_reward,
-    group_size: int | None = None,
 ) -> pd.DataFrame:
     """Re-score logged completions with another reward (alpha or parser) and recompute advantages.
 
@@ -73,7 +67,7 @@ def rescore(
     df["new_format"] = [format_fn(c) for c in df["completion"]]
     df["new_reward"] = combine(df["new_accuracy"], df["new_format"], format_weight)
     df["new_advantage"] = df.groupby(["step", "group"], sort=False)["new_reward"].transform(
-        lambda r: group_advantages(r.to_numpy(dtype="float32"), group_size or len(r)).numpy()
+        lambda r: group_advantages(r.to_numpy(dtype="float32"), len(r)).numpy()
     )
     return df
 
@@ -169,17 +163,6 @@ def _table_html(view: pd.DataFrame, colour_by: str = "none") -> str:
     return f"<table class='othinklab-rollouts'>{head}{''.join(rows)}</table>"
 
 
-def prompt_images(view: pd.DataFrame, run_dir: str | Path | None) -> dict[str, Path]:
-    """Prompt id -> the saved PNG the model saw (`<run>/images/...`), for the prompts in `view` that have one."""
-    if run_dir is None or "image" not in view:
-        return {}
-    out: dict[str, Path] = {}
-    for pid, rel in zip(view["prompt_id"], view["image"]):
-        if pid not in out and isinstance(rel, str) and (Path(run_dir) / rel).is_file():
-            out[pid] = Path(run_dir) / rel
-    return out
-
-
 def _exact_string_accuracy(completion: str, solution: str) -> float:
     """1.0 if the completion's `<answer>` equals the solution's answer character for character."""
     pred = extract_answer(completion)
@@ -234,8 +217,15 @@ class RolloutInspector(_Shown):
         return rollout_view(self.rollouts, self.step.value, prompt, self.only.value)
 
     def shown_images(self) -> dict[str, Path]:
-        """Prompt id -> image file shown above the table (the prompts of the current view)."""
-        return prompt_images(self.view(), self.run_dir)
+        """Prompt id -> the saved PNG the model saw (`<run>/images/...`), for the prompts of the current view."""
+        view = self.view()
+        if self.run_dir is None or "image" not in view:
+            return {}
+        out: dict[str, Path] = {}
+        for pid, rel in zip(view["prompt_id"], view["image"]):
+            if pid not in out and isinstance(rel, str) and (self.run_dir / rel).is_file():
+                out[pid] = self.run_dir / rel
+        return out
 
     def refresh(self) -> None:
         w = self._w

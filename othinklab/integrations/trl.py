@@ -1,38 +1,32 @@
 """GRPO-D for TRL users: a `TrainerCallback` that sets TRL `GRPOTrainer`'s KL weight beta every step.
 
-Why: a TRL pipeline gets OThink-MR1's dynamic KL (or any othinklab schedule: constant, linear, cosine,
-adaptive) by adding one callback, without leaving TRL:
+Why: a TRL pipeline gets OThink-MR1's dynamic KL (or any othinklab schedule) by adding one callback:
 
     from othinklab.integrations.trl import KLScheduleCallback
     trainer = GRPOTrainer(model, reward_funcs, args=GRPOConfig(beta=0.07, ...), train_dataset=ds)
     KLScheduleCallback.attach(trainer, kl_cfg)   # kl_cfg: othinklab's `KLConfig`, or a Schedule
     trainer.train()
 
-How TRL uses beta (checked against TRL 1.16 `GRPOTrainer`): `self.beta` is read when each generation batch
-is scored (reference log-probs are computed only if `beta != 0.0`) and in `compute_loss` (`loss +=
-beta * KL` only if `beta != 0.0`). So setting `trainer.beta` before each optimizer step is all it takes.
-Two TRL rules shape the callback:
-- TRL builds no reference model under full fine-tuning when `GRPOConfig.beta == 0.0` at construction,
-  and none can be added later. A schedule that is ever > 0 therefore needs a nonzero `GRPOConfig.beta`
-  (any value; the callback overrides it from step 0). The callback raises at `on_train_begin` otherwise.
-  Under LoRA (peft) the reference is the adapter-disabled model and any starting beta works.
-- Where the schedule gives exactly 0 (GRPO-D with `beta_min = 0` at `s = w`), the callback sets
-  `zero_beta` (1e-12 by default) instead of 0.0: TRL keeps computing the reference log-probs, so a
-  generation batch scored at beta 0 and trained at a later nonzero beta (`steps_per_generation` >
-  gradient accumulation) still has them, and the KL keeps being measured, as othinklab's own trainer
-  does. The KL term's weight is 1e-12, i.e. nothing. Pass `zero_beta=0.0` for TRL's own skip.
+TRL (checked against 1.16) reads `self.beta` when it scores a generation batch (reference log-probs only if
+`beta != 0.0`) and in `compute_loss` (`loss += beta * KL` only if `beta != 0.0`), so setting `trainer.beta`
+before each optimizer step is all it takes. Two TRL rules shape the callback:
+- Under full fine-tuning TRL builds no reference model when `GRPOConfig.beta == 0.0`, and none can be
+  added later: a schedule that is ever > 0 needs a nonzero starting beta (any value; it is overridden from
+  step 0), else `on_train_begin` raises. Under LoRA (peft) the reference is the adapter-disabled model.
+- Where the schedule gives exactly 0 (GRPO-D with `beta_min = 0` at `s = w`), `zero_beta` (1e-12, i.e. no
+  weight) is set instead, so TRL keeps computing reference log-probs (a batch scored at beta 0 and trained
+  at a later nonzero beta, `steps_per_generation` > gradient accumulation, still has them) and the KL keeps
+  being measured, as in othinklab's trainer. Pass `zero_beta=0.0` for TRL's own skip.
 
-Logged each optimizer step: `beta` (the value in effect) in TRL's metrics, so it appears in
-`trainer.state.log_history`, the console and any tracker; and in `callback.history` as `(step, beta)`.
-Steps are optimizer steps counted from 0 (`state.global_step` before the step), as in othinklab.
+Logged each optimizer step (counted from 0, `state.global_step` before the step): `beta` in TRL's metrics
+(so in `trainer.state.log_history`, the console and trackers) and `(step, beta)` in `callback.history`.
 After each step the schedule observes `{"kl/value": mean KL TRL measured}` (the adaptive one reacts).
 
-What TRL can and cannot express (checked at construction from a `KLConfig`, a `ConfigError` naming the
-field otherwise): TRL puts k3 in the loss, optionally times pi/pi_old (`GRPOConfig.use_bias_correction_kl`,
-on by default since TRL 1.16). So `kl.estimator=k3_is` sets `trainer.args.use_bias_correction_kl = True`
-and `k3` sets it False; `k1`, `k2`, `k3_plus`, `kl.placement=reward` (TRL has no KL-in-reward for GRPO),
-`kl.schedule=accuracy` (TRL's metrics hold no accuracy reward by that name) and
-`kl.reset_reference_every` (TRL's `sync_ref_model` syncs by mixing, a different rule) cannot be mapped.
+TRL puts k3 in the loss, optionally times pi/pi_old (`use_bias_correction_kl`, on by default since 1.16):
+`kl.estimator=k3_is` sets it True, `k3` False. A `KLConfig` TRL cannot express raises a `ConfigError` at
+construction naming the field: `k1`, `k2`, `k3_plus`, `kl.placement=reward` (no KL-in-reward for GRPO),
+`kl.schedule=accuracy` (no accuracy reward by that name in TRL's metrics) and `kl.reset_reference_every`
+(TRL's `sync_ref_model` mixes, a different rule).
 """
 
 from __future__ import annotations
@@ -100,7 +94,6 @@ class KLScheduleCallback(TrainerCallback):
         trainer.add_callback(cb)
         return cb
 
-    # ------------------------------------------------------------------ trainer events
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.trainer is None or not hasattr(self.trainer, "beta"):
             raise ValueError(
@@ -139,7 +132,6 @@ class KLScheduleCallback(TrainerCallback):
         if kls:
             self.schedule.observe({"kl/value": sum(kls) / len(kls)})
 
-    # ------------------------------------------------------------------ helpers
     def _reference_available(self) -> bool:
         """True if TRL can compute reference log-probs: a reference model, or a peft model (adapter off)."""
         if getattr(self.trainer, "ref_model", None) is not None:

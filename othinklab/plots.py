@@ -209,8 +209,9 @@ def kl_vs_transfer(mechanism: pd.DataFrame, kl_column: str = "kl_same", ax: Any 
         if len(ok) >= 3 and ok[kl_column].nunique() > 1:
             slope, intercept = np.polyfit(ok[kl_column], ok[col], 1)
             xs = np.linspace(ok[kl_column].min(), ok[kl_column].max(), 20)
-            r = float(np.corrcoef(ok[kl_column], ok[col])[0, 1])
-            a.plot(xs, slope * xs + intercept, color="k", lw=1, ls="--", label=f"fit (r = {r:.2f})")
+            # Pearson r is undefined when every run has the same gain (numpy would warn and give nan)
+            r = f"{np.corrcoef(ok[kl_column], ok[col])[0, 1]:.2f}" if ok[col].nunique() > 1 else "undefined"
+            a.plot(xs, slope * xs + intercept, color="k", lw=1, ls="--", label=f"fit (r = {r})")
         a.axhline(0, color="grey", lw=0.6)
         a.set_xlabel(f"KL(trained || base) per token ({kl_column})")
         a.set_ylabel(f"{title} (accuracy points vs base)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -117,6 +118,22 @@ def test_mechanism_frame_by_hand():
     assert points[:, 0].tolist() == pytest.approx([0.2, 0.1]) and points[:, 1].tolist() == pytest.approx([-5.0, 2.0])
     with pytest.raises(ValueError, match="base"):
         ablations.mechanism_frame(_results()[lambda d: d.method != "base"], kl)
+
+
+def test_kl_vs_transfer_with_a_constant_gain_draws_the_fit_without_a_numpy_warning():
+    mech = pd.DataFrame(
+        {
+            "method": ["grpo_d"] * 3,
+            "kl_same": [0.1, 0.2, 0.3],
+            "same_task_gain": [1.0, 2.0, 3.0],
+            "cross_task_change": [0.0, 0.0, 0.0],
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = plots.kl_vs_transfer(mech)
+    labels = [line.get_label() for ax in fig.axes for line in ax.lines if line.get_label().startswith("fit")]
+    assert labels == ["fit (r = 1.00)", "fit (r = undefined)"]
 
 
 def test_kl_to_base_is_zero_at_init_and_grows_with_the_adapter():

@@ -377,8 +377,8 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
                 return int(value)
         raise ConfigError(f"{where}: {key}={show(value)} must be an integer")
     if tp is float:
-        with contextlib.suppress(TypeError, ValueError, OverflowError):
-            if not isinstance(value, bool):
+        if not isinstance(value, bool):
+            with contextlib.suppress(TypeError, ValueError, OverflowError):
                 return float(value)
         raise ConfigError(f"{where}: {key}={show(value)} must be a number")
     if tp is str:

@@ -23,7 +23,10 @@ def _smooth(series: pd.Series, window: int) -> pd.Series:
 
 
 def _panels(axes: Any, n: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Any, Any]:
-    """(figure, axes): the given axes and their figure, or a new figure of `n` panels side by side."""
+    """(figure, axes): the given axes (one Axes or several) and their figure, or a new figure of `n` panels
+    side by side."""
+    if hasattr(axes, "figure"):  # a single Axes
+        axes = [axes]
     if axes is not None:
         return axes[0].figure, axes
     fig, new = plt.subplots(1, n, figsize=figsize, squeeze=False, **kwargs)
@@ -69,7 +72,7 @@ def training_curves(metrics: pd.DataFrame, smooth: int = 10, axes: Any = None) -
 
 def beta_schedules(schedules: dict[str, Any], total_steps: int, ax: Any = None) -> Any:
     """beta(s) over `total_steps` for named schedules (`name -> callable(step) -> beta`)."""
-    fig, (ax,) = _panels(None if ax is None else [ax], 1, (6, 3.6))
+    fig, (ax,) = _panels(ax, 1, (6, 3.6))
     steps = list(range(total_steps + 1))
     for name, sched in schedules.items():
         ax.plot(steps, [sched(s) for s in steps], label=name)
@@ -198,8 +201,6 @@ def kl_vs_transfer(mechanism: pd.DataFrame, kl_column: str = "kl_same", ax: Any 
     """Measured KL to the base (x) against the same-task gain and the cross-task change (y, points), one
     dot per trained run, one colour per method, each with its least-squares line: does staying close to
     the base predict keeping the other task? (`mechanism` as `othinklab.ablations.mechanism_frame` returns.)"""
-    if ax is not None and not isinstance(ax, list | tuple):
-        ax = [ax]
     fig, axes = _panels(ax, 2, (11, 3.8), sharex=True)
     panels = (("same_task_gain", "same-task gain"), ("cross_task_change", "cross-task change"))
     for a, (col, title) in zip(axes, panels):

@@ -32,36 +32,41 @@ def run_sft(cfg: Config, progress: bool = True, model_and_processor: tuple[Any, 
     The run directory's lock (`othinklab.runlock`) is held throughout: a second writer is refused.
     """
     with runlock.hold(run_dir_for(cfg), "sft"):
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        run = prepare_run_dir(cfg, resume=False)
-        seed_everything(cfg.train.seed)
-        model, processor = model_and_processor or load_model(cfg.model)
-        data = PromptStream(cfg, per_batch=cfg.sft.batch_size)
-        batches = (data.batch(i) for i in range(cfg.sft.steps))
-        log = JsonlWriter(run / "metrics.jsonl")
-        bar = tqdm(total=cfg.sft.steps, desc=run.name, disable=not progress, dynamic_ncols=True)
-        last = [time.perf_counter()]
+        return _run_sft(cfg, progress, model_and_processor)
 
-        def on_step(step: int, loss: float) -> None:
-            now = time.perf_counter()
-            log.write({"step": step, "loss/total": loss, "lr": cfg.sft.learning_rate, "time/step_s": now - last[0]})
-            log.flush()
-            last[0] = now
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}")
 
-        try:
-            result = train_sft(
-                model, processor, batches, cfg.sft.steps, cfg.sft.learning_rate, cfg.train.max_grad_norm, on_step
-            )
-        finally:
-            bar.close()
-            log.close()
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.sft.learning_rate)  # state not kept: SFT runs are not resumed
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-        ckpt_io.save_checkpoint(
-            run / "checkpoints", cfg.sft.steps, model, opt, sched, {"method": "sft", "batch_index": cfg.sft.steps}
+def _run_sft(cfg: Config, progress: bool, model_and_processor: tuple[Any, Any] | None) -> TrainResult:
+    """`run_sft` with the run directory locked."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    run = prepare_run_dir(cfg, resume=False)
+    seed_everything(cfg.train.seed)
+    model, processor = model_and_processor or load_model(cfg.model)
+    data = PromptStream(cfg, per_batch=cfg.sft.batch_size)
+    batches = (data.batch(i) for i in range(cfg.sft.steps))
+    log = JsonlWriter(run / "metrics.jsonl")
+    bar = tqdm(total=cfg.sft.steps, desc=run.name, disable=not progress, dynamic_ncols=True)
+    last = [time.perf_counter()]
+
+    def on_step(step: int, loss: float) -> None:
+        now = time.perf_counter()
+        log.write({"step": step, "loss/total": loss, "lr": cfg.sft.learning_rate, "time/step_s": now - last[0]})
+        log.flush()
+        last[0] = now
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    try:
+        result = train_sft(
+            model, processor, batches, cfg.sft.steps, cfg.sft.learning_rate, cfg.train.max_grad_norm, on_step
         )
-        return TrainResult(run, model, processor, cfg.sft.steps, result.seconds)
+    finally:
+        bar.close()
+        log.close()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.sft.learning_rate)  # state not kept: SFT runs are not resumed
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    ckpt_io.save_checkpoint(
+        run / "checkpoints", cfg.sft.steps, model, opt, sched, {"method": "sft", "batch_index": cfg.sft.steps}
+    )
+    return TrainResult(run, model, processor, cfg.sft.steps, result.seconds)
